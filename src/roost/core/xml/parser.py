@@ -1,0 +1,226 @@
+"""Incremental XML stream parser on expat: bytes in, stream events out.
+
+Bytes may arrive in any split (a UTF-8 sequence across two chunks included); expat buffers
+the incomplete token, so the events are the same however the stream is cut. The parser
+enforces RFC 6120 §11 restricted XML and bounds what a peer can make us hold: stanza size
+(§13.12 → ``policy-violation``) and nesting depth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from xml.parsers import expat
+
+from roost.core.errors import StreamError, StreamErrorCondition
+from roost.core.xml.element import Element
+
+__all__ = [
+    "ParserEvent",
+    "StanzaReceived",
+    "StreamClosed",
+    "StreamOpened",
+    "XMLStreamParser",
+]
+
+_SC = StreamErrorCondition
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOpened:
+    """The peer's stream header (``<stream:stream ...>``)."""
+
+    tag: str
+    ns: str
+    attrs: dict[str, str]
+    #: namespace declarations on the header: prefix ("" for the default) -> URI
+    namespaces: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class StanzaReceived:
+    """A complete first-level element (stanza or stream-level element)."""
+
+    element: Element
+
+
+@dataclass(frozen=True, slots=True)
+class StreamClosed:
+    """The peer closed its stream (``</stream:stream>``)."""
+
+
+ParserEvent = StreamOpened | StanzaReceived | StreamClosed
+
+_ERR = expat.errors.codes
+_ERROR_MAP = {
+    _ERR[expat.errors.XML_ERROR_UNDEFINED_ENTITY]: _SC.RESTRICTED_XML,
+    _ERR[expat.errors.XML_ERROR_EXTERNAL_ENTITY_HANDLING]: _SC.RESTRICTED_XML,
+    _ERR[expat.errors.XML_ERROR_UNBOUND_PREFIX]: _SC.BAD_NAMESPACE_PREFIX,
+    _ERR[expat.errors.XML_ERROR_INCORRECT_ENCODING]: _SC.UNSUPPORTED_ENCODING,
+    _ERR[expat.errors.XML_ERROR_UNKNOWN_ENCODING]: _SC.UNSUPPORTED_ENCODING,
+}
+
+_SEP = "\x01"
+
+
+class _Restricted(Exception):
+    """Raised inside an expat callback to abort parsing with a stream error."""
+
+    def __init__(self, error: StreamError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class XMLStreamParser:
+    """Feed bytes, get events. One instance per stream: a stream restart needs a new one."""
+
+    __slots__ = (
+        "_boundary",
+        "_depth",
+        "_events",
+        "_expat",
+        "_fed",
+        "_max_depth",
+        "_max_stanza",
+        "_names",
+        "_pending_ns",
+        "_stack",
+        "closed",
+    )
+
+    def __init__(self, *, max_stanza_size: int = 262144, max_depth: int = 64) -> None:
+        self._max_stanza = max_stanza_size
+        self._max_depth = max_depth
+        self._events: list[ParserEvent] = []
+        self._stack: list[Element] = []
+        self._depth = 0
+        self._fed = 0
+        self._boundary = 0
+        self._pending_ns: dict[str, str] = {}
+        self._names: dict[str, tuple[str, str]] = {}
+        self.closed = False
+        p = expat.ParserCreate("UTF-8", _SEP)
+        p.buffer_text = True
+        p.ordered_attributes = False
+        p.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+        p.StartElementHandler = self._start
+        p.EndElementHandler = self._end
+        p.CharacterDataHandler = self._chars
+        p.StartNamespaceDeclHandler = self._ns_decl
+        p.XmlDeclHandler = self._xml_decl
+        p.StartDoctypeDeclHandler = self._forbidden_dtd
+        p.EntityDeclHandler = self._forbidden_entity
+        p.CommentHandler = self._forbidden_comment
+        p.ProcessingInstructionHandler = self._forbidden_pi
+        p.ExternalEntityRefHandler = self._forbidden_external
+        self._expat = p
+
+    def feed(self, data: bytes) -> list[ParserEvent]:
+        """Parse a chunk; return the events it completed. Raises ``StreamError``."""
+        if self.closed:
+            return []
+        self._fed += len(data)
+        try:
+            self._expat.Parse(data, False)
+        except _Restricted as exc:
+            self.closed = True
+            raise exc.error from None
+        except expat.ExpatError as exc:
+            self.closed = True
+            condition = _ERROR_MAP.get(exc.code or 0, _SC.NOT_WELL_FORMED)
+            raise StreamError(condition, expat.errors.messages[exc.code or 0]) from None
+        # A peer may hold an unfinished token (a huge attribute, say) in expat's buffer:
+        # bound everything fed since the last stanza boundary, not just completed elements.
+        if self._fed - self._boundary > self._max_stanza and not self.closed:
+            self.closed = True
+            raise StreamError(_SC.POLICY_VIOLATION, "stanza too large")
+        events, self._events = self._events, []
+        return events
+
+    # -- expat callbacks -------------------------------------------------------------------
+
+    def _split(self, name: str) -> tuple[str, str]:
+        cached = self._names.get(name)
+        if cached is None:
+            uri, sep, local = name.rpartition(_SEP)
+            cached = (uri, local) if sep else ("", name)
+            if len(self._names) < 4096:
+                self._names[name] = cached
+        return cached
+
+    def _start(self, name: str, attrs: dict[str, str]) -> None:
+        uri, tag = self._split(name)
+        if attrs:
+            for key in [k for k in attrs if _SEP in k]:
+                a_uri, _, local = key.rpartition(_SEP)
+                attrs["{" + a_uri + "}" + local] = attrs.pop(key)
+        depth = self._depth
+        if depth == 0:
+            namespaces, self._pending_ns = self._pending_ns, {}
+            self._depth = 1
+            self._boundary = self._fed
+            self._events.append(StreamOpened(tag, uri, attrs, namespaces))
+            return
+        self._pending_ns.clear()
+        if depth >= self._max_depth:
+            raise _Restricted(StreamError(_SC.POLICY_VIOLATION, "elements nested too deep"))
+        el = Element(tag, uri, attrs)
+        if depth == 1:
+            self._boundary = self._expat.CurrentByteIndex
+        else:
+            self._stack[-1].children.append(el)
+            if self._expat.CurrentByteIndex - self._boundary > self._max_stanza:
+                raise _Restricted(StreamError(_SC.POLICY_VIOLATION, "stanza too large"))
+        self._stack.append(el)
+        self._depth = depth + 1
+
+    def _end(self, name: str) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self.closed = True
+            self._events.append(StreamClosed())
+            return
+        el = self._stack.pop()
+        if self._depth == 1:
+            if self._expat.CurrentByteIndex - self._boundary > self._max_stanza:
+                raise _Restricted(StreamError(_SC.POLICY_VIOLATION, "stanza too large"))
+            self._boundary = self._expat.CurrentByteIndex
+            self._events.append(StanzaReceived(el))
+
+    def _chars(self, data: str) -> None:
+        if self._depth >= 2:
+            children = self._stack[-1].children
+            if children and isinstance(children[-1], str):
+                children[-1] += data
+            else:
+                children.append(data)
+        elif data.strip(" \t\r\n"):
+            # RFC 6120 §4.7.5 ... only elements may appear at the stream level.
+            raise _Restricted(StreamError(_SC.NOT_WELL_FORMED, "text at stream level"))
+
+    def _ns_decl(self, prefix: str | None, uri: str | None) -> None:
+        self._pending_ns[prefix or ""] = uri or ""
+
+    def _xml_decl(self, version: str | None, encoding: str | None, standalone: int) -> None:
+        # RFC 6120 §11.6: UTF-8 only.
+        if encoding is not None and encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
+            raise _Restricted(StreamError(_SC.UNSUPPORTED_ENCODING, f"encoding {encoding}"))
+
+    @staticmethod
+    def _forbidden(what: str) -> _Restricted:
+        # RFC 6120 §11.1: comments, PIs, DTDs and entity references are not allowed.
+        return _Restricted(StreamError(_SC.RESTRICTED_XML, f"{what} not allowed"))
+
+    def _forbidden_dtd(self, *args: object) -> None:
+        raise self._forbidden("DTD")
+
+    def _forbidden_entity(self, *args: object) -> None:
+        raise self._forbidden("entity declaration")
+
+    def _forbidden_comment(self, data: str) -> None:
+        raise self._forbidden("comment")
+
+    def _forbidden_pi(self, target: str, data: str) -> None:
+        raise self._forbidden("processing instruction")
+
+    def _forbidden_external(self, *args: object) -> int:
+        raise self._forbidden("external entity")
