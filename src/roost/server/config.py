@@ -1,0 +1,315 @@
+"""TOML configuration -> frozen, typed, validated settings.
+
+Every section is a frozen dataclass. One generic validator walks the dataclass fields and
+converts by their declared types (int, float, bool, str, Path, Path | None, tuple[str, ...]);
+bounds, choices and per-item normalisers live in field metadata. Errors name the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import ipaddress
+import math
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+__all__ = [
+    "AuthConfig",
+    "C2SConfig",
+    "Config",
+    "ConfigError",
+    "LogConfig",
+    "RegistrationConfig",
+    "S2SConfig",
+    "StorageConfig",
+    "TLSConfig",
+    "config_from_dict",
+    "load_config",
+]
+
+_T = TypeVar("_T")
+
+
+class ConfigError(Exception):
+    """A configuration problem; ``key`` is the dotted key (or the file) that is wrong."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+def _opt(
+    default: _T,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    item: Callable[[str], str] | None = None,
+    nonempty: bool = False,
+) -> _T:
+    """A field with validation metadata (bounds inclusive; ``item`` normalises list items)."""
+    meta = {"lo": lo, "hi": hi, "choices": choices, "item": item, "nonempty": nonempty}
+    return field(default=default, metadata=meta)
+
+
+def _ip_address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"must be an IP address, got {value!r}") from None
+
+
+def _domain(value: str) -> str:
+    """Normalise a domainpart (RFC 7622 §3.2), preferring roost.core.jid when present."""
+    try:
+        jid_module: Any = importlib.import_module("roost.core.jid")
+    except ModuleNotFoundError as exc:
+        if exc.name != "roost.core.jid":
+            raise
+        jid_module = None
+    if jid_module is not None:
+        try:
+            return str(jid_module.JID.make(None, value).domain)
+        except ValueError as exc:  # roost.core.jid.InvalidJID names the domainpart itself
+            raise ValueError(str(exc)) from None
+    import idna
+
+    # RFC 7622 §3.2: a trailing dot is removed; the domainpart is an IDNA2008 name.
+    name = value.lower().removesuffix(".")
+    try:
+        return str(idna.decode(idna.encode(name, uts46=True)))
+    except idna.IDNAError as exc:
+        raise ValueError(f"invalid domain {value!r}: {exc}") from None
+
+
+_SASL_MECHANISMS = (
+    "SCRAM-SHA-256-PLUS",
+    "SCRAM-SHA-1-PLUS",
+    "SCRAM-SHA-256",
+    "SCRAM-SHA-1",
+    "PLAIN",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class C2SConfig:
+    """Client-to-server listener and its limits (times in seconds)."""
+
+    port: int = _opt(5222, lo=0, hi=65535)
+    interfaces: tuple[str, ...] = _opt(("0.0.0.0",), item=_ip_address, nonempty=True)
+    # XEP-0368 Direct TLS; 0 disables it.
+    direct_tls_port: int = _opt(5223, lo=0, hi=65535)
+    require_encryption: bool = True
+    # RFC 6120 §13.12: a server must accept stanzas of at least 10000 bytes.
+    max_stanza_size: int = _opt(262144, lo=10000)
+    max_depth: int = _opt(64, lo=8, hi=10000)
+    idle_timeout: float = _opt(600.0, lo=0)
+    preauth_timeout: float = _opt(30.0, lo=1)
+    max_sasl_attempts: int = _opt(3, lo=1)
+    max_connections_per_ip: int = _opt(100, lo=1)
+    max_auth_failures_per_ip: int = _opt(10, lo=1)
+    auth_failure_window: float = _opt(300.0, lo=1)
+    keepalive_interval: float = _opt(60.0, lo=0)
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    """Certificate and key (PEM); when both are omitted a self-signed pair is generated."""
+
+    cert: Path | None = None
+    key: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cert is None) != (self.key is None):
+            raise ConfigError("tls", "cert and key must be set together")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """SASL settings."""
+
+    # RFC 7677 §4: at least 4096 iterations.
+    scram_iterations: int = _opt(10000, lo=4096, hi=10_000_000)
+    mechanisms: tuple[str, ...] = _opt(_SASL_MECHANISMS, choices=_SASL_MECHANISMS, nonempty=True)
+    # PLAIN is only ever offered over TLS; this switches it off entirely.
+    allow_plain: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationConfig:
+    """XEP-0077 in-band registration."""
+
+    enabled: bool = False
+    rate_per_ip: int = _opt(5, lo=1)  # registrations per IP per hour
+
+
+@dataclass(frozen=True, slots=True)
+class S2SConfig:
+    """Server-to-server listener."""
+
+    port: int = _opt(5269, lo=0, hi=65535)  # 0 disables the listener
+    enabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    backend: str = _opt("sqlite", choices=("sqlite",))
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = _opt("info", choices=("debug", "info", "warning", "error"))
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration; ``source`` is the file it came from (not a TOML key)."""
+
+    domains: tuple[str, ...] = _opt(("localhost",), item=_domain, nonempty=True)
+    data_dir: Path = Path("data")
+    c2s: C2SConfig = field(default_factory=C2SConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+    s2s: S2SConfig = field(default_factory=S2SConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    source: Path | None = field(default=None, metadata={"internal": True})
+
+
+def load_config(path: Path | None) -> Config:
+    """Read and validate a TOML file; ``None`` gives the defaults with data_dir under the cwd."""
+    if path is None:
+        return config_from_dict({}, Path.cwd())
+    path = Path(path).absolute()
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), str(exc)) from None
+    return dataclasses.replace(config_from_dict(data, path.parent), source=path)
+
+
+def config_from_dict(data: Mapping[str, object], base_dir: Path) -> Config:
+    """Validate parsed TOML; relative paths resolve against ``base_dir``."""
+    return _build(Config, data, base_dir, "")
+
+
+# -- generic validator ---------------------------------------------------------------------------
+
+_D = TypeVar("_D", bound="DataclassInstance")
+
+
+def _build(cls: type[_D], data: object, base_dir: Path, prefix: str) -> _D:
+    if not isinstance(data, Mapping):
+        raise ConfigError(prefix.rstrip("."), f"must be a table, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+    names = [f.name for f in fields]
+    for key in data:
+        if key not in names:
+            hint = difflib.get_close_matches(str(key), names, n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"{prefix}{key}", f"unknown key{extra}")
+    values: dict[str, object] = {}
+    for f in fields:
+        key, hint = f"{prefix}{f.name}", hints[f.name]
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            values[f.name] = _build(hint, data.get(f.name, {}), base_dir, f"{key}.")
+        elif f.name in data:
+            values[f.name] = _convert(hint, data[f.name], key, f.metadata, base_dir)
+        elif isinstance(f.default, Path):
+            values[f.name] = base_dir / f.default
+    return cls(**values)
+
+
+def _describe(hint: object, meta: Mapping[str, Any]) -> str:
+    lo, hi, choices = meta.get("lo"), meta.get("hi"), meta.get("choices")
+    if hint is int or hint is float:
+        noun = "an integer" if hint is int else "a number"
+        if lo is not None and hi is not None:
+            return f"{noun} between {_num(lo)} and {_num(hi)}"
+        if lo is not None:
+            return f"{noun} >= {_num(lo)}"
+        return noun
+    if hint is bool:
+        return "a boolean (true or false)"
+    if hint is str:
+        return ("one of " + ", ".join(map(repr, choices))) if choices else "a string"
+    if hint is Path or _optional_of(hint) is Path:
+        return "a path (string)"
+    return "a non-empty list of strings" if meta.get("nonempty") else "a list of strings"
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _optional_of(hint: object) -> object | None:
+    """``X`` for ``X | None``, else None."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            inner: object = args[0]
+            return inner
+    return None
+
+
+def _convert(
+    hint: object, value: object, key: str, meta: Mapping[str, Any], base_dir: Path
+) -> object:
+    def bad() -> ConfigError:
+        return ConfigError(key, f"must be {_describe(hint, meta)}, got {value!r}")
+
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad()
+        return value
+    if hint is int or hint is float:
+        # bool is an int subclass in Python; `port = true` is still a mistake.
+        allowed = (int,) if hint is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, allowed) or not math.isfinite(value):
+            raise bad()
+        lo, hi = meta.get("lo"), meta.get("hi")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise bad()
+        return value if hint is int else float(value)
+    if hint is str:
+        if not isinstance(value, str) or (meta.get("choices") and value not in meta["choices"]):
+            raise bad()
+        return value
+    if hint is Path or _optional_of(hint) is Path:
+        if not isinstance(value, str) or not value:
+            raise bad()
+        return base_dir / Path(value).expanduser()
+    if typing.get_origin(hint) is tuple and typing.get_args(hint) == (str, ...):
+        if not isinstance(value, list) or (meta.get("nonempty") and not value):
+            raise bad()
+        items: list[str] = []
+        item_meta = {"choices": meta.get("choices")}
+        for i, raw in enumerate(value):
+            item = _convert(str, raw, f"{key}[{i}]", item_meta, base_dir)
+            assert isinstance(item, str)
+            if meta.get("item") is not None:
+                try:
+                    item = meta["item"](item)
+                except ValueError as exc:
+                    raise ConfigError(f"{key}[{i}]", str(exc)) from None
+            if item in items:
+                raise ConfigError(f"{key}[{i}]", f"duplicate value {raw!r}")
+            items.append(item)
+        return tuple(items)
+    raise TypeError(f"{key}: unsupported config field type {hint!r}")  # a bug in this module
