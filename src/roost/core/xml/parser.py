@@ -157,7 +157,7 @@ class XMLStreamParser:
         if depth == 0:
             namespaces, self._pending_ns = self._pending_ns, {}
             self._depth = 1
-            self._boundary = self._fed
+            self._boundary = self._expat.CurrentByteIndex
             self._events.append(StreamOpened(tag, uri, attrs, namespaces))
             return
         self._pending_ns.clear()
