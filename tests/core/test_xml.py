@@ -27,8 +27,7 @@ HEADER = (
     b"xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
 )
 STREAM = (
-    HEADER
-    + b"<message to='juliet@example.com' type='chat' id='m1' xml:lang='fr'>"
+    HEADER + b"<message to='juliet@example.com' type='chat' id='m1' xml:lang='fr'>"
     b"<body>caf\xc3\xa9 \xe2\x98\x95 &amp; &lt;tag&gt; &#x263A;</body>"
     b"<x xmlns='urn:example' a='&apos;q&apos;'/><thread>t</thread></message>"
     b"  \n "
@@ -47,9 +46,7 @@ def events_of(chunks: list[bytes]) -> list[object]:
 
 
 def _normal(evs: list[object]) -> list[object]:
-    return [
-        ("stanza", serialize(e.element)) if isinstance(e, StanzaReceived) else e for e in evs
-    ]
+    return [("stanza", serialize(e.element)) if isinstance(e, StanzaReceived) else e for e in evs]
 
 
 def test_whole_stream_events() -> None:

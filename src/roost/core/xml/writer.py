@@ -63,12 +63,14 @@ def _write(el: Element, parent_ns: str, out: list[str]) -> None:
             if key[0] != "{":
                 out.append(f" {key}='{escape_attr(value)}'")
             elif key.startswith(_XML_PREFIX):
-                out.append(f" xml:{key[len(_XML_PREFIX):]}='{escape_attr(value)}'")
+                out.append(f" xml:{key[len(_XML_PREFIX) :]}='{escape_attr(value)}'")
             else:
                 uri, _, local = key[1:].partition("}")
                 prefix = f"ns{extra}"
                 extra += 1
-                out.append(f" xmlns:{prefix}='{escape_attr(uri)}' {prefix}:{local}='{escape_attr(value)}'")
+                out.append(
+                    f" xmlns:{prefix}='{escape_attr(uri)}' {prefix}:{local}='{escape_attr(value)}'"
+                )
     if not el.children:
         out.append("/>")
         return

@@ -1,1 +1,14 @@
+"""Feature modules: one file per feature, each registering through its ``ModuleContext``."""
 
+from __future__ import annotations
+
+from roost.server.modules.base import Module
+
+__all__ = ["default_modules"]
+
+
+def default_modules() -> list[Module]:
+    """The modules a server loads unless told otherwise."""
+    from roost.server.modules.ping import PingModule
+
+    return [PingModule()]

@@ -1,0 +1,302 @@
+"""The ``roost`` command: serve, user, cert, check.
+
+Exit codes: 0 success, 1 an operation failed (e.g. the account exists), 2 bad configuration
+or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from roost.server.config import Config, ConfigError, load_config
+
+__all__ = ["main"]
+
+log = logging.getLogger("roost")
+
+
+def _load(args: argparse.Namespace) -> Config:
+    path = Path(args.config) if args.config else None
+    if path is None and Path("roost.toml").exists():
+        path = Path("roost.toml")
+    return load_config(path)
+
+
+def _setup_logging(config: Config) -> None:
+    logging.basicConfig(
+        level=getattr(logging, config.log.level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# -- serve ---------------------------------------------------------------------------------
+
+
+def _install_loop(choice: str) -> None:
+    if choice == "asyncio":
+        return
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit(
+                "roost: --loop uvloop asked for, but uvloop is not installed"
+            ) from None
+        return
+    uvloop.install()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = _load(args)
+    _setup_logging(config)
+    _install_loop(args.loop)
+    from roost.server.app import Server
+    from roost.transport.certs import CertificateError
+
+    async def run() -> None:
+        server = Server(config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, server.request_stop)
+        await server.serve_forever()
+
+    try:
+        asyncio.run(run())
+    except CertificateError as exc:
+        print(f"roost: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"roost: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# -- user ----------------------------------------------------------------------------------
+
+
+def _split_jid(text: str) -> tuple[str, str]:
+    from roost.core.jid import JID, InvalidJID
+
+    try:
+        jid = JID.parse(text)
+    except InvalidJID as exc:
+        raise SystemExit(f"roost: invalid JID {text!r}: {exc}") from None
+    if jid.local is None or jid.resource is not None:
+        raise SystemExit(f"roost: {text!r} is not a bare account JID (user@domain)")
+    return jid.local, jid.domain
+
+
+def _password(args: argparse.Namespace, confirm: bool = True) -> str:
+    if getattr(args, "password", None):
+        return str(args.password)
+    env = os.environ.get("ROOST_PASSWORD")
+    if env:
+        return env
+    if not sys.stdin.isatty():
+        line = sys.stdin.readline().rstrip("\n")
+        if not line:
+            raise SystemExit("roost: no password given")
+        return line
+    pw = getpass.getpass("Password: ")
+    if confirm and getpass.getpass("Again: ") != pw:
+        raise SystemExit("roost: passwords differ")
+    if not pw:
+        raise SystemExit("roost: the password must not be empty")
+    return pw
+
+
+async def _with_accounts(config: Config, fn):  # type: ignore[no-untyped-def]
+    from roost.server.accounts import Accounts
+    from roost.storage.sqlite import SQLiteStorage
+
+    storage = SQLiteStorage(Path(config.data_dir) / "roost.db")
+    await storage.open()
+    try:
+        return await fn(Accounts(storage, config.auth.scram_iterations))
+    finally:
+        await storage.close()
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    config = _load(args)
+    from roost.server.accounts import InvalidUsername
+    from roost.storage.api import AccountExists, NoSuchAccount
+
+    if args.user_cmd == "list":
+        rows = asyncio.run(_with_accounts(config, lambda a: a.storage.list_accounts(args.domain)))
+        for username, domain in rows:
+            print(f"{username}@{domain}")
+        return 0
+    local, domain = _split_jid(args.jid)
+    if domain not in config.domains:
+        print(
+            f"roost: {domain} is not one of the served domains {list(config.domains)}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        if args.user_cmd == "add":
+            password = _password(args)
+            asyncio.run(_with_accounts(config, lambda a: a.create(local, domain, password)))
+            print(f"created {local}@{domain}")
+        elif args.user_cmd == "passwd":
+            password = _password(args)
+            asyncio.run(_with_accounts(config, lambda a: a.set_password(local, domain, password)))
+            print(f"password changed for {local}@{domain}")
+        elif args.user_cmd == "delete":
+            ok = asyncio.run(
+                _with_accounts(config, lambda a: a.storage.delete_account(local, domain))
+            )
+            if not ok:
+                print(f"roost: no account {local}@{domain}", file=sys.stderr)
+                return 1
+            print(f"deleted {local}@{domain}")
+    except AccountExists:
+        print(f"roost: {local}@{domain} already exists", file=sys.stderr)
+        return 1
+    except NoSuchAccount:
+        print(f"roost: no account {local}@{domain}", file=sys.stderr)
+        return 1
+    except (InvalidUsername, ValueError) as exc:
+        print(f"roost: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# -- cert ----------------------------------------------------------------------------------
+
+
+def cmd_cert(args: argparse.Namespace) -> int:
+    config = _load(args)
+    from roost.transport.certs import generate_self_signed
+
+    out = Path(config.data_dir) / "certs"
+    cert, key = out / f"{args.domain}.crt", out / f"{args.domain}.key"
+    generate_self_signed(args.domain, cert, key)
+    print(f"wrote {cert} and {key}")
+    return 0
+
+
+# -- check ---------------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate config, certificates, data directory and ports; say how to fix problems."""
+    config = _load(args)
+    from roost.transport.certs import CertificateError, load_tls_context_server
+
+    problems: list[str] = []
+    data = Path(config.data_dir)
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+        probe = data / ".roost-check"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        problems.append(f"data_dir {data}: not writable ({exc}); choose another data_dir")
+    if config.tls.cert is not None and config.tls.key is not None:
+        try:
+            load_tls_context_server(config.tls.cert, config.tls.key)
+        except CertificateError as exc:
+            problems.append(f"tls: {exc}; fix tls.cert/tls.key or remove both to self-sign")
+    else:
+        for domain in config.domains:
+            crt = data / "certs" / f"{domain}.crt"
+            state = "present" if crt.exists() else "will be generated on first start"
+            print(f"certificate for {domain}: self-signed, {state}")
+    ports = [("c2s.port", config.c2s.port), ("c2s.direct_tls_port", config.c2s.direct_tls_port)]
+    for key, port in ports:
+        if not port:
+            continue
+        for host in config.c2s.interfaces:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind((host, port))
+                except OSError as exc:
+                    problems.append(
+                        f"{key}: cannot bind {host}:{port} ({exc.strerror}); is another server "
+                        "running? choose another port"
+                    )
+    for p in problems:
+        print(f"problem: {p}")
+    if problems:
+        return 1
+    print(f"ok: config {config.source or '(defaults)'}; domains {', '.join(config.domains)}")
+    return 0
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="roost", description="Roost XMPP server")
+    parser.add_argument(
+        "--config", "-c", help="TOML config file (default: ./roost.toml if present)"
+    )
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--config", "-c", default=argparse.SUPPRESS, help="TOML config file")
+        return p
+
+    serve = add("serve", "run the server")
+    serve.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="event loop (auto: uvloop when installed)",
+    )
+    serve.set_defaults(fn=cmd_serve)
+
+    user = add("user", "manage accounts")
+    usub = user.add_subparsers(dest="user_cmd", required=True)
+    for name, help in (("add", "create an account"), ("passwd", "change a password")):
+        p = usub.add_parser(name, help=help)
+        p.add_argument("jid")
+        p.add_argument("--password", "-p", help="(else $ROOST_PASSWORD, else a prompt)")
+        p.add_argument("--config", "-c", default=argparse.SUPPRESS)
+    p = usub.add_parser("delete", help="delete an account and its data")
+    p.add_argument("jid")
+    p.add_argument("--config", "-c", default=argparse.SUPPRESS)
+    p = usub.add_parser("list", help="list accounts")
+    p.add_argument("domain", nargs="?")
+    p.add_argument("--config", "-c", default=argparse.SUPPRESS)
+    user.set_defaults(fn=cmd_user)
+
+    cert = add("cert", "certificates")
+    csub = cert.add_subparsers(dest="cert_cmd", required=True)
+    p = csub.add_parser("generate", help="generate a self-signed certificate into data_dir/certs")
+    p.add_argument("domain")
+    p.add_argument("--config", "-c", default=argparse.SUPPRESS)
+    cert.set_defaults(fn=cmd_cert)
+
+    check = add("check", "validate config, certificates, data directory and ports")
+    check.set_defaults(fn=cmd_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except ConfigError as exc:
+        print(f"roost: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,295 @@
+"""Server lifecycle: start (storage -> certificates -> modules -> listeners), serve, stop.
+
+``Server.ready`` is set once every listener accepts connections, so tests and the CLI wait on
+it rather than on a sleep. ``stop`` is graceful: listeners close, every client gets
+``system-shutdown`` (RFC 6120 §4.9.3.20), pending writes drain, storage is flushed and closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import secrets
+import ssl
+import time
+from collections.abc import Coroutine, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from roost.core.errors import StreamError, StreamErrorCondition
+from roost.core.stream.server import ServerStreamSettings
+from roost.core.xml.element import Element
+from roost.server import events
+from roost.server.accounts import Accounts
+from roost.server.bus import EventBus
+from roost.server.c2s import C2SConnection
+from roost.server.config import Config
+from roost.server.modules import default_modules
+from roost.server.modules.base import Module, ModuleContext, Registry
+from roost.server.router import Router
+from roost.server.sessions import SessionManager
+from roost.storage.sqlite import SQLiteStorage
+from roost.transport.certs import ensure_certificate, load_certificate_der, load_tls_context_server
+
+__all__ = ["Listener", "Server"]
+
+log = logging.getLogger(__name__)
+
+
+class Listener:
+    """One bound listening socket."""
+
+    __slots__ = ("direct_tls", "host", "port", "server")
+
+    def __init__(self, server: asyncio.Server, host: str, port: int, direct_tls: bool) -> None:
+        self.server = server
+        self.host = host
+        self.port = port
+        self.direct_tls = direct_tls
+
+    def __str__(self) -> str:
+        kind = "c2s direct TLS" if self.direct_tls else "c2s STARTTLS"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{kind} {host}:{self.port}"
+
+
+class Server:
+    """A Roost server: owns storage, sessions, router, modules and listeners."""
+
+    def __init__(self, config: Config, modules: Sequence[Module] | None = None) -> None:
+        self.config = config
+        self.domains: frozenset[str] = frozenset(config.domains)
+        self.bus = EventBus()
+        self.registry = Registry()
+        self.sessions = SessionManager(self.new_id)
+        self.router = Router(self)
+        self.storage = SQLiteStorage(Path(config.data_dir) / "roost.db")
+        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="roost-cpu")
+        self.accounts = Accounts(self.storage, config.auth.scram_iterations, self.pool)
+        self.ready = asyncio.Event()
+        self.started_at = time.time()
+        self.listeners: list[Listener] = []
+        self.connections: set[C2SConnection] = set()
+        self.stream_settings = self._stream_settings()
+        self._modules = list(default_modules() if modules is None else modules)
+        self._contexts: list[ModuleContext] = []
+        self._tls: dict[str, ssl.SSLContext] = {}
+        self._cert_der: dict[str, bytes] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._per_ip: collections.Counter[str] = collections.Counter()
+        self._auth_failures: dict[str, collections.deque[float]] = {}
+        self._stopping: asyncio.Event | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- identities -----------------------------------------------------------------------
+
+    @staticmethod
+    def new_id() -> str:
+        """Stream ids, nonces and generated resources: unguessable (RFC 6120 §4.7.3)."""
+        return secrets.token_hex(8)
+
+    @property
+    def default_domain(self) -> str:
+        return self.config.domains[0]
+
+    # -- start ----------------------------------------------------------------------------
+
+    def _stream_settings(self) -> ServerStreamSettings:
+        c2s = self.config.c2s
+        mechanisms = [
+            m for m in self.config.auth.mechanisms if m != "PLAIN" or self.config.auth.allow_plain
+        ]
+        return ServerStreamSettings(
+            domains=self.domains,
+            require_encryption=c2s.require_encryption,
+            tls_available=True,
+            mechanisms=tuple(mechanisms),
+            max_stanza_size=c2s.max_stanza_size,
+            max_depth=c2s.max_depth,
+            max_sasl_attempts=c2s.max_sasl_attempts,
+            preauth_features=lambda: self.registry.features(self.registry.preauth_features),
+            bound_features=lambda: self.registry.features(self.registry.bound_features),
+        )
+
+    def _load_tls(self) -> None:
+        tls = self.config.tls
+        for domain in self.config.domains:
+            if tls.cert is not None and tls.key is not None:
+                cert, key = tls.cert, tls.key
+            else:
+                cert, key = ensure_certificate(domain, Path(self.config.data_dir))
+            self._tls[domain] = load_tls_context_server(cert, key)
+            self._cert_der[domain] = load_certificate_der(cert)
+        default = self._tls[self.default_domain]
+
+        def pick(sslobj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+            if name and (ctx := self._tls.get(name.lower())) is not None:
+                sslobj.context = ctx
+
+        default.sni_callback = pick
+
+    def tls_context(self, domain: str | None) -> ssl.SSLContext:
+        return self._tls.get(domain or "", self._tls[self.default_domain])
+
+    def cert_der(self, domain: str | None) -> bytes | None:
+        return self._cert_der.get(domain or "", self._cert_der.get(self.default_domain))
+
+    async def start(self) -> None:
+        """Open storage, load certificates and modules, and listen."""
+        Path(self.config.data_dir).mkdir(parents=True, exist_ok=True)
+        await self.storage.open()
+        await asyncio.get_running_loop().run_in_executor(self.pool, self._load_tls)
+        for module in self._modules:
+            ctx = ModuleContext(self, module.name)
+            module.setup(ctx)
+            self._contexts.append(ctx)
+        self.stream_settings = self._stream_settings()
+        c2s = self.config.c2s
+        await self._listen(c2s.interfaces, c2s.port, direct_tls=False)
+        if c2s.direct_tls_port:
+            await self._listen(c2s.interfaces, c2s.direct_tls_port, direct_tls=True)
+        self._stopping = asyncio.Event()
+        self._sweeper = asyncio.create_task(self._sweep())
+        self.started_at = time.time()
+        self.ready.set()
+        log.info(
+            "Roost ready for %s on %s",
+            ", ".join(self.config.domains),
+            ", ".join(str(lst) for lst in self.listeners),
+        )
+
+    async def _listen(self, hosts: Iterable[str], port: int, *, direct_tls: bool) -> None:
+        loop = asyncio.get_running_loop()
+        ctx = self._tls[self.default_domain] if direct_tls else None
+        for host in hosts:
+            srv = await loop.create_server(
+                lambda: C2SConnection(self, direct_tls=direct_tls),
+                host,
+                port,
+                ssl=ctx,
+                ssl_handshake_timeout=30 if ctx else None,
+                reuse_address=True,
+                backlog=1024,
+            )
+            bound_port = srv.sockets[0].getsockname()[1]
+            self.listeners.append(Listener(srv, host, bound_port, direct_tls))
+
+    def port(self, *, direct_tls: bool = False) -> int:
+        """The first bound port of a kind (tests run on port 0)."""
+        return next(lst.port for lst in self.listeners if lst.direct_tls == direct_tls)
+
+    # -- tasks ----------------------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` as a tracked task (cancelled on shutdown, errors logged)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("background task failed", exc_info=exc)
+
+    # -- per-address limits ---------------------------------------------------------------
+
+    def connection_opened(self, conn: C2SConnection) -> bool:
+        """Count a new connection; False when its address has too many already."""
+        self.connections.add(conn)
+        self._per_ip[conn.peer_ip] += 1
+        return self._per_ip[conn.peer_ip] <= self.config.c2s.max_connections_per_ip
+
+    def connection_closed(self, conn: C2SConnection) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self._per_ip[conn.peer_ip] -= 1
+            if self._per_ip[conn.peer_ip] <= 0:
+                del self._per_ip[conn.peer_ip]
+
+    def auth_failed(self, ip: str) -> None:
+        self._auth_failures.setdefault(ip, collections.deque()).append(time.monotonic())
+
+    def auth_blocked(self, ip: str) -> bool:
+        """Too many failed logins from ``ip`` within the window."""
+        window = self.config.c2s.auth_failure_window
+        q = self._auth_failures.get(ip)
+        if not q:
+            return False
+        now = time.monotonic()
+        while q and now - q[0] > window:
+            q.popleft()
+        if not q:
+            del self._auth_failures[ip]
+            return False
+        return len(q) >= self.config.c2s.max_auth_failures_per_ip
+
+    def preauth_stanza(self, conn: C2SConnection, stanza: Element) -> None:
+        """An iq before authentication that a module claimed (registration, legacy auth)."""
+        self.bus.fire(events.PREAUTH_IQ, conn, stanza)
+
+    # -- timers ---------------------------------------------------------------------------
+
+    async def _sweep(self) -> None:
+        """Close idle clients (connection-timeout) and keep quiet ones alive with whitespace."""
+        c2s = self.config.c2s
+        period = max(
+            0.5, min(5.0, (c2s.idle_timeout or 60) / 4, (c2s.keepalive_interval or 60) / 2)
+        )
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                if c2s.idle_timeout and now - conn.last_rx > c2s.idle_timeout:
+                    conn.close(
+                        StreamError(StreamErrorCondition.CONNECTION_TIMEOUT, "idle too long")
+                    )
+                elif c2s.keepalive_interval and now - conn.last_tx > c2s.keepalive_interval:
+                    conn.send_whitespace()
+
+    # -- stop -----------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Ask ``serve_forever`` to stop (signal handlers call this)."""
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        assert self._stopping is not None
+        try:
+            await self._stopping.wait()
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        """Stop accepting, send system-shutdown to everyone, drain, close storage."""
+        for lst in self.listeners:
+            lst.server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        shutdown = StreamError(StreamErrorCondition.SYSTEM_SHUTDOWN, "the server is stopping")
+        for conn in list(self.connections):
+            conn.close(shutdown)
+        deadline = time.monotonic() + 3
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for ctx in reversed(self._contexts):
+            ctx.unload()
+        self._contexts.clear()
+        for lst in self.listeners:
+            await lst.server.wait_closed()
+        self.listeners.clear()
+        await self.storage.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.ready.clear()
+        log.info("Roost stopped")

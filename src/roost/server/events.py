@@ -1,0 +1,52 @@
+"""Event names, built here and nowhere else (house style: no loose strings in modules).
+
+Each routing event is fired with the stanza and its addresses; the first handler that
+returns something other than None has taken the stanza.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+__all__ = [
+    "IQ_RESPONSE",
+    "PREAUTH_IQ",
+    "PRESENCE_BROADCAST",
+    "ROUTE_REMOTE",
+    "SESSION_BOUND",
+    "SESSION_CLOSED",
+    "to_bare",
+    "to_full",
+    "to_host",
+]
+
+#: (stanza, sender, conn): presence with no 'to' (RFC 6121 §4.2, §4.4)
+PRESENCE_BROADCAST = "presence/broadcast"
+#: (stanza, sender, to): an iq result or error addressed to the server or an account
+IQ_RESPONSE = "iq/response"
+#: (stanza, sender, to): a stanza for a domain this server does not serve
+ROUTE_REMOTE = "route/remote"
+#: (conn, stanza): an iq before authentication, in a namespace a module claimed
+PREAUTH_IQ = "iq/preauth"
+#: (conn): a client bound a resource
+SESSION_BOUND = "session/bound"
+#: (conn, error): a bound client's stream ended
+SESSION_CLOSED = "session/closed"
+
+
+@cache
+def to_host(tag: str) -> str:
+    """(stanza, sender, conn): a message or presence to the server's own JID."""
+    return f"{tag}/host"
+
+
+@cache
+def to_bare(tag: str) -> str:
+    """(stanza, sender, to): a message or presence to an account's bare JID."""
+    return f"{tag}/bare"
+
+
+@cache
+def to_full(tag: str) -> str:
+    """(stanza, sender, to, session or None): a stanza to a full JID."""
+    return f"{tag}/full"

@@ -1,0 +1,131 @@
+"""What a feature module registers, and the context that records it so unloading undoes it."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Literal, Protocol
+
+from roost.core.jid import JID
+from roost.core.xml.element import Element
+
+if TYPE_CHECKING:
+    from roost.server.app import Server
+    from roost.server.c2s import C2SConnection
+
+__all__ = [
+    "EMPTY",
+    "IqHandler",
+    "IqRequest",
+    "IqTarget",
+    "Module",
+    "ModuleContext",
+    "Registry",
+]
+
+#: Where an iq is addressed: the server itself, or an account it answers for (RFC 6121 §8.5.2).
+IqTarget = Literal["host", "account"]
+
+
+class _Empty:
+    """An iq result with no payload."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "EMPTY"
+
+
+EMPTY: Final = _Empty()
+
+
+@dataclass(frozen=True, slots=True)
+class IqRequest:
+    """An iq get/set handed to a module."""
+
+    stanza: Element
+    payload: Element
+    sender: JID
+    to: JID  # the host, or the account's bare JID
+    conn: C2SConnection | None  # the sending client's connection, when local
+
+
+IqResult = Element | _Empty | None
+IqHandler = Callable[[IqRequest], IqResult | Awaitable[IqResult]]
+StreamFeature = Callable[[], Element | None]
+
+
+class Module(Protocol):
+    """A feature module: a name and a ``setup`` that registers through its context."""
+
+    name: str
+
+    def setup(self, ctx: ModuleContext) -> None: ...
+
+
+class Registry:
+    """Everything modules registered, keyed for the router's lookups."""
+
+    __slots__ = ("bound_features", "disco_features", "iq_handlers", "preauth_features")
+
+    def __init__(self) -> None:
+        self.iq_handlers: dict[tuple[IqTarget, str, str, str], IqHandler] = {}
+        self.disco_features: dict[str, str] = {}  # feature var -> module name
+        self.preauth_features: list[StreamFeature] = []
+        self.bound_features: list[StreamFeature] = []
+
+    def features(self, which: Sequence[StreamFeature]) -> list[Element]:
+        return [el for f in which if (el := f()) is not None]
+
+
+class ModuleContext:
+    """Registers on behalf of one module and remembers how to undo each registration."""
+
+    def __init__(self, server: Server, name: str) -> None:
+        self.server = server
+        self.name = name
+        self._undo: list[Callable[[], None]] = []
+
+    def iq(
+        self,
+        target: IqTarget,
+        iq_type: Literal["get", "set"],
+        ns: str,
+        tag: str,
+        handler: IqHandler,
+    ) -> None:
+        """Handle iqs of ``iq_type`` whose payload is ``{ns}tag`` addressed to ``target``."""
+        key = (target, iq_type, ns, tag)
+        table = self.server.registry.iq_handlers
+        if key in table:
+            raise ValueError(f"{self.name}: an iq handler for {key} is already registered")
+        table[key] = handler
+        self._undo.append(functools.partial(table.pop, key, None))  # type: ignore[arg-type]
+
+    def feature(self, var: str) -> None:
+        """Advertise a disco#info feature (XEP-0030); it must have a handler behind it."""
+        table = self.server.registry.disco_features
+        table[var] = self.name
+        self._undo.append(functools.partial(table.pop, var, None))  # type: ignore[arg-type]
+
+    def stream_feature(self, factory: StreamFeature, *, pre_auth: bool) -> None:
+        """Offer an element in ``<stream:features/>`` before or after authentication."""
+        reg = self.server.registry
+        lst = reg.preauth_features if pre_auth else reg.bound_features
+        lst.append(factory)
+        self._undo.append(lambda: lst.remove(factory))
+
+    def hook(self, event: str, handler: Callable[..., object], priority: int = 0) -> None:
+        """Run ``handler`` when ``event`` fires (see ``roost.server.events``)."""
+        self._undo.append(self.server.bus.on(event, handler, priority))
+
+    def unload(self) -> None:
+        """Undo every registration, newest first."""
+        while self._undo:
+            self._undo.pop()()
+
+
+def is_awaitable(value: object) -> bool:
+    return inspect.isawaitable(value)

@@ -1,0 +1,236 @@
+"""Test helpers: a real server on port 0 and a raw-XML client that speaks bytes on a socket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from roost.core import ns
+from roost.core.sasl import PlainClient, ScramClient
+from roost.core.xml.element import Element
+from roost.core.xml.parser import StanzaReceived, StreamClosed, StreamOpened, XMLStreamParser
+from roost.core.xml.writer import serialize
+from roost.server.app import Server
+from roost.server.config import Config, config_from_dict
+from roost.transport.tls import channel_bindings
+
+STREAM_HEADER = (
+    "<?xml version='1.0'?><stream:stream to='{to}' version='1.0' xml:lang='en' "
+    "xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+)
+TIMEOUT = 10.0
+
+
+def make_config(data_dir: Path, **sections: dict[str, Any]) -> Config:
+    """A config for tests: loopback, ephemeral ports, cheap SCRAM."""
+    data: dict[str, Any] = {
+        "domains": ["localhost", "example.test"],
+        "data_dir": str(data_dir),
+        "c2s": {"port": 0, "direct_tls_port": 0, "interfaces": ["127.0.0.1"]},
+        "auth": {"scram_iterations": 4096},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            data.setdefault(key, {}).update(value)
+        else:
+            data[key] = value
+    return config_from_dict(data, data_dir)
+
+
+def free_port() -> int:
+    """A currently free loopback port (for Direct TLS, where 0 means "disabled")."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def start_server(data_dir: Path, **sections: dict[str, Any]) -> Server:
+    """Start a real server on loopback: STARTTLS on an ephemeral port, Direct TLS too."""
+    sections["c2s"] = {"direct_tls_port": free_port(), **sections.get("c2s", {})}
+    server = Server(make_config(data_dir, **sections))
+    await server.start()
+    return server
+
+
+class RawClient:
+    """A raw XML client: exact bytes out, parsed elements (and raw text) in."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.parser = XMLStreamParser(max_stanza_size=10_000_000)
+        self.events: list[Any] = []
+        self.raw = b""
+        self.header: StreamOpened | None = None
+        self.closed = False
+        self.jid: str | None = None
+
+    @classmethod
+    async def connect(cls, port: int, *, direct_tls: bool = False) -> RawClient:
+        ctx = client_tls_context() if direct_tls else None
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=ctx, server_hostname="localhost" if ctx else None
+        )
+        return cls(reader, writer)
+
+    async def send(self, data: str | bytes | Element) -> None:
+        if isinstance(data, Element):
+            data = serialize(data)
+        self.writer.write(data.encode() if isinstance(data, str) else data)
+        await self.writer.drain()
+
+    async def _read(self) -> None:
+        chunk = await asyncio.wait_for(self.reader.read(65536), TIMEOUT)
+        if not chunk:
+            self.closed = True
+            raise EOFError("server closed the connection")
+        self.raw += chunk
+        for ev in self.parser.feed(chunk):
+            if isinstance(ev, StreamOpened):
+                self.header = ev
+            else:
+                self.events.append(ev)
+
+    async def next(self) -> Element:
+        """The next first-level element from the server."""
+        while not self.events:
+            await self._read()
+        ev = self.events.pop(0)
+        if isinstance(ev, StreamClosed):
+            raise EOFError("stream closed")
+        assert isinstance(ev, StanzaReceived)
+        return ev.element
+
+    async def expect(self, match: Callable[[Element], bool]) -> Element:
+        """Skip elements until one matches."""
+        while True:
+            el = await self.next()
+            if match(el):
+                return el
+
+    async def stream_error(self) -> str:
+        """Read until a stream error; return its condition. The stream must then close."""
+        el = await self.expect(lambda e: e.ns == ns.STREAM and e.tag == "error")
+        cond = next(c.tag for c in el.elements() if c.ns == ns.STREAMS and c.tag != "text")
+        await self.wait_closed()
+        return cond
+
+    async def wait_closed(self) -> None:
+        """Wait for the closing tag and EOF."""
+        try:
+            while True:
+                while self.events:
+                    ev = self.events.pop(0)
+                    if isinstance(ev, StreamClosed):
+                        break
+                await self._read()
+        except (EOFError, ConnectionError):
+            return
+
+    async def open(self, to: str = "localhost") -> Element:
+        """Send a stream header; return the features."""
+        self.parser = XMLStreamParser(max_stanza_size=10_000_000)
+        await self.send(STREAM_HEADER.format(to=to))
+        return await self.expect(lambda e: e.tag == "features")
+
+    async def starttls(self) -> Element:
+        await self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        el = await self.next()
+        assert el.tag == "proceed", serialize(el)
+        await self.writer.start_tls(client_tls_context(), server_hostname="localhost")
+        return await self.open()
+
+    def channel_bindings(self) -> dict[str, bytes]:
+        sslobj = self.writer.get_extra_info("ssl_object")
+        return channel_bindings(sslobj, server_side=False) if sslobj is not None else {}
+
+    async def auth(
+        self,
+        username: str,
+        password: str,
+        mechanism: str = "SCRAM-SHA-256",
+        cb_type: str | None = None,
+    ) -> Element:
+        """Run a SASL exchange; return the <success/> or <failure/> element."""
+        import base64
+
+        client: ScramClient | PlainClient
+        if mechanism == "PLAIN":
+            client = PlainClient(username, password)
+        else:
+            hash_name = "sha1" if "SHA-1" in mechanism else "sha256"
+            cb_data = self.channel_bindings().get(cb_type) if cb_type else None
+            client = ScramClient(
+                hash_name,
+                username,
+                password,
+                nonce="rawclientnonce0123456789",
+                cb_type=cb_type,
+                cb_data=cb_data,
+                server_supports_plus=False,
+            )
+        first = base64.b64encode(client.first()).decode()
+        await self.send(f"<auth xmlns='{ns.SASL}' mechanism='{mechanism}'>{first}</auth>")
+        while True:
+            el = await self.next()
+            if el.tag == "challenge":
+                assert isinstance(client, ScramClient)
+                reply = client.challenge(base64.b64decode(el.text))
+                await self.send(
+                    f"<response xmlns='{ns.SASL}'>{base64.b64encode(reply).decode()}</response>"
+                )
+            elif el.tag == "success":
+                if isinstance(client, ScramClient):
+                    client.success(base64.b64decode(el.text) if el.text else None)
+                return el
+            else:
+                return el
+
+    async def bind(self, resource: str | None = None) -> str:
+        body = f"<resource>{resource}</resource>" if resource else ""
+        await self.send(f"<iq type='set' id='bind1'><bind xmlns='{ns.BIND}'>{body}</bind></iq>")
+        el = await self.expect(lambda e: e.tag == "iq" and e.get("id") == "bind1")
+        assert el.get("type") == "result", serialize(el)
+        bind = el.find("bind", ns.BIND)
+        assert bind is not None
+        jid_el = bind.find("jid", ns.BIND)
+        assert jid_el is not None
+        self.jid = jid_el.text
+        return self.jid
+
+    async def login(
+        self,
+        username: str,
+        password: str,
+        resource: str | None = None,
+        mechanism: str = "SCRAM-SHA-256",
+    ) -> str:
+        """STARTTLS, SASL, restart, bind: the whole negotiation."""
+        await self.open()
+        await self.starttls()
+        result = await self.auth(username, password, mechanism)
+        assert result.tag == "success", serialize(result)
+        await self.open()
+        return await self.bind(resource)
+
+    async def close(self) -> None:
+        try:
+            self.writer.write(b"</stream:stream>")
+            await self.writer.drain()
+        except (ConnectionError, RuntimeError):
+            pass
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            await self.writer.wait_closed()
+
+
+def client_tls_context() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
