@@ -23,7 +23,7 @@ STREAM_HEADER = (
     "<?xml version='1.0'?><stream:stream to='{to}' version='1.0' xml:lang='en' "
     "xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
 )
-TIMEOUT = 10.0
+TIMEOUT = 5.0
 
 
 def make_config(data_dir: Path, **sections: dict[str, Any]) -> Config:

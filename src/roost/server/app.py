@@ -103,6 +103,7 @@ class Server:
         ]
         return ServerStreamSettings(
             domains=self.domains,
+            default_domain=self.default_domain,
             require_encryption=c2s.require_encryption,
             tls_available=True,
             mechanisms=tuple(mechanisms),

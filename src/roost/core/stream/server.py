@@ -189,6 +189,8 @@ class ServerStreamSettings:
     """What a stream needs to know about the server; shared by all streams of a listener."""
 
     domains: frozenset[str]
+    #: the ``from`` of our header when the client named no domain we serve
+    default_domain: str = "localhost"
     require_encryption: bool = True
     tls_available: bool = True
     mechanisms: Sequence[str] = (
@@ -304,18 +306,22 @@ class ServerStream:
                     self._header(ev)
                 else:
                     assert isinstance(ev, StreamClosed)
-                    self.close(None)
+                    self._close(None)
                 if self.state in (State.CLOSED, State.TLS_PENDING):
                     # after <proceed/> nothing more may be read in clear (RFC 6120 §5.4.3.3)
                     break
         except StreamError as err:
-            self.close(err)
+            self._close(err)
         return self._take_events()
 
     def close(self, error: StreamError | None) -> list[StreamEvent]:
         """End the stream: an optional error, then the closing tag (RFC 6120 §4.4)."""
+        self._close(error)
+        return self._take_events()
+
+    def _close(self, error: StreamError | None) -> None:
         if self.state is State.CLOSED:
-            return self._take_events()
+            return
         if not self._sent_header:
             # RFC 6120 §4.9.1.1: the header comes first, even for an error on the header.
             self._write_header()
@@ -324,7 +330,6 @@ class ServerStream:
         self._out.append(STREAM_CLOSE)
         self._go(State.CLOSED)
         self._events.append(StreamEnded(error))
-        return self._take_events()
 
     # -- stream header --------------------------------------------------------------------
 
@@ -332,7 +337,7 @@ class ServerStream:
         self.stream_id = self._new_id()
         self._out.append(
             stream_header(
-                from_=self.domain or next(iter(sorted(self.settings.domains)), None),
+                from_=self.domain or self.settings.default_domain,
                 to=None,
                 stream_id=self.stream_id,
                 lang=self.lang,
@@ -355,9 +360,8 @@ class ServerStream:
         # RFC 6120 §4.9.3.10 / §4.9.3.2: namespaces and prefix of the header.
         if ev.ns != ns.STREAM or ev.tag != "stream":
             raise StreamError(_SC.INVALID_NAMESPACE, "the stream namespace is wrong")
-        if ev.namespaces.get("stream", ns.STREAM) != ns.STREAM:
-            raise StreamError(_SC.BAD_NAMESPACE_PREFIX)
-        if "stream" not in ev.namespaces and ev.namespaces.get("", ns.STREAM) == ns.STREAM:
+        if ev.namespaces.get("stream") != ns.STREAM:
+            # RFC 6120 §4.9.3.2 (its example: a 'foobar' prefix) and §11.2.
             raise StreamError(_SC.BAD_NAMESPACE_PREFIX, "the stream prefix must be 'stream'")
         if ev.namespaces.get("", "") != ns.CLIENT:
             raise StreamError(_SC.INVALID_NAMESPACE, "the content namespace must be jabber:client")
@@ -571,7 +575,7 @@ class ServerStream:
         try:
             self._step(fn(self._mech))
         except StreamError as err:
-            self.close(err)
+            self._close(err)
 
     def _restart(self) -> None:
         # RFC 6120 §4.3.3: after TLS and SASL both parties start a new stream.
