@@ -138,12 +138,12 @@ class RawClient:
         await self.send(STREAM_HEADER.format(to=to))
         return await self.expect(lambda e: e.tag == "features")
 
-    async def starttls(self) -> Element:
+    async def starttls(self, to: str = "localhost") -> Element:
         await self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
         el = await self.next()
         assert el.tag == "proceed", serialize(el)
-        await self.writer.start_tls(client_tls_context(), server_hostname="localhost")
-        return await self.open()
+        await self.writer.start_tls(client_tls_context(), server_hostname=to)
+        return await self.open(to)
 
     def channel_bindings(self) -> dict[str, bytes]:
         sslobj = self.writer.get_extra_info("ssl_object")
@@ -172,7 +172,7 @@ class RawClient:
                 nonce="rawclientnonce0123456789",
                 cb_type=cb_type,
                 cb_data=cb_data,
-                server_supports_plus=False,
+                server_supports_plus=mechanism.endswith("-PLUS"),
             )
         first = base64.b64encode(client.first()).decode()
         await self.send(f"<auth xmlns='{ns.SASL}' mechanism='{mechanism}'>{first}</auth>")

@@ -226,7 +226,8 @@ async def test_iq_without_id(srv: Server, bystanders: Bystanders) -> None:
     assert serialize(err) == (
         f"<iq type='error' to='{a.jid}' from='localhost'><error type='modify' code='400'>"
         "<bad-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
-        "<text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas' xml:lang='en'>iq needs an id and a type</text>"
+        "<text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas' xml:lang='en'>"
+        "iq needs an id and a type</text>"
         "</error></iq>"
     )
     await bystanders.check()

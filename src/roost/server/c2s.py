@@ -95,7 +95,7 @@ class C2SConnection(asyncio.Protocol):
         self.peer_ip = peer[0] if peer else "?"
         transport.set_write_buffer_limits(high=256 * 1024)
         if not self.server.connection_opened(self):
-            self._end(StreamError(_SC.POLICY_VIOLATION, "too many connections from your address"))
+            self.close(StreamError(_SC.POLICY_VIOLATION, "too many connections from your address"))
             return
         ssl_obj = transport.get_extra_info("ssl_object")
         if ssl_obj is not None:

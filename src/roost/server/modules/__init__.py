@@ -10,5 +10,6 @@ __all__ = ["default_modules"]
 def default_modules() -> list[Module]:
     """The modules a server loads unless told otherwise."""
     from roost.server.modules.ping import PingModule
+    from roost.server.modules.session import SessionModule
 
-    return [PingModule()]
+    return [SessionModule(), PingModule()]

@@ -1,0 +1,21 @@
+"""RFC 3921 §3 session establishment: a no-op that old clients still send (RFC 6121 App. E)."""
+
+from __future__ import annotations
+
+from roost.core import ns
+from roost.server.modules.base import EMPTY, IqRequest, IqResult, ModuleContext
+
+__all__ = ["SessionModule"]
+
+
+class SessionModule:
+    name = "session"
+
+    def setup(self, ctx: ModuleContext) -> None:
+        # Clients address it to the server or leave 'to' off (the account); answer both.
+        ctx.iq("host", "set", ns.SESSION, "session", self.established)
+        ctx.iq("account", "set", ns.SESSION, "session", self.established)
+
+    @staticmethod
+    def established(req: IqRequest) -> IqResult:
+        return EMPTY

@@ -1,0 +1,261 @@
+"""Stream negotiation end to end with raw XML: features, TLS, SASL (+PLUS), binding, limits."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from roost.core import ns
+from roost.core.xml.writer import serialize
+from roost.server.app import Server
+from tests.conftest import PASSWORDS
+from tests.helpers import STREAM_HEADER, RawClient, start_server
+
+
+async def test_features_exact(server: Server) -> None:
+    """RFC 6120 §5.3.1: with TLS required only STARTTLS is offered; §6.3.3 then SASL."""
+    c = await RawClient.connect(server.port())
+    features = await c.open()
+    assert serialize(features) == (
+        "<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/>"
+        "</starttls></stream:features>"
+    )
+    assert c.header is not None and c.header.attrs["from"] == "localhost"
+    assert len(c.header.attrs["id"]) >= 16
+    features = await c.starttls()
+    mechs = features.find("mechanisms", ns.SASL)
+    assert mechs is not None
+    assert [m.text for m in mechs.elements()] == [
+        "SCRAM-SHA-256-PLUS",
+        "SCRAM-SHA-1-PLUS",
+        "SCRAM-SHA-256",
+        "SCRAM-SHA-1",
+        "PLAIN",
+    ]
+    cb = features.find("sasl-channel-binding", "urn:xmpp:sasl-cb:0")
+    assert cb is not None
+    assert [e.get("type") for e in cb.elements()] == ["tls-exporter", "tls-server-end-point"]
+    assert (await c.auth("alice", PASSWORDS["alice"])).tag == "success"
+    features = await c.open()
+    assert serialize(features) == (
+        "<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
+        "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>"
+        "</stream:features>"
+    )
+    await c.close()
+
+
+@pytest.mark.parametrize("direct_tls", [False, True], ids=["starttls", "direct-tls"])
+@pytest.mark.parametrize("cb_type", ["tls-exporter", "tls-server-end-point"])
+@pytest.mark.parametrize("mech", ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS"])
+async def test_scram_plus(server: Server, direct_tls: bool, cb_type: str, mech: str) -> None:
+    """Acceptance 2: SCRAM-*-PLUS with tls-exporter (RFC 9266) and tls-server-end-point."""
+    c = await RawClient.connect(server.port(direct_tls=direct_tls), direct_tls=direct_tls)
+    await c.open()
+    if not direct_tls:
+        await c.starttls()
+    assert cb_type in c.channel_bindings()
+    result = await c.auth("bob", PASSWORDS["bob"], mech, cb_type=cb_type)
+    assert result.tag == "success", serialize(result)
+    await c.open()
+    assert await c.bind("plus") == "bob@localhost/plus"
+    await c.close()
+
+
+async def test_scram_plus_wrong_binding_fails(server: Server) -> None:
+    """Binding data from another connection must not verify (RFC 5802 §6)."""
+    other = await RawClient.connect(server.port(direct_tls=True), direct_tls=True)
+    await other.open()
+    stolen = other.channel_bindings()["tls-exporter"]
+    c = await RawClient.connect(server.port(direct_tls=True), direct_tls=True)
+    await c.open()
+    c.channel_bindings = lambda: {"tls-exporter": stolen}  # type: ignore[method-assign]
+    result = await c.auth("bob", PASSWORDS["bob"], "SCRAM-SHA-256-PLUS", cb_type="tls-exporter")
+    assert result.tag == "failure" and result.find("not-authorized", ns.SASL) is not None
+    await c.close()
+    await other.close()
+
+
+@pytest.mark.parametrize("mech", ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"])
+async def test_mechanisms_over_direct_tls(server: Server, mech: str) -> None:
+    c = await RawClient.connect(server.port(direct_tls=True), direct_tls=True)
+    await c.open()
+    assert (await c.auth("carol", PASSWORDS["carol"], mech)).tag == "success"
+    await c.open()
+    assert (await c.bind()).startswith("carol@localhost/")
+    await c.close()
+
+
+async def test_server_generated_resource_and_session_iq(server: Server) -> None:
+    """RFC 6120 §7.6: no resource asked, the server makes one; RFC 3921 session iq answered."""
+    c = await RawClient.connect(server.port())
+    await c.open()
+    await c.starttls()
+    await c.auth("alice", PASSWORDS["alice"])
+    await c.open()
+    jid = await c.bind()
+    assert jid.startswith("alice@localhost/") and len(jid) > len("alice@localhost/") + 8
+    await c.send(f"<iq type='set' id='s1'><session xmlns='{ns.SESSION}'/></iq>")
+    reply = await c.expect(lambda e: e.tag == "iq")
+    assert serialize(reply) == f"<iq type='result' id='s1' to='{jid}'/>"
+    await c.close()
+
+
+async def test_resource_conflict_replaces_old_session(server: Server) -> None:
+    """RFC 6120 §7.7.2.2: the new session wins; the old one gets a conflict stream error."""
+    old = await RawClient.connect(server.port())
+    await old.login("alice", PASSWORDS["alice"], "desk")
+    new = await RawClient.connect(server.port())
+    assert await new.login("alice", PASSWORDS["alice"], "desk") == "alice@localhost/desk"
+    assert await old.stream_error() == "conflict"
+    other = await RawClient.connect(server.port())
+    await other.login("bob", PASSWORDS["bob"])
+    await other.send("<message to='alice@localhost/desk' id='c1'><body>x</body></message>")
+    msg = await new.expect(lambda e: e.tag == "message")
+    assert msg.get("id") == "c1"
+    await new.close()
+    await other.close()
+
+
+async def test_stanza_before_bind(server: Server) -> None:
+    """RFC 6120 §7.1: before binding, an iq gets not-authorized; a message ends the stream."""
+    c = await RawClient.connect(server.port())
+    await c.open()
+    await c.starttls()
+    await c.auth("alice", PASSWORDS["alice"])
+    await c.open()
+    await c.send("<iq type='get' id='e1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+    err = await c.next()
+    assert err.get("type") == "error"
+    error = err.find("error")
+    assert error is not None and error.find("not-authorized", ns.STANZAS) is not None
+    await c.send("<message to='bob@localhost'><body>x</body></message>")
+    assert await c.stream_error() == "not-authorized"
+
+
+async def test_auth_before_tls_is_refused(server: Server) -> None:
+    c = await RawClient.connect(server.port())
+    await c.open()
+    await c.send(f"<auth xmlns='{ns.SASL}' mechanism='PLAIN'>AGFsaWNlAHg=</auth>")
+    assert await c.stream_error() == "policy-violation"
+
+
+async def test_optional_tls(tmp_path: Path) -> None:
+    """require_encryption = false: SASL offered beside STARTTLS, but never PLAIN in clear."""
+    srv = await start_server(tmp_path, c2s={"require_encryption": False})
+    try:
+        await srv.accounts.create("alice", "localhost", "pw")
+        c = await RawClient.connect(srv.port())
+        features = await c.open()
+        tls = features.find("starttls", ns.STARTTLS)
+        assert tls is not None and tls.find("required") is None
+        mechs = features.find("mechanisms", ns.SASL)
+        assert mechs is not None
+        assert [m.text for m in mechs.elements()] == ["SCRAM-SHA-256", "SCRAM-SHA-1"]
+        assert (await c.auth("alice", "pw")).tag == "success"
+        await c.open()
+        assert await c.bind("clear") == "alice@localhost/clear"
+        await c.close()
+    finally:
+        await srv.stop()
+
+
+async def test_preauth_timeout(tmp_path: Path) -> None:
+    """A client that never authenticates gets connection-timeout (RFC 6120 §4.9.3.4)."""
+    srv = await start_server(tmp_path, c2s={"preauth_timeout": 1})
+    try:
+        c = await RawClient.connect(srv.port())
+        await c.open()
+        assert await c.stream_error() == "connection-timeout"
+    finally:
+        await srv.stop()
+
+
+async def test_idle_timeout_and_whitespace_keepalive(tmp_path: Path) -> None:
+    srv = await start_server(tmp_path, c2s={"idle_timeout": 1.5, "keepalive_interval": 0.5})
+    try:
+        await srv.accounts.create("alice", "localhost", "pw")
+        talker = await RawClient.connect(srv.port())
+        await talker.login("alice", "pw", "talker")
+        quiet = await RawClient.connect(srv.port())
+        await quiet.login("alice", "pw", "quiet")
+        for _ in range(8):  # whitespace keepalives from the client keep it open
+            await talker.send(" ")
+            await asyncio.sleep(0.3)
+        assert await quiet.stream_error() == "connection-timeout"
+        await talker.send("<iq type='get' id='k' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        assert (await talker.expect(lambda e: e.tag == "iq")).get("type") == "result"
+        assert b"</iq>  " in talker.raw  # the server's whitespace keepalives (RFC 6120 §4.6.1)
+        await talker.close()
+    finally:
+        await srv.stop()
+
+
+async def test_connection_limit_per_ip(tmp_path: Path) -> None:
+    srv = await start_server(tmp_path, c2s={"max_connections_per_ip": 2})
+    try:
+        a = await RawClient.connect(srv.port())
+        b = await RawClient.connect(srv.port())
+        await a.open()
+        await b.open()
+        c = await RawClient.connect(srv.port())
+        assert await c.stream_error() == "policy-violation"
+        await a.close()
+        await b.close()
+    finally:
+        await srv.stop()
+
+
+async def test_failed_logins_per_ip(tmp_path: Path) -> None:
+    """After too many failures from one address, further attempts are refused for a while."""
+    srv = await start_server(tmp_path, c2s={"max_auth_failures_per_ip": 3, "max_sasl_attempts": 5})
+    try:
+        await srv.accounts.create("alice", "localhost", "pw")
+        c = await RawClient.connect(srv.port())
+        await c.open()
+        await c.starttls()
+        for _ in range(3):
+            assert (await c.auth("alice", "bad")).tag == "failure"
+        await c.send(f"<auth xmlns='{ns.SASL}' mechanism='PLAIN'>AGFsaWNlAHB3</auth>")
+        assert await c.stream_error() == "policy-violation"
+    finally:
+        await srv.stop()
+
+
+async def test_graceful_stop_sends_system_shutdown(tmp_path: Path) -> None:
+    srv = await start_server(tmp_path)
+    await srv.accounts.create("alice", "localhost", "pw")
+    c = await RawClient.connect(srv.port())
+    await c.login("alice", "pw")
+    stopping = asyncio.create_task(srv.stop())
+    assert await c.stream_error() == "system-shutdown"
+    await stopping
+
+
+async def test_user_added_while_running_can_log_in(server: Server) -> None:
+    """Accounts are read from storage at login: no restart, no stale cache."""
+    from roost.server.accounts import Accounts
+    from roost.storage.sqlite import SQLiteStorage
+
+    other = SQLiteStorage(Path(server.config.data_dir) / "roost.db")  # like the CLI would
+    await other.open()
+    await Accounts(other, 4096).create("dave", "localhost", "dave-pw")
+    await other.close()
+    c = await RawClient.connect(server.port())
+    assert await c.login("dave", "dave-pw", "r") == "dave@localhost/r"
+    await c.close()
+
+
+async def test_second_domain(server: Server) -> None:
+    await server.accounts.create("erin", "example.test", "pw")
+    c = await RawClient.connect(server.port())
+    await c.send(STREAM_HEADER.format(to="example.test"))
+    await c.expect(lambda e: e.tag == "features")
+    assert c.header is not None and c.header.attrs["from"] == "example.test"
+    await c.starttls("example.test")
+    assert (await c.auth("erin", "pw")).tag == "success"
+    await c.open("example.test")
+    assert await c.bind("r") == "erin@example.test/r"
+    await c.close()
