@@ -140,8 +140,9 @@ class Server:
     async def start(self) -> None:
         """Open storage, load certificates and modules, and listen."""
         Path(self.config.data_dir).mkdir(parents=True, exist_ok=True)
-        await self.storage.open()
+        # Certificates first: a bad configured file must fail before anything is created.
         await asyncio.get_running_loop().run_in_executor(self.pool, self._load_tls)
+        await self.storage.open()
         for module in self._modules:
             ctx = ModuleContext(self, module.name)
             module.setup(ctx)

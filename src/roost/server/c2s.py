@@ -12,7 +12,7 @@ import asyncio
 import logging
 import ssl
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from roost.core.errors import StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition
 from roost.core.jid import JID, InvalidJID
@@ -89,7 +89,8 @@ class C2SConnection(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # COMPAT: uvloop's transports are not asyncio.Transport subclasses; duck-type them.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if peer else "?"

@@ -83,10 +83,8 @@ TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
         (State.EXPECT_HEADER, State.PRE_BIND),
         (State.PRE_TLS, State.TLS_PENDING),
         (State.PRE_TLS, State.SASL),  # TLS optional by configuration
-        (State.PRE_TLS, State.SASL_WAITING),
         (State.TLS_PENDING, State.EXPECT_HEADER),
         (State.PRE_AUTH, State.SASL),
-        (State.PRE_AUTH, State.SASL_WAITING),
         (State.PRE_AUTH, State.PRE_BIND),  # legacy (XEP-0078) authentication, bound at once
         (State.SASL, State.SASL_WAITING),
         (State.SASL, State.PRE_AUTH),  # failure or abort: the client may retry
