@@ -71,10 +71,17 @@ class RawClient:
         self.jid: str | None = None
 
     @classmethod
-    async def connect(cls, port: int, *, direct_tls: bool = False) -> RawClient:
+    async def connect(
+        cls, port: int, *, direct_tls: bool = False, rcvbuf: int | None = None
+    ) -> RawClient:
         ctx = client_tls_context() if direct_tls else None
+        sock = socket.socket()
+        if rcvbuf is not None:  # a small receive window makes a slow reader quickly
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
         reader, writer = await asyncio.open_connection(
-            "127.0.0.1", port, ssl=ctx, server_hostname="localhost" if ctx else None
+            sock=sock, ssl=ctx, server_hostname="localhost" if ctx else None
         )
         return cls(reader, writer)
 

@@ -101,6 +101,9 @@ def feed_error(data: bytes, **kw: int) -> StreamErrorCondition:
         (b"\x00\x01\x02\x03", "not-well-formed"),
         (HEADER + b"<foo:bar/>", "bad-namespace-prefix"),
         (b"<?xml version='1.0' encoding='ISO-8859-1'?><stream:stream/>", "unsupported-encoding"),
+        (HEADER + b"<message><body>caf\xe9</body></message>", "unsupported-encoding"),
+        (HEADER + b"<message><body>\xc3\x28</body></message>", "unsupported-encoding"),
+        ("<stream:stream/>".encode("utf-16"), "unsupported-encoding"),
     ],
 )
 def test_restricted_and_malformed(data: bytes, condition: str) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from roost.core import ns
+from roost.core.jid import JID
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
 from tests.conftest import PASSWORDS
@@ -259,3 +260,25 @@ async def test_second_domain(server: Server) -> None:
     await c.open("example.test")
     assert await c.bind("r") == "erin@example.test/r"
     await c.close()
+
+
+async def test_slow_reader_is_cut_off(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that stops reading cannot make the server buffer without bound."""
+    import roost.server.c2s as c2s
+
+    monkeypatch.setattr(c2s, "MAX_WRITE_BUFFER", 256 * 1024)
+    slow = await RawClient.connect(server.port(), rcvbuf=4096)
+    await slow.login("bob", PASSWORDS["bob"], "slow")
+    fast = await RawClient.connect(server.port())
+    await fast.login("alice", PASSWORDS["alice"])
+    body = "x" * 8000
+    for i in range(2000):  # up to 16 MB towards a reader that reads nothing
+        await fast.send(f"<message to='bob@localhost/slow' id='{i}'><body>{body}</body></message>")
+        await asyncio.sleep(0)
+        if not server.sessions.get(JID.parse("bob@localhost/slow")):
+            break
+    assert server.sessions.get(JID.parse("bob@localhost/slow")) is None
+    # the fast client is still served
+    await fast.send("<iq type='get' id='alive' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+    assert (await fast.expect(lambda e: e.tag == "iq")).get("type") == "result"
+    await fast.close()

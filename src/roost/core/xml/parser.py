@@ -62,6 +62,17 @@ _ERROR_MAP = {
 _SEP = "\x01"
 
 
+def _bad_utf8_at(data: bytes, pos: int) -> bool:
+    """Whether the bytes at ``pos`` (where expat gave up) are not valid UTF-8."""
+    if not 0 <= pos < len(data) or data[pos] < 0x80:
+        return False
+    try:
+        data[pos : pos + 4].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start == 0 and exc.reason != "unexpected end of data"
+    return False
+
+
 class _Restricted(Exception):
     """Raised inside an expat callback to abort parsing with a stream error."""
 
@@ -118,6 +129,10 @@ class XMLStreamParser:
         """Parse a chunk; return the events it completed. Raises ``StreamError``."""
         if self.closed:
             return []
+        if not self._fed and data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            # A UTF-16 byte order mark: expat would honour it; RFC 6120 §11.6 allows UTF-8 only.
+            self.closed = True
+            raise StreamError(_SC.UNSUPPORTED_ENCODING, "UTF-16 is not allowed")
         self._fed += len(data)
         try:
             self._expat.Parse(data, False)
@@ -127,6 +142,11 @@ class XMLStreamParser:
         except expat.ExpatError as exc:
             self.closed = True
             condition = _ERROR_MAP.get(exc.code or 0, _SC.NOT_WELL_FORMED)
+            if condition is _SC.NOT_WELL_FORMED and _bad_utf8_at(
+                data, self._expat.ErrorByteIndex - (self._fed - len(data))
+            ):
+                # RFC 6120 §4.9.3.22: bytes that are not UTF-8.
+                condition = _SC.UNSUPPORTED_ENCODING
             raise StreamError(condition, expat.errors.messages[exc.code or 0]) from None
         # A peer may hold an unfinished token (a huge attribute, say) in expat's buffer:
         # bound everything fed since the last stanza boundary, not just completed elements.
