@@ -28,6 +28,8 @@ from roost.server.c2s import C2SConnection
 from roost.server.config import Config
 from roost.server.modules import default_modules
 from roost.server.modules.base import Module, ModuleContext, Registry
+from roost.server.presence import PresenceService
+from roost.server.rosters import RosterService
 from roost.server.router import Router
 from roost.server.sessions import SessionManager
 from roost.storage.sqlite import SQLiteStorage
@@ -73,7 +75,10 @@ class Server:
         self.listeners: list[Listener] = []
         self.connections: set[C2SConnection] = set()
         self.stream_settings = self._stream_settings()
-        self._modules = list(default_modules() if modules is None else modules)
+        self.rosters = RosterService(self)
+        #: presence and subscriptions: a service other modules call, loaded as a module
+        self.presence = PresenceService(self)
+        self._modules = [self.presence, *(default_modules() if modules is None else modules)]
         self._contexts: list[ModuleContext] = []
         self._tls: dict[str, ssl.SSLContext] = {}
         self._cert_der: dict[str, bytes] = {}

@@ -54,15 +54,17 @@ class C2SConnection(asyncio.Protocol):
         "_closing",
         "_tls_pending",
         "available",
+        "directed",
         "jid",
         "jid_str",
         "last_rx",
         "last_tx",
         "peer_ip",
         "preauth_timer",
+        "presence",
         "priority",
+        "roster_requested",
         "server",
-        "state_data",
         "stream",
         "transport",
     )
@@ -75,10 +77,14 @@ class C2SConnection(asyncio.Protocol):
         self.jid_str = ""
         self.peer_ip = "?"
         self.last_rx = self.last_tx = time.monotonic()
-        self.priority = 0
+        #: RFC 6121 §4: available after initial presence; its last broadcast presence
         self.available = False
-        #: per-session data that modules keep (presence, interests...), keyed by module
-        self.state_data: dict[str, object] = {}
+        self.priority = 0
+        self.presence: Element | None = None
+        #: RFC 6121 §4.6: JIDs this session sent directed presence to
+        self.directed: set[JID] = set()
+        #: RFC 6121 §2.1.6: an "interested resource" (asked for the roster)
+        self.roster_requested = False
         self.preauth_timer: asyncio.TimerHandle | None = None
         self._closing = False
         self._tls_pending: list[bytes] | None = None
@@ -284,7 +290,16 @@ class C2SConnection(asyncio.Protocol):
         except InvalidJID:
             stream.bind_failed(ev.iq_id, StanzaError(StanzaErrorCondition.BAD_REQUEST))
             return
-        self.bound(full, ev.iq_id)
+        self.server.spawn(self._bind_after_load(full, ev.iq_id))
+
+    async def _bind_after_load(self, full: JID, iq_id: str | None) -> None:
+        """Load the roster into memory first, so routing to this session never waits."""
+        await self.server.rosters.acquire(full.bare)
+        if self._closing or self.transport is None:
+            self.server.rosters.release(full.bare)
+            return
+        self.bound(full, iq_id)
+        self._flush()
 
     def bound(self, full: JID, iq_id: str | None) -> None:
         """Take ``full``; an older session holding it gets ``conflict`` (RFC 6120 §7.7.2.2)."""
@@ -297,8 +312,10 @@ class C2SConnection(asyncio.Protocol):
         if iq_id is not None:
             self.stream.bind_succeeded(iq_id, self.jid_str)
         if old is not None and old is not self:
+            conflict = StreamError(_SC.CONFLICT, "replaced by a new session")
             old.jid = None  # it no longer owns the binding
-            old.close(StreamError(_SC.CONFLICT, "replaced by a new session"))
+            self.server.bus.fire(events.SESSION_CLOSED, old, full, conflict)
+            old.close(conflict)
         self.server.bus.fire(events.SESSION_BOUND, self)
 
     def _unbind(self, error: StreamError | None) -> None:

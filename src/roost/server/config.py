@@ -29,7 +29,9 @@ __all__ = [
     "Config",
     "ConfigError",
     "LogConfig",
+    "OfflineConfig",
     "RegistrationConfig",
+    "RosterConfig",
     "S2SConfig",
     "StorageConfig",
     "TLSConfig",
@@ -155,6 +157,22 @@ class RegistrationConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RosterConfig:
+    """RFC 6121 §2 rosters: limits a roster set must respect."""
+
+    max_items: int = _opt(1000, lo=1)  # beyond: <not-allowed/>
+    max_name_length: int = _opt(1023, lo=1)  # longer names: <not-acceptable/> (§2.3.3)
+    max_group_length: int = _opt(1023, lo=1)  # longer group names: <not-acceptable/>
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineConfig:
+    """XEP-0160 offline messages."""
+
+    max_messages: int = _opt(1000, lo=0)  # per user; when full: <service-unavailable/>
+
+
+@dataclass(frozen=True, slots=True)
 class S2SConfig:
     """Server-to-server listener."""
 
@@ -182,6 +200,8 @@ class Config:
     tls: TLSConfig = field(default_factory=TLSConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+    roster: RosterConfig = field(default_factory=RosterConfig)
+    offline: OfflineConfig = field(default_factory=OfflineConfig)
     s2s: S2SConfig = field(default_factory=S2SConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     log: LogConfig = field(default_factory=LogConfig)

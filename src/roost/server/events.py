@@ -10,8 +10,11 @@ from functools import cache
 
 __all__ = [
     "IQ_RESPONSE",
+    "MESSAGE_OFFLINE",
     "PREAUTH_IQ",
     "PRESENCE_BROADCAST",
+    "PRESENCE_INITIAL",
+    "PRESENCE_OUTBOUND",
     "ROUTE_REMOTE",
     "SESSION_BOUND",
     "SESSION_CLOSED",
@@ -26,6 +29,12 @@ PRESENCE_BROADCAST = "presence/broadcast"
 IQ_RESPONSE = "iq/response"
 #: (stanza, sender, to): a stanza for a domain this server does not serve
 ROUTE_REMOTE = "route/remote"
+#: (stanza, sender, to, conn): presence with a 'to' from a local client, before routing
+PRESENCE_OUTBOUND = "presence/outbound"
+#: (conn): a session sent its initial presence (RFC 6121 §4.2); offline messages follow
+PRESENCE_INITIAL = "presence/initial"
+#: (stanza, sender, to): a chat/normal message for a user with no available resource
+MESSAGE_OFFLINE = "message/offline"
 #: (conn, stanza): an iq before authentication, in a namespace a module claimed
 PREAUTH_IQ = "iq/preauth"
 #: (conn): a client bound a resource

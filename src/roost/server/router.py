@@ -72,6 +72,12 @@ class Router:
                     stanza, StanzaError(_C.BAD_REQUEST, "iq get/set needs one payload"), sender
                 )
                 return
+        elif (
+            stanza.tag == "presence"
+            and to is not None
+            and self.server.bus.fire(events.PRESENCE_OUTBOUND, stanza, sender, to, conn) is not None
+        ):
+            return
         self.route(stanza, sender, to, conn)
 
     # -- stage 2: classify ----------------------------------------------------------------

@@ -20,6 +20,7 @@ __all__ = [
     "StreamClosed",
     "StreamOpened",
     "XMLStreamParser",
+    "parse_fragment",
 ]
 
 _SC = StreamErrorCondition
@@ -244,3 +245,25 @@ class XMLStreamParser:
 
     def _forbidden_external(self, *args: object) -> int:
         raise self._forbidden("external entity")
+
+
+_FRAGMENT_OPEN = (
+    b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+)
+
+
+def parse_fragment(text: str, *, max_size: int = 1 << 20) -> Element:
+    """One stanza serialised by us (stored offline, say) back into an element.
+
+    Parsed inside a synthetic ``jabber:client`` stream so unprefixed elements land in the
+    content namespace, with the same restrictions as the wire. Raises ``ValueError``.
+    """
+    parser = XMLStreamParser(max_stanza_size=max_size)
+    try:
+        events = parser.feed(_FRAGMENT_OPEN + text.encode())
+    except StreamError as exc:
+        raise ValueError(f"not a stanza: {exc}") from None
+    stanzas = [e.element for e in events if isinstance(e, StanzaReceived)]
+    if len(stanzas) != 1:
+        raise ValueError("expected exactly one stanza")
+    return stanzas[0]

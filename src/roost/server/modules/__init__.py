@@ -9,7 +9,10 @@ __all__ = ["default_modules"]
 
 def default_modules() -> list[Module]:
     """The modules a server loads unless told otherwise."""
+    from roost.server.modules.message import MessageModule
+    from roost.server.modules.offline import OfflineModule
     from roost.server.modules.ping import PingModule
+    from roost.server.modules.roster import RosterModule
     from roost.server.modules.session import SessionModule
 
-    return [SessionModule(), PingModule()]
+    return [SessionModule(), PingModule(), RosterModule(), MessageModule(), OfflineModule()]

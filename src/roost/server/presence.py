@@ -1,0 +1,428 @@
+"""Presence (RFC 6121 §3, §4): subscriptions, broadcast, probes, directed presence.
+
+Outbound subscription stanzas change the user's roster per Appendix A.2 before they are
+routed; inbound ones change the contact's roster per Appendix A.3 before delivery. Presence
+broadcast reads only cached rosters and the session map.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from roost.core import ns
+from roost.core.errors import StanzaError, StanzaErrorCondition
+from roost.core.im.subscription import INBOUND, OUTBOUND, Subscription, SubState
+from roost.core.jid import JID
+from roost.core.xml.element import Element
+from roost.core.xml.parser import parse_fragment
+from roost.core.xml.writer import serialize
+from roost.server import events
+from roost.server.modules.base import ModuleContext
+
+if TYPE_CHECKING:
+    from roost.server.app import Server
+    from roost.server.c2s import C2SConnection
+
+__all__ = ["PresenceService", "delay_element"]
+
+log = logging.getLogger(__name__)
+SUBSCRIPTION_TYPES = frozenset(("subscribe", "subscribed", "unsubscribe", "unsubscribed"))
+PRE_APPROVAL = "urn:xmpp:features:pre-approval"
+
+
+def delay_element(stamp: float, from_: str, reason: str | None = None) -> Element:
+    """XEP-0203 ``<delay/>`` with an XEP-0082 UTC timestamp."""
+    when = datetime.datetime.fromtimestamp(stamp, datetime.UTC)
+    text = when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return Element("delay", ns.DELAY, {"from": from_, "stamp": text}, [reason] if reason else None)
+
+
+def _priority(stanza: Element) -> int:
+    """RFC 6121 §4.7.2.3: -128..127, default 0."""
+    el = stanza.find("priority", ns.CLIENT)
+    if el is None:
+        return 0
+    try:
+        return max(-128, min(127, int(el.text.strip())))
+    except ValueError:
+        return 0
+
+
+class PresenceService:
+    """The presence and subscription logic; registered as the ``presence`` module."""
+
+    name = "presence"
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        #: last unavailable presence of users with no available resource (§4.3.2 rule 3)
+        self.last_unavailable: dict[JID, tuple[Element, float]] = {}
+
+    def setup(self, ctx: ModuleContext) -> None:
+        ctx.hook(events.PRESENCE_OUTBOUND, self.outbound)
+        ctx.hook(events.PRESENCE_BROADCAST, self.broadcast)
+        ctx.hook(events.to_bare("presence"), self.inbound_bare)
+        ctx.hook(events.to_full("presence"), self.inbound_full)
+        ctx.hook(events.SESSION_CLOSED, self.session_closed)
+        # RFC 6121 §3.4: subscription pre-approval is supported.
+        ctx.stream_feature(lambda: Element("sub", PRE_APPROVAL), pre_auth=False)
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _send_to_resources(
+        self, user: JID, stanza: Element, *, only: C2SConnection | None = None
+    ) -> None:
+        """Deliver to all available resources of ``user`` (or just ``only``)."""
+        data = serialize(stanza).encode()
+        targets = [only] if only is not None else self.server.sessions.resources(user).values()
+        for conn in targets:
+            if conn.available:
+                conn.send_raw(data)
+
+    def _route(self, stanza: Element, sender: JID, to: JID) -> None:
+        self.server.router.route(stanza, sender, to)
+
+    async def _exists(self, user: JID) -> bool:
+        if self.server.sessions.is_online(user):
+            return True
+        assert user.local is not None
+        return await self.server.accounts.exists(user.local, user.domain)
+
+    # -- outbound (from a local client, with a 'to') ---------------------------------------
+
+    def outbound(self, stanza: Element, sender: JID, to: JID, conn: C2SConnection) -> bool:
+        ptype = stanza.attrs.get("type")
+        if ptype in SUBSCRIPTION_TYPES:
+            self.server.spawn(self._outbound_subscription(stanza, sender, to, ptype))
+        elif ptype is None or ptype == "unavailable":
+            # RFC 6121 §4.6: directed presence; remember it to send unavailable later.
+            if to.bare != sender.bare:
+                if ptype is None and conn.available:
+                    conn.directed.add(to)
+                else:
+                    conn.directed.discard(to)
+            self._route(stanza, sender, to)
+        elif ptype == "error":
+            self._route(stanza, sender, to)
+        elif ptype != "probe":  # §4.3: clients do not send probes; dropped
+            self.server.router.reply_error(
+                stanza,
+                StanzaError(StanzaErrorCondition.BAD_REQUEST, "unknown presence type"),
+                sender,
+            )
+        return True
+
+    async def _outbound_subscription(
+        self, stanza: Element, sender: JID, to: JID, ptype: str
+    ) -> None:
+        user, contact = sender.bare, to.bare
+        key = str(contact)
+        rosters = self.server.rosters
+        async with rosters.changing(user) as roster:
+            before = roster.state(key)
+            row = OUTBOUND[ptype][before]
+            if row.new is not None:
+                await rosters.set_state(user, roster, key, row.new)
+            if row.preapprove:
+                await rosters.set_approved(user, roster, key, True)
+            elif row.cancel_preapproval and key in roster.items and roster.items[key].approved:
+                await rosters.set_approved(user, roster, key, False)
+            after = roster.state(key)
+        if row.route:
+            # RFC 6121 §3.1.2 etc.: stamped with the bare JIDs of both parties.
+            out = Element(
+                "presence",
+                ns.CLIENT,
+                {**stanza.attrs, "from": str(user), "to": key},
+                stanza.children,
+            )
+            if contact.domain in self.server.domains and contact.local is not None:
+                # Local contact: process it now, so it is ordered before the presence below.
+                await self._inbound_subscription(out, user, contact, ptype)
+            else:
+                self._route(out, user, contact)
+        if not before.has_from and after.has_from:
+            # §3.1.5: the new subscriber gets the user's current presence.
+            self.send_current_presence(user, contact)
+        elif before.has_from and not after.has_from:
+            # §3.2.2: and a cancelled one gets unavailable from each resource.
+            self.send_unavailable(user, contact)
+
+    async def send_subscription(self, user: JID, contact: JID, ptype: str, *, update: bool) -> None:
+        """Send a subscription stanza on the user's behalf (roster removal, §2.5.2)."""
+        if update:
+            el = Element("presence", ns.CLIENT, {"type": ptype})
+            await self._outbound_subscription(el, user, contact, ptype)
+            return
+        out = Element("presence", ns.CLIENT, {"type": ptype, "from": str(user), "to": str(contact)})
+        self._route(out, user, contact)
+        if ptype == "unsubscribed":
+            self.send_unavailable(user, contact)
+
+    def send_current_presence(self, user: JID, contact: JID) -> None:
+        for conn in self.server.sessions.resources(user).values():
+            if conn.available and conn.presence is not None:
+                p = conn.presence.copy()
+                p.attrs["to"] = str(contact)
+                self._route(p, conn.jid or user, contact)
+
+    def send_unavailable(self, user: JID, contact: JID) -> None:
+        for conn in self.server.sessions.resources(user).values():
+            if conn.available and conn.jid is not None:
+                p = Element(
+                    "presence",
+                    ns.CLIENT,
+                    {"type": "unavailable", "from": conn.jid_str, "to": str(contact)},
+                )
+                self._route(p, conn.jid, contact)
+
+    # -- broadcast (from a local client, no 'to'; §4.2, §4.4, §4.5) ------------------------
+
+    def broadcast(self, stanza: Element, sender: JID, conn: C2SConnection | None) -> bool:
+        if conn is None:
+            return True
+        ptype = stanza.attrs.get("type")
+        if ptype is None:
+            first = not conn.available
+            conn.available = True
+            conn.priority = _priority(stanza)
+            conn.presence = stanza
+            self._broadcast(stanza, sender)
+            if first:
+                self.last_unavailable.pop(sender.bare, None)
+                self._initial(conn, sender)
+        elif ptype == "unavailable":
+            self._went_unavailable(conn, sender, stanza)
+        return True
+
+    def _broadcast(self, stanza: Element, sender: JID) -> None:
+        user = sender.bare
+        roster = self.server.rosters.cached(user)
+        if roster is not None:
+            for contact in roster.subscribers():
+                p = stanza.copy()
+                p.attrs["to"] = contact
+                self._route(p, sender, JID.parse(contact))
+        # §4.2.2 / §4.4.2: the user's own available resources get it too.
+        own = stanza.copy()
+        for other in self.server.sessions.resources(user).values():
+            if other.available:
+                own.attrs["to"] = other.jid_str
+                other.send_stanza(own)
+
+    def _initial(self, conn: C2SConnection, sender: JID) -> None:
+        """§4.2: probes for the contacts' presence, other resources, pending requests."""
+        user = sender.bare
+        roster = self.server.rosters.cached(user)
+        if roster is not None:
+            for contact in roster.subscriptions():
+                cjid = JID.parse(contact)
+                if cjid.domain in self.server.domains:
+                    self._answer_probe(cjid, user, reply_to=conn)
+                else:
+                    probe = Element(
+                        "presence", ns.CLIENT, {"type": "probe", "from": str(user), "to": contact}
+                    )
+                    self._route(probe, user, cjid)
+            # §3.1.3: unanswered subscription requests are delivered at each login.
+            for stored in roster.pending_in.values():
+                try:
+                    conn.send_stanza(parse_fragment(stored))
+                except ValueError:
+                    log.warning("dropping an unreadable stored subscription request")
+        for other in self.server.sessions.resources(user).values():
+            if other is not conn and other.available and other.presence is not None:
+                p = other.presence.copy()
+                p.attrs["to"] = conn.jid_str
+                conn.send_stanza(p)
+        self.server.bus.fire(events.PRESENCE_INITIAL, conn)
+
+    def _went_unavailable(self, conn: C2SConnection, sender: JID, stanza: Element | None) -> None:
+        """§4.5: unavailable to subscribers, own resources and directed-presence recipients."""
+        if not conn.available:
+            return
+        user = sender.bare
+        conn.available = False
+        conn.presence = None
+        out = (
+            stanza
+            if stanza is not None
+            else Element("presence", ns.CLIENT, {"type": "unavailable", "from": str(sender)})
+        )
+        out.attrs["from"] = str(sender)
+        sent: set[JID] = set()
+        roster = self.server.rosters.cached(user)
+        if roster is not None:
+            for contact in roster.subscribers():
+                cjid = JID.parse(contact)
+                p = out.copy()
+                p.attrs["to"] = contact
+                self._route(p, sender, cjid)
+                sent.add(cjid)
+        for target in conn.directed:  # §4.6.3
+            if target not in sent and target.bare not in sent:
+                p = out.copy()
+                p.attrs["to"] = str(target)
+                self._route(p, sender, target)
+        conn.directed.clear()
+        own = out.copy()
+        for other in self.server.sessions.resources(user).values():
+            if other.available:
+                own.attrs["to"] = other.jid_str
+                other.send_stanza(own)
+        if not any(c.available for c in self.server.sessions.resources(user).values()):
+            self.last_unavailable[user] = (out, time.time())
+
+    def session_closed(self, conn: C2SConnection, jid: JID, error: object) -> None:
+        """A dropped session goes unavailable (RFC 6121 §4.5.2) and releases its roster."""
+        self._went_unavailable(conn, jid, None)
+        self.server.rosters.release(jid.bare)
+
+    # -- inbound (to a local user) --------------------------------------------------------
+
+    def inbound_bare(self, stanza: Element, sender: JID, to: JID) -> bool:
+        ptype = stanza.attrs.get("type")
+        if ptype in SUBSCRIPTION_TYPES:
+            self.server.spawn(self._inbound_subscription(stanza, sender, to, ptype))
+        elif ptype == "probe":
+            self.server.spawn(self._probe(sender, to))
+        else:
+            # §8.5.2.1.2: available, unavailable (and errors) to all available resources.
+            self._send_to_resources(to, stanza)
+        return True
+
+    def inbound_full(
+        self, stanza: Element, sender: JID, to: JID, target: C2SConnection | None
+    ) -> bool:
+        ptype = stanza.attrs.get("type")
+        if ptype in SUBSCRIPTION_TYPES:
+            # §8.5.3: handled as for the bare JID (ignored when no resource matches,
+            # except subscribe).
+            if target is not None or ptype == "subscribe":
+                self.server.spawn(self._inbound_subscription(stanza, sender, to.bare, ptype))
+        elif ptype == "probe":
+            self.server.spawn(self._probe(sender, to))
+        elif target is not None:
+            target.send_stanza(stanza)
+        # else §8.5.3.2.2: silently ignored
+        return True
+
+    async def _inbound_subscription(
+        self, stanza: Element, sender: JID, user: JID, ptype: str
+    ) -> None:
+        if not await self._exists(user):
+            return  # §8.5.1: silently ignored
+        contact = sender.bare
+        key = str(contact)
+        rosters = self.server.rosters
+        auto_reply: str | None
+        async with rosters.changing(user) as roster:
+            before = roster.state(key)
+            row = INBOUND[ptype][before]
+            deliver, new, auto_reply = row.deliver, row.new, row.auto_reply
+            item = roster.items.get(key)
+            if ptype == "subscribe" and item is not None and item.approved and not before.has_from:
+                # §3.4 / A.3.1 note 1: pre-approved: answer for the user, no prompt.
+                deliver, auto_reply = False, "subscribed"
+                new = SubState(
+                    Subscription.BOTH if before.has_to else Subscription.FROM,
+                    before.pending_out,
+                    False,
+                )
+            elif ptype == "subscribe" and new is not None and new.pending_in:
+                clean = Element(
+                    "presence", ns.CLIENT, {**stanza.attrs, "to": str(user)}, stanza.children
+                )
+                await rosters.set_pending(user, roster, key, serialize(clean))
+            if new is not None:
+                await rosters.set_state(user, roster, key, new)
+            after = roster.state(key)
+        if deliver:
+            self._send_to_resources(user, stanza)
+        if auto_reply is not None:
+            reply = Element(
+                "presence", ns.CLIENT, {"type": auto_reply, "from": str(user), "to": key}
+            )
+            self._route(reply, user, contact)
+        if not before.has_from and after.has_from:
+            self.send_current_presence(user, contact)
+        elif before.has_from and not after.has_from:
+            self.send_unavailable(user, contact)
+
+    async def _probe(self, sender: JID, to: JID) -> None:
+        """§4.3.2: answer a probe for a local user's presence."""
+        user = to.bare
+        if not await self._exists(user):
+            return  # §8.5.1 (a): ignored
+        self._answer_probe(user, sender, only_resource=to.resource)
+
+    def _answer_probe(
+        self,
+        user: JID,
+        prober: JID,
+        *,
+        reply_to: C2SConnection | None = None,
+        only_resource: str | None = None,
+    ) -> None:
+        roster = self.server.rosters.cached(user)
+        if roster is None:
+            self.server.spawn(self._answer_probe_offline(user, prober, reply_to))
+            return
+        self._answer_probe_with(
+            user, prober, roster.state(str(prober.bare)), reply_to, only_resource
+        )
+
+    async def _answer_probe_offline(
+        self, user: JID, prober: JID, reply_to: C2SConnection | None
+    ) -> None:
+        roster = await self.server.rosters.get(user)
+        self._answer_probe_with(user, prober, roster.state(str(prober.bare)), reply_to, None)
+
+    def _answer_probe_with(
+        self,
+        user: JID,
+        prober: JID,
+        state: SubState,
+        reply_to: C2SConnection | None,
+        only_resource: str | None,
+    ) -> None:
+        to = reply_to.jid_str if reply_to is not None else str(prober)
+
+        def send(p: Element) -> None:
+            if reply_to is not None:
+                reply_to.send_stanza(p)
+            else:
+                self._route(p, user, prober)
+
+        if not state.has_from:
+            # rule 1: not subscribed: unsubscribed from the bare JID (a reply to a real probe)
+            if reply_to is None:
+                send(
+                    Element(
+                        "presence", ns.CLIENT, {"type": "unsubscribed", "from": str(user), "to": to}
+                    )
+                )
+            return
+        available = [
+            c
+            for c in self.server.sessions.resources(user).values()
+            if c.available
+            and c.presence is not None
+            and (only_resource is None or (c.jid is not None and c.jid.resource == only_resource))
+        ]
+        if available:  # rule 4
+            for conn in available:
+                assert conn.presence is not None
+                p = conn.presence.copy()
+                p.attrs["to"] = to
+                send(p)
+            return
+        # rule 3: unavailable from the bare JID, with when it happened
+        p = Element("presence", ns.CLIENT, {"type": "unavailable", "from": str(user), "to": to})
+        last = self.last_unavailable.get(user)
+        if last is not None:
+            p.append(delay_element(last[1], str(user)))
+        send(p)
