@@ -1,10 +1,16 @@
 """Storage: narrow async interfaces (``api``) and their backends (``sqlite``)."""
 
 from roost.storage.api import (
+    SUBSCRIPTIONS,
     Account,
     AccountExists,
     AccountStore,
+    KeyValueStore,
     NoSuchAccount,
+    OfflineStore,
+    RosterData,
+    RosterItem,
+    RosterStore,
     SchemaError,
     Storage,
     StorageError,
@@ -14,10 +20,16 @@ from roost.storage.api import (
 from roost.storage.sqlite import SQLiteStorage
 
 __all__ = [
+    "SUBSCRIPTIONS",
     "Account",
     "AccountExists",
     "AccountStore",
+    "KeyValueStore",
     "NoSuchAccount",
+    "OfflineStore",
+    "RosterData",
+    "RosterItem",
+    "RosterStore",
     "SQLiteStorage",
     "SchemaError",
     "Storage",

@@ -12,10 +12,16 @@ from dataclasses import dataclass
 from typing import Protocol
 
 __all__ = [
+    "SUBSCRIPTIONS",
     "Account",
     "AccountExists",
     "AccountStore",
+    "KeyValueStore",
     "NoSuchAccount",
+    "OfflineStore",
+    "RosterData",
+    "RosterItem",
+    "RosterStore",
     "SchemaError",
     "Storage",
     "StorageError",
@@ -74,6 +80,47 @@ def check_credentials(sha1: StoredCredentials, sha256: StoredCredentials) -> Non
         raise ValueError(f"SCRAM-SHA-256 keys must be {_SHA256_SIZE} bytes")
 
 
+# RFC 6121 §2.1.2.5: the states of a roster item's subscription.
+SUBSCRIPTIONS: frozenset[str] = frozenset({"none", "to", "from", "both"})
+
+
+@dataclass(frozen=True, slots=True)
+class RosterItem:
+    """One contact in a user's roster (RFC 6121 §2.1.2); ``jid`` is the contact's bare JID."""
+
+    jid: str
+    name: str | None = None
+    subscription: str = "none"
+    ask: bool = False  # an outbound subscription request is pending (ask='subscribe')
+    approved: bool = False  # the user pre-approved the contact's subscription (RFC 6121 §3.4)
+    groups: tuple[str, ...] = ()  # in the order given; any Unicode
+
+    def __post_init__(self) -> None:
+        if not self.jid:
+            raise ValueError("roster item JID must not be empty")
+        if self.subscription not in SUBSCRIPTIONS:
+            raise ValueError(f"invalid roster subscription {self.subscription!r}")
+        if not isinstance(self.groups, tuple):
+            # Accept any iterable of names, but keep the value immutable and hashable.
+            object.__setattr__(self, "groups", tuple(self.groups))
+        for group in self.groups:
+            if not isinstance(group, str):
+                raise TypeError(f"roster group names must be str, got {type(group).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class RosterData:
+    """A user's whole roster as read in one transaction."""
+
+    # Starts at 0 (empty roster, nothing ever stored) and goes up by one with every change
+    # to ``items`` (RFC 6121 §2.6); ``pending_in`` does not change it.
+    version: int
+    items: dict[str, RosterItem]  # by contact bare JID
+    # Contact bare JID -> the serialized inbound subscribe stanza awaiting the user's answer
+    # (RFC 6121 §3.1.3), whether or not the contact is in ``items``.
+    pending_in: dict[str, str]
+
+
 class StorageError(Exception):
     """Base of every error a storage backend raises on purpose."""
 
@@ -124,7 +171,83 @@ class AccountStore(Protocol):
         ...
 
 
-class Storage(AccountStore, Protocol):
+class RosterStore(Protocol):
+    """Rosters (RFC 6121 §2) and inbound subscription requests awaiting an answer (§3.1.3).
+
+    The user is ``(username, domain)``; JIDs are stored and compared exactly as given.
+    """
+
+    async def get_roster(self, username: str, domain: str) -> RosterData:
+        """The roster in one consistent read; ``RosterData(0, {}, {})`` if nothing is stored
+        (or there is no such account)."""
+        ...
+
+    async def put_roster_item(self, username: str, domain: str, item: RosterItem) -> int:
+        """Insert or replace the item for ``item.jid`` and bump the roster version, in one
+        transaction; return the new version. Raise ``NoSuchAccount`` if the account is absent."""
+        ...
+
+    async def delete_roster_item(self, username: str, domain: str, jid: str) -> int:
+        """Remove the item for ``jid``; bump and return the new version if there was one,
+        else return the current version unchanged. ``pending_in`` is left alone."""
+        ...
+
+    async def set_pending_in(
+        self, username: str, domain: str, jid: str, stanza: str | None
+    ) -> None:
+        """Store (replacing any earlier one) or, with ``None``, remove the inbound subscribe
+        stanza from ``jid``; the roster version is not changed. Storing raises
+        ``NoSuchAccount`` if the account is absent; removing never does."""
+        ...
+
+    async def count_roster_items(self, username: str, domain: str) -> int:
+        """How many items the roster has (``pending_in`` not counted)."""
+        ...
+
+
+class OfflineStore(Protocol):
+    """Messages stored for a user while offline (XEP-0160), oldest first."""
+
+    async def push_offline(
+        self, username: str, domain: str, stanza: str, stamp: float, limit: int
+    ) -> bool:
+        """Append ``stanza`` (serialized XML) received at ``stamp`` (seconds since the epoch),
+        committed before returning ``True``. Return ``False`` and store nothing if the user
+        already has ``limit`` or more messages; the check and the insert are one transaction.
+        Raise ``NoSuchAccount`` if the account is absent."""
+        ...
+
+    async def take_offline(self, username: str, domain: str) -> list[tuple[str, float]]:
+        """Every stored ``(stanza, stamp)`` in arrival order, deleted in the same transaction:
+        two concurrent callers never both get a message."""
+        ...
+
+    async def count_offline(self, username: str, domain: str) -> int:
+        """How many messages are stored for the user."""
+        ...
+
+
+class KeyValueStore(Protocol):
+    """Small per-user documents (vCard, private XML, privacy lists, blocklist, last logout...),
+    as text under ``(store, key)``; ``store`` names the feature, ``key`` is its own business."""
+
+    async def get_data(self, username: str, domain: str, store: str, key: str) -> str | None:
+        """The value, or ``None`` if absent."""
+        ...
+
+    async def set_data(
+        self, username: str, domain: str, store: str, key: str, value: str | None
+    ) -> None:
+        """Store (replacing) or, with ``None``, delete the value. Storing raises
+        ``NoSuchAccount`` if the account is absent; deleting never does."""
+        ...
+
+    async def list_data(self, username: str, domain: str, store: str) -> dict[str, str]:
+        """Every ``key -> value`` of one store for the user (empty if none)."""
+        ...
+
+
+class Storage(AccountStore, RosterStore, OfflineStore, KeyValueStore, Protocol):
     """Everything a server needs from its database, with an explicit lifetime."""
 
     async def open(self) -> None:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
+import math
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -28,6 +30,8 @@ from roost.storage.api import (
     Account,
     AccountExists,
     NoSuchAccount,
+    RosterData,
+    RosterItem,
     SchemaError,
     StorageError,
     StoredCredentials,
@@ -62,6 +66,61 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (username, domain)
     ) WITHOUT ROWID;
     CREATE INDEX accounts_by_domain ON accounts (domain, username);
+    """,
+    # 2: per-user IM data: rosters and pending inbound subscriptions (RFC 6121), offline
+    # messages (XEP-0160) and small per-user documents. Each primary key starts with
+    # (username, domain), which also indexes the foreign key for the cascade.
+    """
+    CREATE TABLE roster_versions (
+        username TEXT    NOT NULL,
+        domain   TEXT    NOT NULL,
+        version  INTEGER NOT NULL,
+        PRIMARY KEY (username, domain),
+        FOREIGN KEY (username, domain) REFERENCES accounts (username, domain)
+            ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE TABLE roster_items (
+        username     TEXT    NOT NULL,
+        domain       TEXT    NOT NULL,
+        jid          TEXT    NOT NULL,
+        name         TEXT,
+        subscription TEXT    NOT NULL CHECK (subscription IN ('none', 'to', 'from', 'both')),
+        ask          INTEGER NOT NULL CHECK (ask IN (0, 1)),
+        approved     INTEGER NOT NULL CHECK (approved IN (0, 1)),
+        groups_json  TEXT    NOT NULL,  -- JSON array of strings, in order
+        PRIMARY KEY (username, domain, jid),
+        FOREIGN KEY (username, domain) REFERENCES accounts (username, domain)
+            ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE TABLE roster_pending_in (
+        username TEXT NOT NULL,
+        domain   TEXT NOT NULL,
+        jid      TEXT NOT NULL,
+        stanza   TEXT NOT NULL,
+        PRIMARY KEY (username, domain, jid),
+        FOREIGN KEY (username, domain) REFERENCES accounts (username, domain)
+            ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE TABLE offline_messages (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order, never reused
+        username TEXT    NOT NULL,
+        domain   TEXT    NOT NULL,
+        stanza   TEXT    NOT NULL,
+        stamp    REAL    NOT NULL,
+        FOREIGN KEY (username, domain) REFERENCES accounts (username, domain)
+            ON DELETE CASCADE
+    );
+    CREATE INDEX offline_messages_by_user ON offline_messages (username, domain, id);
+    CREATE TABLE user_data (
+        username TEXT NOT NULL,
+        domain   TEXT NOT NULL,
+        store    TEXT NOT NULL,
+        key      TEXT NOT NULL,
+        value    TEXT NOT NULL,
+        PRIMARY KEY (username, domain, store, key),
+        FOREIGN KEY (username, domain) REFERENCES accounts (username, domain)
+            ON DELETE CASCADE
+    ) WITHOUT ROWID;
     """,
 ]
 
@@ -205,6 +264,82 @@ class SQLiteStorage:
         batch = list(accounts)
         return await self._call(functools.partial(_create_accounts_bulk, accounts=batch))
 
+    # -- rosters (RFC 6121) ----------------------------------------------------------------
+
+    async def get_roster(self, username: str, domain: str) -> RosterData:
+        return await self._call(functools.partial(_get_roster, username=username, domain=domain))
+
+    async def put_roster_item(self, username: str, domain: str, item: RosterItem) -> int:
+        return await self._call(
+            functools.partial(_put_roster_item, username=username, domain=domain, item=item)
+        )
+
+    async def delete_roster_item(self, username: str, domain: str, jid: str) -> int:
+        return await self._call(
+            functools.partial(_delete_roster_item, username=username, domain=domain, jid=jid)
+        )
+
+    async def set_pending_in(
+        self, username: str, domain: str, jid: str, stanza: str | None
+    ) -> None:
+        await self._call(
+            functools.partial(
+                _set_pending_in, username=username, domain=domain, jid=jid, stanza=stanza
+            )
+        )
+
+    async def count_roster_items(self, username: str, domain: str) -> int:
+        return await self._call(
+            functools.partial(_count_user_rows, table="roster_items", user=(username, domain))
+        )
+
+    # -- offline messages (XEP-0160) -------------------------------------------------------
+
+    async def push_offline(
+        self, username: str, domain: str, stanza: str, stamp: float, limit: int
+    ) -> bool:
+        if not math.isfinite(stamp):
+            raise ValueError(f"offline message stamp must be finite, got {stamp}")
+        return await self._call(
+            functools.partial(
+                _push_offline,
+                username=username,
+                domain=domain,
+                stanza=stanza,
+                stamp=stamp,
+                limit=limit,
+            )
+        )
+
+    async def take_offline(self, username: str, domain: str) -> list[tuple[str, float]]:
+        return await self._call(functools.partial(_take_offline, username=username, domain=domain))
+
+    async def count_offline(self, username: str, domain: str) -> int:
+        return await self._call(
+            functools.partial(_count_user_rows, table="offline_messages", user=(username, domain))
+        )
+
+    # -- per-user documents ----------------------------------------------------------------
+
+    async def get_data(self, username: str, domain: str, store: str, key: str) -> str | None:
+        return await self._call(
+            functools.partial(_get_data, username=username, domain=domain, store=store, key=key)
+        )
+
+    async def set_data(
+        self, username: str, domain: str, store: str, key: str, value: str | None
+    ) -> None:
+        await self._call(
+            functools.partial(
+                _set_data, username=username, domain=domain, store=store, key=key, value=value
+            )
+        )
+
+    async def list_data(self, username: str, domain: str, store: str) -> dict[str, str]:
+        return await self._call(
+            functools.partial(_list_data, username=username, domain=domain, store=store)
+        )
+
 
 # -- worker-thread functions: each takes the connection and runs in autocommit mode ----------
 
@@ -219,10 +354,11 @@ def _create_private(path: Path) -> None:
 
 
 @contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+def _transaction(conn: sqlite3.Connection, *, write: bool = True) -> Iterator[None]:
     # IMMEDIATE takes the write lock up front (waiting up to busy_timeout), so a transaction
     # never fails half-way by being unable to upgrade a read lock held by the other process.
-    conn.execute("BEGIN IMMEDIATE")
+    # A read-only (DEFERRED) one just sees a single snapshot of the WAL for all its SELECTs.
+    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN DEFERRED")
     try:
         yield
     except BaseException:
@@ -385,3 +521,205 @@ def _create_accounts_bulk(conn: sqlite3.Connection, accounts: list[Account]) -> 
             rows,
         )
         return conn.total_changes - before
+
+
+# -- per-user data --------------------------------------------------------------------------
+
+# Tables whose rows belong to one user; a name is only ever put into SQL from this set.
+_USER_TABLES = frozenset(
+    {"roster_versions", "roster_items", "roster_pending_in", "offline_messages", "user_data"}
+)
+
+
+def _require_account(conn: sqlite3.Connection, username: str, domain: str) -> None:
+    """Raise ``NoSuchAccount`` unless the account exists (call inside a write transaction,
+    which keeps it from being deleted before the caller's insert)."""
+    row = conn.execute(
+        "SELECT 1 FROM accounts WHERE username = ? AND domain = ?", (username, domain)
+    ).fetchone()
+    if row is None:
+        raise NoSuchAccount(f"{username}@{domain}")
+
+
+def _count_user_rows(conn: sqlite3.Connection, table: str, user: tuple[str, str]) -> int:
+    if table not in _USER_TABLES:
+        raise ValueError(f"not a per-user table: {table!r}")
+    row = conn.execute(
+        f"SELECT COUNT(*) FROM {table} WHERE username = ? AND domain = ?", user
+    ).fetchone()
+    return int(row[0])
+
+
+def _roster_version(conn: sqlite3.Connection, username: str, domain: str) -> int:
+    row = conn.execute(
+        "SELECT version FROM roster_versions WHERE username = ? AND domain = ?",
+        (username, domain),
+    ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _bump_roster_version(conn: sqlite3.Connection, username: str, domain: str) -> int:
+    row = conn.execute(
+        "INSERT INTO roster_versions (username, domain, version) VALUES (?, ?, 1)"
+        " ON CONFLICT (username, domain) DO UPDATE SET version = version + 1"
+        " RETURNING version",
+        (username, domain),
+    ).fetchone()
+    return int(row[0])
+
+
+def _roster_item_from_row(row: Sequence[Any]) -> RosterItem:
+    groups = json.loads(row[5])
+    return RosterItem(
+        jid=str(row[0]),
+        name=None if row[1] is None else str(row[1]),
+        subscription=str(row[2]),
+        ask=bool(row[3]),
+        approved=bool(row[4]),
+        groups=tuple(str(group) for group in groups),
+    )
+
+
+def _get_roster(conn: sqlite3.Connection, username: str, domain: str) -> RosterData:
+    user = (username, domain)
+    with _transaction(conn, write=False):
+        version = _roster_version(conn, username, domain)
+        items = {
+            str(row[0]): _roster_item_from_row(row)
+            for row in conn.execute(
+                "SELECT jid, name, subscription, ask, approved, groups_json FROM roster_items"
+                " WHERE username = ? AND domain = ? ORDER BY jid",
+                user,
+            )
+        }
+        pending_in = {
+            str(jid): str(stanza)
+            for jid, stanza in conn.execute(
+                "SELECT jid, stanza FROM roster_pending_in"
+                " WHERE username = ? AND domain = ? ORDER BY jid",
+                user,
+            )
+        }
+    return RosterData(version=version, items=items, pending_in=pending_in)
+
+
+def _put_roster_item(conn: sqlite3.Connection, username: str, domain: str, item: RosterItem) -> int:
+    with _transaction(conn):
+        _require_account(conn, username, domain)
+        conn.execute(
+            "INSERT INTO roster_items"
+            " (username, domain, jid, name, subscription, ask, approved, groups_json)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (username, domain, jid) DO UPDATE SET"
+            " name = excluded.name, subscription = excluded.subscription,"
+            " ask = excluded.ask, approved = excluded.approved,"
+            " groups_json = excluded.groups_json",
+            (
+                username,
+                domain,
+                item.jid,
+                item.name,
+                item.subscription,
+                int(item.ask),
+                int(item.approved),
+                json.dumps(list(item.groups), ensure_ascii=False),
+            ),
+        )
+        return _bump_roster_version(conn, username, domain)
+
+
+def _delete_roster_item(conn: sqlite3.Connection, username: str, domain: str, jid: str) -> int:
+    with _transaction(conn):
+        cursor = conn.execute(
+            "DELETE FROM roster_items WHERE username = ? AND domain = ? AND jid = ?",
+            (username, domain, jid),
+        )
+        if cursor.rowcount == 0:
+            return _roster_version(conn, username, domain)
+        return _bump_roster_version(conn, username, domain)
+
+
+def _set_pending_in(
+    conn: sqlite3.Connection, username: str, domain: str, jid: str, stanza: str | None
+) -> None:
+    if stanza is None:
+        conn.execute(
+            "DELETE FROM roster_pending_in WHERE username = ? AND domain = ? AND jid = ?",
+            (username, domain, jid),
+        )
+        return
+    with _transaction(conn):
+        _require_account(conn, username, domain)
+        conn.execute(
+            "INSERT INTO roster_pending_in (username, domain, jid, stanza) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (username, domain, jid) DO UPDATE SET stanza = excluded.stanza",
+            (username, domain, jid, stanza),
+        )
+
+
+def _push_offline(
+    conn: sqlite3.Connection, username: str, domain: str, stanza: str, stamp: float, limit: int
+) -> bool:
+    # The count and the insert share the write lock: two pushes cannot both see room for one.
+    with _transaction(conn):
+        _require_account(conn, username, domain)
+        if _count_user_rows(conn, "offline_messages", (username, domain)) >= limit:
+            return False
+        conn.execute(
+            "INSERT INTO offline_messages (username, domain, stanza, stamp) VALUES (?, ?, ?, ?)",
+            (username, domain, stanza, stamp),
+        )
+    return True  # committed (synchronous = FULL) by the end of the with block
+
+
+def _take_offline(conn: sqlite3.Connection, username: str, domain: str) -> list[tuple[str, float]]:
+    user = (username, domain)
+    with _transaction(conn):
+        messages = [
+            (str(stanza), float(stamp))
+            for stanza, stamp in conn.execute(
+                "SELECT stanza, stamp FROM offline_messages"
+                " WHERE username = ? AND domain = ? ORDER BY id",
+                user,
+            )
+        ]
+        if messages:
+            conn.execute("DELETE FROM offline_messages WHERE username = ? AND domain = ?", user)
+    return messages
+
+
+def _get_data(
+    conn: sqlite3.Connection, username: str, domain: str, store: str, key: str
+) -> str | None:
+    row = conn.execute(
+        "SELECT value FROM user_data WHERE username = ? AND domain = ? AND store = ? AND key = ?",
+        (username, domain, store, key),
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _set_data(
+    conn: sqlite3.Connection, username: str, domain: str, store: str, key: str, value: str | None
+) -> None:
+    if value is None:
+        conn.execute(
+            "DELETE FROM user_data WHERE username = ? AND domain = ? AND store = ? AND key = ?",
+            (username, domain, store, key),
+        )
+        return
+    with _transaction(conn):
+        _require_account(conn, username, domain)
+        conn.execute(
+            "INSERT INTO user_data (username, domain, store, key, value) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (username, domain, store, key) DO UPDATE SET value = excluded.value",
+            (username, domain, store, key, value),
+        )
+
+
+def _list_data(conn: sqlite3.Connection, username: str, domain: str, store: str) -> dict[str, str]:
+    rows = conn.execute(
+        "SELECT key, value FROM user_data WHERE username = ? AND domain = ? AND store = ?"
+        " ORDER BY key",
+        (username, domain, store),
+    )
+    return {str(key): str(value) for key, value in rows}
