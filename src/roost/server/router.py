@@ -31,6 +31,7 @@ __all__ = ["Router"]
 log = logging.getLogger(__name__)
 _C = StanzaErrorCondition
 IQ_TYPES = frozenset(("get", "set", "result", "error"))
+PRESENCE_HANDLED = frozenset(("subscribe", "subscribed", "unsubscribe", "unsubscribed", "probe"))
 
 
 class Router:
@@ -130,13 +131,26 @@ class Router:
 
     def _to_full(self, stanza: Element, sender: JID, to: JID, conn: C2SConnection | None) -> None:
         target = self.sessions.get(to)
+        tag = stanza.tag
         if target is not None and target.interested(stanza):
-            target.send_stanza(stanza)
+            if (
+                tag == "iq"
+                and stanza.attrs.get("type") in ("get", "set")
+                and not self._shares_presence(target, sender, to)
+            ):
+                # RFC 6121 §8.5.3.1: no iq requests from those who cannot see our presence.
+                self.reply_error(stanza, StanzaError(_C.SERVICE_UNAVAILABLE), sender)
+                return
+            if tag != "presence" or stanza.attrs.get("type") not in PRESENCE_HANDLED:
+                target.send_stanza(stanza)
+                return
+            # subscription stanzas and probes are the server's to handle (§8.5.3.1)
+            if self.server.bus.fire(events.to_full(tag), stanza, sender, to, target) is None:
+                target.send_stanza(stanza)
             return
-        if self.server.bus.fire(events.to_full(stanza.tag), stanza, sender, to, target) is not None:
+        if self.server.bus.fire(events.to_full(tag), stanza, sender, to, None) is not None:
             return
         # RFC 6121 §8.5.3.2: no such resource.
-        tag = stanza.tag
         if tag == "message":
             if stanza.attrs.get("type") in (None, "normal", "chat", "headline"):
                 self._to_bare(stanza, sender, to.bare, conn)
@@ -148,6 +162,15 @@ class Router:
         elif stanza.attrs.get("type") in ("subscribe", "subscribed", "unsubscribe", "unsubscribed"):
             self._to_bare(stanza, sender, to.bare, conn)
         # other presence to an unavailable resource is dropped silently (§8.5.3.2.1)
+
+    def _shares_presence(self, target: C2SConnection, sender: JID, to: JID) -> bool:
+        """Whether ``sender`` may see ``to``'s presence: same account, subscription, directed."""
+        if sender.bare == to.bare or (sender.local is None and sender.domain in self.domains):
+            return True
+        if sender in target.directed or sender.bare in target.directed:
+            return True
+        roster = self.server.rosters.cached(to.bare)
+        return roster is not None and roster.state(str(sender.bare)).has_from
 
     def _to_bare(self, stanza: Element, sender: JID, to: JID, conn: C2SConnection | None) -> None:
         tag = stanza.tag

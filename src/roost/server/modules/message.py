@@ -63,10 +63,9 @@ class MessageModule:
         return True
 
     def to_full(self, stanza: Element, sender: JID, to: JID, target: C2SConnection | None) -> bool:
+        # only called when no connected resource matches (§8.5.3.2.1)
         mtype = stanza.attrs.get("type") or "normal"
-        if target is not None:
-            target.send_stanza(stanza)  # §8.5.3.1: a connected resource gets it
-        elif mtype == "chat":
+        if mtype == "chat":
             self.to_bare(stanza, sender, to.bare)
         elif mtype in ("normal", "groupchat"):
             self._bounce(stanza, sender)
