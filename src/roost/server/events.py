@@ -15,6 +15,8 @@ __all__ = [
     "PRESENCE_BROADCAST",
     "PRESENCE_INITIAL",
     "PRESENCE_OUTBOUND",
+    "PRIVACY_IN",
+    "PRIVACY_OUT",
     "ROUTE_REMOTE",
     "SESSION_BOUND",
     "SESSION_CLOSED",
@@ -35,6 +37,11 @@ PRESENCE_OUTBOUND = "presence/outbound"
 PRESENCE_INITIAL = "presence/initial"
 #: (stanza, sender, to): a chat/normal message for a user with no available resource
 MESSAGE_OFFLINE = "message/offline"
+#: (stanza, sender, to): a stanza from a local user, before routing; a handler returning
+#: non-None has blocked it (and sent any error itself) — XEP-0191, XEP-0016
+PRIVACY_OUT = "privacy/out"
+#: (stanza, sender, to): a stanza for a local user, before delivery; same contract
+PRIVACY_IN = "privacy/in"
 #: (conn, stanza): an iq before authentication, in a namespace a module claimed
 PREAUTH_IQ = "iq/preauth"
 #: (conn): a client bound a resource

@@ -37,12 +37,32 @@ PRESENCE_HANDLED = frozenset(("subscribe", "subscribed", "unsubscribe", "unsubsc
 class Router:
     """Routes stanzas between local sessions, modules and (later) other servers."""
 
-    __slots__ = ("domains", "server", "sessions")
+    __slots__ = ("_pending", "domains", "server", "sessions")
 
     def __init__(self, server: Server) -> None:
         self.server = server
         self.sessions = server.sessions
         self.domains = server.domains
+        self._pending: dict[tuple[str, JID], asyncio.Future[Element]] = {}
+
+    async def request(self, iq: Element, to: JID, timeout: float = 30.0) -> Element:
+        """Send an iq get/set from the server and wait for the result or error stanza.
+
+        Raises ``TimeoutError`` when no answer comes within ``timeout`` seconds.
+        """
+        iq_id = iq.attrs.setdefault("id", self.server.new_id())
+        iq.attrs["to"] = str(to)
+        iq.attrs.setdefault(
+            "from", to.domain if to.domain in self.domains else self.server.default_domain
+        )
+        future: asyncio.Future[Element] = asyncio.get_running_loop().create_future()
+        key = (iq_id, to)
+        self._pending[key] = future
+        try:
+            self.route(iq, JID.parse(iq.attrs["from"]), to)
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._pending.pop(key, None)
 
     # -- stage 1: process -----------------------------------------------------------------
 
@@ -97,6 +117,8 @@ class Router:
                 self._iq(stanza, sender, sender.bare, "account", conn)
                 return
             to = sender.bare
+        if sender.bare != to.bare and self._blocked(stanza, sender, to):
+            return
         if to.domain not in self.domains:
             # Server-to-server federation is not available yet.
             if self.server.bus.fire(events.ROUTE_REMOTE, stanza, sender, to) is None:
@@ -163,6 +185,24 @@ class Router:
             self._to_bare(stanza, sender, to.bare, conn)
         # other presence to an unavailable resource is dropped silently (§8.5.3.2.1)
 
+    def _blocked(self, stanza: Element, sender: JID, to: JID) -> bool:
+        """Privacy hooks (XEP-0191, XEP-0016): True when a module stopped the stanza."""
+        bus = self.server.bus
+        domains = self.domains
+        if (
+            sender.local is not None
+            and sender.domain in domains
+            and bus.has(events.PRIVACY_OUT)
+            and bus.fire(events.PRIVACY_OUT, stanza, sender, to) is not None
+        ):
+            return True
+        return (
+            to.local is not None
+            and to.domain in domains
+            and bus.has(events.PRIVACY_IN)
+            and bus.fire(events.PRIVACY_IN, stanza, sender, to) is not None
+        )
+
     def _shares_presence(self, target: C2SConnection, sender: JID, to: JID) -> bool:
         """Whether ``sender`` may see ``to``'s presence: same account, subscription, directed."""
         if sender.bare == to.bare or (sender.local is None and sender.domain in self.domains):
@@ -213,7 +253,11 @@ class Router:
     ) -> None:
         iq_type = stanza.attrs.get("type")
         if iq_type not in ("get", "set"):
-            self.server.bus.fire(events.IQ_RESPONSE, stanza, sender, to)
+            pending = self._pending.pop((stanza.attrs.get("id") or "", sender), None)
+            if pending is not None and not pending.done():
+                pending.set_result(stanza)
+            else:
+                self.server.bus.fire(events.IQ_RESPONSE, stanza, sender, to)
             return
         payload = stanza.find()
         if payload is None:
@@ -286,6 +330,15 @@ class Router:
         if stanza.attrs.get("type") == "error":
             return
         reply = error_reply(stanza, err)
+        if sender.local is None and sender.domain in self.domains and stanza.tag == "iq":
+            # the server's own request failed on the way: wake whoever waits for it
+            waiting = self._pending.pop(
+                (stanza.attrs.get("id") or "", JID.parse(stanza.attrs.get("to") or sender.domain)),
+                None,
+            )
+            if waiting is not None and not waiting.done():
+                waiting.set_result(reply)
+            return
         if "from" not in reply.attrs:
             reply.attrs["from"] = (
                 sender.domain if sender.domain in self.domains else next(iter(self.domains))

@@ -9,10 +9,18 @@ __all__ = ["default_modules"]
 
 def default_modules() -> list[Module]:
     """The modules a server loads unless told otherwise."""
+    from roost.server.modules.disco import DiscoModule
     from roost.server.modules.message import MessageModule
     from roost.server.modules.offline import OfflineModule
     from roost.server.modules.ping import PingModule
     from roost.server.modules.roster import RosterModule
     from roost.server.modules.session import SessionModule
 
-    return [SessionModule(), PingModule(), RosterModule(), MessageModule(), OfflineModule()]
+    return [
+        SessionModule(),
+        DiscoModule(),
+        PingModule(),
+        RosterModule(),
+        MessageModule(),
+        OfflineModule(),
+    ]

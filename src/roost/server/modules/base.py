@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 from roost.core.jid import JID
+from roost.core.ns import DISCO_INFO
 from roost.core.xml.element import Element
 
 if TYPE_CHECKING:
@@ -68,16 +69,46 @@ class Module(Protocol):
 class Registry:
     """Everything modules registered, keyed for the router's lookups."""
 
-    __slots__ = ("bound_features", "disco_features", "iq_handlers", "preauth_features")
+    __slots__ = (
+        "account_features",
+        "bound_features",
+        "disco_features",
+        "disco_identities",
+        "disco_nodes",
+        "iq_handlers",
+        "preauth_features",
+    )
 
     def __init__(self) -> None:
         self.iq_handlers: dict[tuple[IqTarget, str, str, str], IqHandler] = {}
         self.disco_features: dict[str, str] = {}  # feature var -> module name
+        #: features an account's bare JID has (XEP-0030 §3.1 "account" identity), e.g. PEP
+        self.account_features: dict[str, str] = {}
+        #: extra identities of the server: (category, type, name)
+        self.disco_identities: list[tuple[str, str, str | None]] = []
+        #: disco#info nodes of the server (XEP-0115 caps node, say): node -> query builder
+        self.disco_nodes: dict[str, Callable[[], Element]] = {}
         self.preauth_features: list[StreamFeature] = []
         self.bound_features: list[StreamFeature] = []
 
     def features(self, which: Sequence[StreamFeature]) -> list[Element]:
         return [el for f in which if (el := f()) is not None]
+
+    def server_info(self, node: str | None = None) -> Element:
+        """The server's disco#info query (XEP-0030), built from what modules registered.
+
+        This is also what the server's XEP-0115 caps hash covers.
+        """
+        query = Element("query", DISCO_INFO, {"node": node} if node else {})
+        query.sub("identity", attrs={"category": "server", "type": "im", "name": "Roost"})
+        for category, type_, name in self.disco_identities:
+            attrs = {"category": category, "type": type_}
+            if name:
+                attrs["name"] = name
+            query.sub("identity", attrs=attrs)
+        for var in sorted(self.disco_features):
+            query.sub("feature", attrs={"var": var})
+        return query
 
 
 class ModuleContext:
@@ -95,20 +126,47 @@ class ModuleContext:
         ns: str,
         tag: str,
         handler: IqHandler,
+        *,
+        advertise: bool = True,
     ) -> None:
-        """Handle iqs of ``iq_type`` whose payload is ``{ns}tag`` addressed to ``target``."""
+        """Handle iqs of ``iq_type`` whose payload is ``{ns}tag`` addressed to ``target``.
+
+        The namespace is advertised in the server's disco#info unless ``advertise`` is
+        false, so what is handled and what is advertised cannot drift apart.
+        """
         key = (target, iq_type, ns, tag)
         table = self.server.registry.iq_handlers
         if key in table:
             raise ValueError(f"{self.name}: an iq handler for {key} is already registered")
         table[key] = handler
         self._undo.append(functools.partial(table.pop, key, None))  # type: ignore[arg-type]
+        if advertise:
+            self.feature(ns)
 
     def feature(self, var: str) -> None:
         """Advertise a disco#info feature (XEP-0030); it must have a handler behind it."""
         table = self.server.registry.disco_features
         table[var] = self.name
         self._undo.append(functools.partial(table.pop, var, None))  # type: ignore[arg-type]
+
+    def account_feature(self, var: str) -> None:
+        """Advertise a feature in the disco#info of every account's bare JID."""
+        table = self.server.registry.account_features
+        table[var] = self.name
+        self._undo.append(functools.partial(table.pop, var, None))  # type: ignore[arg-type]
+
+    def identity(self, category: str, type_: str, name: str | None = None) -> None:
+        """Add a disco identity to the server (XEP-0030 §3.1)."""
+        lst = self.server.registry.disco_identities
+        entry = (category, type_, name)
+        lst.append(entry)
+        self._undo.append(lambda: lst.remove(entry))
+
+    def disco_node(self, node: str, build: Callable[[], Element]) -> None:
+        """Answer disco#info for ``node`` on the server's JID."""
+        table = self.server.registry.disco_nodes
+        table[node] = build
+        self._undo.append(functools.partial(table.pop, node, None))  # type: ignore[arg-type]
 
     def stream_feature(self, factory: StreamFeature, *, pre_auth: bool) -> None:
         """Offer an element in ``<stream:features/>`` before or after authentication."""

@@ -37,6 +37,7 @@ class OfflineModule:
         self.limit = ctx.server.config.offline.max_messages
         if self.limit == 0:
             return
+        ctx.feature(FEATURE)
         ctx.hook(events.MESSAGE_OFFLINE, self.store)
         ctx.hook(events.PRESENCE_INITIAL, self.deliver)
 

@@ -12,7 +12,6 @@ class PingModule:
     name = "ping"
 
     def setup(self, ctx: ModuleContext) -> None:
-        ctx.feature(ns.PING)
         ctx.iq("host", "get", ns.PING, "ping", self.pong)
 
     @staticmethod

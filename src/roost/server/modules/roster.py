@@ -25,10 +25,9 @@ class RosterModule:
         self.server = ctx.server
         self.limits = ctx.server.config.roster
         ctx.iq("account", "get", ns.ROSTER, "query", self.get)
-        ctx.iq("account", "set", ns.ROSTER, "query", self.set)
+        ctx.iq("account", "set", ns.ROSTER, "query", self.set, advertise=False)
         # RFC 6121 §2.6.1: roster versioning is announced as a stream feature.
         ctx.stream_feature(lambda: Element("ver", ROSTERVER), pre_auth=False)
-        ctx.feature(ns.ROSTER)
 
     @staticmethod
     def _own(req: IqRequest) -> JID:

@@ -13,8 +13,9 @@ class SessionModule:
 
     def setup(self, ctx: ModuleContext) -> None:
         # Clients address it to the server or leave 'to' off (the account); answer both.
-        ctx.iq("host", "set", ns.SESSION, "session", self.established)
-        ctx.iq("account", "set", ns.SESSION, "session", self.established)
+        # It is a stream feature, not a disco feature.
+        ctx.iq("host", "set", ns.SESSION, "session", self.established, advertise=False)
+        ctx.iq("account", "set", ns.SESSION, "session", self.established, advertise=False)
 
     @staticmethod
     def established(req: IqRequest) -> IqResult:

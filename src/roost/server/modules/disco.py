@@ -1,0 +1,78 @@
+"""XEP-0030 Service Discovery for the server and, on their behalf, for its accounts.
+
+The server's features are exactly what the loaded modules registered (each iq handler
+advertises its namespace), never a hand-kept list. Account queries follow XEP-0030 §8:
+only the account itself and contacts with a subscription to it learn anything.
+"""
+
+from __future__ import annotations
+
+from roost.core import ns
+from roost.core.errors import StanzaError, StanzaErrorCondition
+from roost.core.xml.element import Element
+from roost.server.modules.base import IqRequest, IqResult, ModuleContext
+
+__all__ = ["DiscoModule"]
+
+_C = StanzaErrorCondition
+
+
+class DiscoModule:
+    name = "disco"
+
+    def setup(self, ctx: ModuleContext) -> None:
+        self.server = ctx.server
+        ctx.iq("host", "get", ns.DISCO_INFO, "query", self.server_info)
+        ctx.iq("host", "get", ns.DISCO_ITEMS, "query", self.server_items)
+        ctx.iq("account", "get", ns.DISCO_INFO, "query", self.account_info, advertise=False)
+        ctx.iq("account", "get", ns.DISCO_ITEMS, "query", self.account_items, advertise=False)
+
+    # -- the server ----------------------------------------------------------------------
+
+    def server_info(self, req: IqRequest) -> IqResult:
+        node = req.payload.get("node")
+        if node is None:
+            return self.server.registry.server_info()
+        build = self.server.registry.disco_nodes.get(node)
+        if build is None:
+            raise StanzaError(_C.ITEM_NOT_FOUND)
+        return build()
+
+    def server_items(self, req: IqRequest) -> IqResult:
+        if req.payload.get("node") is not None:
+            raise StanzaError(_C.ITEM_NOT_FOUND)
+        return Element("query", ns.DISCO_ITEMS)  # no services (MUC, upload...) yet
+
+    # -- accounts (XEP-0030 §8) ------------------------------------------------------------
+
+    async def _may_see(self, req: IqRequest) -> bool:
+        user = req.to
+        if req.sender.bare == user:
+            return True
+        assert user.local is not None
+        if not await self.server.accounts.exists(user.local, user.domain):
+            return False
+        roster = await self.server.rosters.get(user)
+        return roster.state(str(req.sender.bare)).has_from
+
+    async def account_info(self, req: IqRequest) -> IqResult:
+        if not await self._may_see(req):
+            raise StanzaError(_C.SERVICE_UNAVAILABLE)  # §8 rule 1
+        node = req.payload.get("node")
+        if node is not None:
+            raise StanzaError(_C.ITEM_NOT_FOUND)
+        query = Element("query", ns.DISCO_INFO)
+        query.sub("identity", attrs={"category": "account", "type": "registered"})
+        for var in sorted(self.server.registry.account_features):
+            query.sub("feature", attrs={"var": var})
+        return query
+
+    async def account_items(self, req: IqRequest) -> IqResult:
+        query = Element("query", ns.DISCO_ITEMS)
+        if req.payload.get("node") is not None or not await self._may_see(req):
+            return query  # §8 rule 2: an empty result
+        # the account's available resources, to those allowed to see its presence
+        for conn in self.server.sessions.resources(req.to).values():
+            if conn.available:
+                query.sub("item", attrs={"jid": conn.jid_str})
+        return query
