@@ -184,8 +184,8 @@ def test_optional_tls_auth_without_starttls() -> None:
 def test_legacy_authenticated_by_module() -> None:
     s = make(encrypted=True)
     s.receive_data(HEADER)
-    s.set_authenticated("alice")  # XEP-0078 path: PRE_AUTH -> PRE_BIND
-    assert s.state is State.PRE_BIND
+    s.legacy_authenticated("alice", "alice@localhost/r")  # XEP-0078: PRE_AUTH -> ... -> READY
+    assert s.state is State.READY and s.jid == "alice@localhost/r"
 
 
 def test_too_many_attempts_closes() -> None:

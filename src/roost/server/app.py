@@ -21,7 +21,6 @@ from typing import Any
 from roost.core.errors import StreamError, StreamErrorCondition
 from roost.core.stream.server import ServerStreamSettings
 from roost.core.xml.element import Element
-from roost.server import events
 from roost.server.accounts import Accounts
 from roost.server.bus import EventBus
 from roost.server.c2s import C2SConnection
@@ -115,6 +114,7 @@ class Server:
             max_stanza_size=c2s.max_stanza_size,
             max_depth=c2s.max_depth,
             max_sasl_attempts=c2s.max_sasl_attempts,
+            preauth_iq_namespaces=frozenset(self.registry.preauth_handlers),
             preauth_features=lambda: self.registry.features(self.registry.preauth_features),
             bound_features=lambda: self.registry.features(self.registry.bound_features),
         )
@@ -235,7 +235,10 @@ class Server:
 
     def preauth_stanza(self, conn: C2SConnection, stanza: Element) -> None:
         """An iq before authentication that a module claimed (registration, legacy auth)."""
-        self.bus.fire(events.PREAUTH_IQ, conn, stanza)
+        payload = stanza.find()
+        handler = self.registry.preauth_handlers.get(payload.ns if payload is not None else "")
+        if handler is not None:
+            handler(conn, stanza)
 
     # -- timers ---------------------------------------------------------------------------
 

@@ -63,6 +63,7 @@ class C2SConnection(asyncio.Protocol):
         "preauth_timer",
         "presence",
         "priority",
+        "registered_here",
         "roster_requested",
         "server",
         "stream",
@@ -85,6 +86,8 @@ class C2SConnection(asyncio.Protocol):
         self.directed: set[JID] = set()
         #: RFC 6121 §2.1.6: an "interested resource" (asked for the roster)
         self.roster_requested = False
+        #: XEP-0077: this connection already registered an account before authenticating
+        self.registered_here = False
         self.preauth_timer: asyncio.TimerHandle | None = None
         self._closing = False
         self._tls_pending: list[bytes] | None = None

@@ -28,6 +28,7 @@ __all__ = [
     "C2SConfig",
     "Config",
     "ConfigError",
+    "LegacyAuthConfig",
     "LogConfig",
     "OfflineConfig",
     "RegistrationConfig",
@@ -123,6 +124,9 @@ class C2SConfig:
     max_auth_failures_per_ip: int = _opt(10, lo=1)
     auth_failure_window: float = _opt(300.0, lo=1)
     keepalive_interval: float = _opt(60.0, lo=0)
+    # XEP-0199: ping a bound client silent this long; close it if no answer in ping_timeout.
+    ping_interval: float = _opt(300.0, lo=0)
+    ping_timeout: float = _opt(60.0, lo=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +158,13 @@ class RegistrationConfig:
 
     enabled: bool = False
     rate_per_ip: int = _opt(5, lo=1)  # registrations per IP per hour
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyAuthConfig:
+    """XEP-0078 non-SASL authentication (plaintext, only over TLS)."""
+
+    enabled: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +211,7 @@ class Config:
     tls: TLSConfig = field(default_factory=TLSConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+    legacy_auth: LegacyAuthConfig = field(default_factory=LegacyAuthConfig)
     roster: RosterConfig = field(default_factory=RosterConfig)
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     s2s: S2SConfig = field(default_factory=S2SConfig)

@@ -11,7 +11,6 @@ from functools import cache
 __all__ = [
     "IQ_RESPONSE",
     "MESSAGE_OFFLINE",
-    "PREAUTH_IQ",
     "PRESENCE_BROADCAST",
     "PRESENCE_INITIAL",
     "PRESENCE_OUTBOUND",
@@ -42,8 +41,6 @@ MESSAGE_OFFLINE = "message/offline"
 PRIVACY_OUT = "privacy/out"
 #: (stanza, sender, to): a stanza for a local user, before delivery; same contract
 PRIVACY_IN = "privacy/in"
-#: (conn, stanza): an iq before authentication, in a namespace a module claimed
-PREAUTH_IQ = "iq/preauth"
 #: (conn): a client bound a resource
 SESSION_BOUND = "session/bound"
 #: (conn, error): a bound client's stream ended

@@ -20,7 +20,7 @@ from roost.core.jid import JID, InvalidJID
 from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
 from roost.server import events
-from roost.server.modules.base import EMPTY, IqRequest, IqResult, IqTarget, is_awaitable
+from roost.server.modules.base import EMPTY, HANDLED, IqRequest, IqResult, IqTarget, is_awaitable
 
 if TYPE_CHECKING:
     from roost.server.app import Server
@@ -299,6 +299,8 @@ class Router:
 
     def _iq_reply(self, request: IqRequest, result: IqResult) -> None:
         stanza = request.stanza
+        if result is HANDLED:
+            return
         if result is None:
             self.reply_error(stanza, StanzaError(_C.SERVICE_UNAVAILABLE), request.sender)
             return

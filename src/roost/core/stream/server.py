@@ -437,7 +437,10 @@ class ServerStream:
                 self._pre_bind(el)
                 return
             if (
-                state in (State.PRE_AUTH, State.PRE_TLS)
+                (
+                    state is State.PRE_AUTH
+                    or (state is State.PRE_TLS and not self.settings.require_encryption)
+                )
                 and el.tag == "iq"
                 and (payload := el.find()) is not None
                 and payload.ns in self.settings.preauth_iq_namespaces
@@ -589,10 +592,13 @@ class ServerStream:
             self._restart()
         return self._take_events()
 
-    def set_authenticated(self, username: str) -> None:
-        """Mark the stream authenticated by a module (XEP-0078); binding comes next."""
+    def legacy_authenticated(self, username: str, full_jid: str) -> None:
+        """XEP-0078: a module authenticated and bound the stream in one step."""
         self.username = username
         self._go(State.PRE_BIND)
+        self._go(State.BIND_WAITING)
+        self.jid = full_jid
+        self._go(State.READY)
 
     # -- resource binding (RFC 6120 §7) ---------------------------------------------------
 

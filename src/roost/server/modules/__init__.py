@@ -10,14 +10,18 @@ __all__ = ["default_modules"]
 def default_modules() -> list[Module]:
     """The modules a server loads unless told otherwise."""
     from roost.server.modules.disco import DiscoModule
+    from roost.server.modules.legacy_auth import LegacyAuthModule
     from roost.server.modules.message import MessageModule
     from roost.server.modules.offline import OfflineModule
     from roost.server.modules.ping import PingModule
+    from roost.server.modules.register import RegisterModule
     from roost.server.modules.roster import RosterModule
     from roost.server.modules.session import SessionModule
 
     return [
         SessionModule(),
+        RegisterModule(),
+        LegacyAuthModule(),
         DiscoModule(),
         PingModule(),
         RosterModule(),

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EMPTY",
+    "HANDLED",
     "IqHandler",
     "IqRequest",
     "IqTarget",
@@ -42,6 +43,18 @@ class _Empty:
 EMPTY: Final = _Empty()
 
 
+class _Handled:
+    """The handler has already answered (or deliberately will not)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "HANDLED"
+
+
+HANDLED: Final = _Handled()
+
+
 @dataclass(frozen=True, slots=True)
 class IqRequest:
     """An iq get/set handed to a module."""
@@ -53,9 +66,10 @@ class IqRequest:
     conn: C2SConnection | None  # the sending client's connection, when local
 
 
-IqResult = Element | _Empty | None
+IqResult = Element | _Empty | _Handled | None
 IqHandler = Callable[[IqRequest], IqResult | Awaitable[IqResult]]
 StreamFeature = Callable[[], Element | None]
+PreAuthHandler = Callable[["C2SConnection", Element], None]
 
 
 class Module(Protocol):
@@ -77,6 +91,7 @@ class Registry:
         "disco_nodes",
         "iq_handlers",
         "preauth_features",
+        "preauth_handlers",
     )
 
     def __init__(self) -> None:
@@ -89,6 +104,8 @@ class Registry:
         #: disco#info nodes of the server (XEP-0115 caps node, say): node -> query builder
         self.disco_nodes: dict[str, Callable[[], Element]] = {}
         self.preauth_features: list[StreamFeature] = []
+        #: iq payload namespace -> handler for iqs before authentication (XEP-0077, XEP-0078)
+        self.preauth_handlers: dict[str, PreAuthHandler] = {}
         self.bound_features: list[StreamFeature] = []
 
     def features(self, which: Sequence[StreamFeature]) -> list[Element]:
@@ -148,6 +165,12 @@ class ModuleContext:
         table = self.server.registry.disco_features
         table[var] = self.name
         self._undo.append(functools.partial(table.pop, var, None))  # type: ignore[arg-type]
+
+    def preauth_iq(self, ns: str, handler: PreAuthHandler) -> None:
+        """Take iqs with a payload in ``ns`` before the stream is authenticated."""
+        table = self.server.registry.preauth_handlers
+        table[ns] = handler
+        self._undo.append(functools.partial(table.pop, ns, None))  # type: ignore[arg-type]
 
     def account_feature(self, var: str) -> None:
         """Advertise a feature in the disco#info of every account's bare JID."""
