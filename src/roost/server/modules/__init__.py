@@ -10,13 +10,18 @@ __all__ = ["default_modules"]
 def default_modules() -> list[Module]:
     """The modules a server loads unless told otherwise."""
     from roost.server.modules.disco import DiscoModule
+    from roost.server.modules.last import LastActivityModule
     from roost.server.modules.legacy_auth import LegacyAuthModule
     from roost.server.modules.message import MessageModule
     from roost.server.modules.offline import OfflineModule
     from roost.server.modules.ping import PingModule
+    from roost.server.modules.private import PrivateModule
     from roost.server.modules.register import RegisterModule
     from roost.server.modules.roster import RosterModule
     from roost.server.modules.session import SessionModule
+    from roost.server.modules.time import TimeModule
+    from roost.server.modules.vcard import VCardModule
+    from roost.server.modules.version import VersionModule
 
     return [
         SessionModule(),
@@ -27,4 +32,9 @@ def default_modules() -> list[Module]:
         RosterModule(),
         MessageModule(),
         OfflineModule(),
+        VersionModule(),
+        TimeModule(),
+        LastActivityModule(),
+        VCardModule(),
+        PrivateModule(),
     ]

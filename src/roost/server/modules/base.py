@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal, Protocol
@@ -26,6 +28,8 @@ __all__ = [
     "ModuleContext",
     "Registry",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Where an iq is addressed: the server itself, or an account it answers for (RFC 6121 §8.5.2).
 IqTarget = Literal["host", "account"]
@@ -201,6 +205,24 @@ class ModuleContext:
     def hook(self, event: str, handler: Callable[..., object], priority: int = 0) -> None:
         """Run ``handler`` when ``event`` fires (see ``roost.server.events``)."""
         self._undo.append(self.server.bus.on(event, handler, priority))
+
+    def every(self, seconds: float, callback: Callable[[], object]) -> None:
+        """Call ``callback`` every ``seconds`` while the module is loaded."""
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(seconds)
+                try:
+                    callback()
+                except Exception:
+                    log.exception("%s: periodic task failed", self.name)
+
+        task = self.server.spawn(loop())
+
+        def stop() -> None:
+            task.cancel()
+
+        self._undo.append(stop)
 
     def unload(self) -> None:
         """Undo every registration, newest first."""

@@ -56,7 +56,7 @@ class VCardModule:
         raw = await self.server.storage.get_data(user.local, user.domain, _STORE, _KEY)
         if raw is not None:
             try:
-                return parse_fragment(raw, max_size=MAX_VCARD_SIZE * 2)
+                return parse_fragment(raw)
             except ValueError:
                 log.warning("unreadable stored vCard of %s", user)
         return Element("vCard", VCARD)  # XEP-0054 §3.1: no vCard, an empty one
@@ -69,9 +69,7 @@ class VCardModule:
         vcard = req.payload
         value: str | None = None
         if any(True for _ in vcard.elements()) or vcard.text.strip():
-            # stored with its own xmlns, whatever prefixes the client used
-            value = serialize(vcard, VCARD)
-            value = serialize(vcard)
+            value = serialize(vcard)  # with its own xmlns='vcard-temp'
             if len(value.encode()) > MAX_VCARD_SIZE:
                 raise StanzaError(_C.NOT_ACCEPTABLE, "the vCard is too large")
         # An empty vCard removes the stored one: a get answers an empty vCard either way.

@@ -1,0 +1,114 @@
+"""XEP-0049 Private XML Storage: a user keeps XML fragments on the server for itself.
+
+Each fragment is stored under its root element's qualified name (store ``private``, key
+``{namespace}tag``), as serialized XML. Choices where XEP-0049 leaves one:
+
+* someone else's storage, get or set: ``forbidden`` (§2.3, "preferable");
+* a query with no child, or a child in no namespace of its own (``jabber:iq:private`` by
+  inheritance, ``jabber:client``, ``jabber:server``, none): ``not-acceptable`` (§2.3);
+* a set may carry several fragments (§2.3: "an IQ set or result MAY contain multiple
+  elements"); each is stored under its own key, all validated before any is stored; the
+  same key twice is a ``bad-request``. A get may name several fragments and gets each back;
+* a fragment with no attributes, children or text deletes the stored one: a get answers the
+  empty element it asked for either way;
+* limits: ``MAX_FRAGMENT_SIZE`` bytes per fragment (``not-acceptable``) and
+  ``MAX_FRAGMENTS`` per user (``not-allowed``, as a full roster is).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+from roost.core import ns
+from roost.core.errors import StanzaError, StanzaErrorCondition
+from roost.core.jid import JID
+from roost.core.xml.element import Element
+from roost.core.xml.parser import parse_fragment
+from roost.core.xml.writer import serialize
+from roost.server.modules.base import EMPTY, IqRequest, IqResult, ModuleContext
+
+__all__ = ["MAX_FRAGMENTS", "MAX_FRAGMENT_SIZE", "PRIVATE", "PrivateModule"]
+
+log = logging.getLogger(__name__)
+
+PRIVATE: Final = "jabber:iq:private"
+MAX_FRAGMENT_SIZE: Final = 64 * 1024
+MAX_FRAGMENTS: Final = 100
+_STORE: Final = "private"
+#: namespaces a fragment may not have: it must be "scoped by its own namespace" (§2.1)
+_RESERVED: Final = frozenset({"", PRIVATE, ns.CLIENT, ns.SERVER, ns.STREAM})
+_C = StanzaErrorCondition
+
+
+def _key(el: Element) -> str:
+    return f"{{{el.ns}}}{el.tag}"
+
+
+def _fragments(query: Element) -> list[Element]:
+    """The query's children, each of which must have a namespace of its own."""
+    children = list(query.elements())
+    if not children:
+        raise StanzaError(_C.NOT_ACCEPTABLE, "a child element with its own namespace is needed")
+    for child in children:
+        if child.ns in _RESERVED:
+            raise StanzaError(_C.NOT_ACCEPTABLE, f"the namespace {child.ns!r} is reserved")
+    return children
+
+
+class PrivateModule:
+    name = "private"
+
+    def setup(self, ctx: ModuleContext) -> None:
+        self.server = ctx.server
+        ctx.iq("account", "get", PRIVATE, "query", self.get)
+        ctx.iq("account", "set", PRIVATE, "query", self.set, advertise=False)
+
+    @staticmethod
+    def _own(req: IqRequest) -> JID:
+        # XEP-0049 §2.3 and §4: only the user itself.
+        if req.sender.bare != req.to:
+            raise StanzaError(_C.FORBIDDEN)
+        assert req.to.local is not None
+        return req.to
+
+    async def get(self, req: IqRequest) -> IqResult:
+        user = self._own(req)
+        assert user.local is not None
+        result = Element("query", PRIVATE)
+        for wanted in _fragments(req.payload):
+            raw = await self.server.storage.get_data(user.local, user.domain, _STORE, _key(wanted))
+            found: Element | None = None
+            if raw is not None:
+                try:
+                    found = parse_fragment(raw)
+                except ValueError:
+                    log.warning("unreadable private XML %s of %s", _key(wanted), user)
+            result.append(found if found is not None else Element(wanted.tag, wanted.ns))
+        return result
+
+    async def set(self, req: IqRequest) -> IqResult:
+        user = self._own(req)
+        assert user.local is not None
+        changes: dict[str, str | None] = {}
+        for fragment in _fragments(req.payload):
+            key = _key(fragment)
+            if key in changes:
+                raise StanzaError(_C.BAD_REQUEST, f"{key} appears twice")
+            if not fragment.attrs and not fragment.children:
+                changes[key] = None
+                continue
+            value = serialize(fragment)
+            if len(value.encode()) > MAX_FRAGMENT_SIZE:
+                raise StanzaError(_C.NOT_ACCEPTABLE, f"{key} is too large")
+            changes[key] = value
+        storage = self.server.storage
+        stored = await storage.list_data(user.local, user.domain, _STORE)
+        after = set(stored) | {k for k, v in changes.items() if v is not None}
+        after -= {k for k, v in changes.items() if v is None}
+        if len(after) > MAX_FRAGMENTS and len(after) > len(stored):
+            raise StanzaError(_C.NOT_ALLOWED, "too many private XML fragments")
+        for key, change in changes.items():
+            if change is not None or key in stored:
+                await storage.set_data(user.local, user.domain, _STORE, key, change)
+        return EMPTY
