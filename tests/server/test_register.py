@@ -166,7 +166,8 @@ async def test_change_password_and_cancel(open_server: Server) -> None:
         == "<iq type='result' id='p1' to='gina@localhost/one' from='localhost'/>"
     )
     await g.send(
-        f"<iq type='set' id='p2'><query xmlns='{REG}'><username>gina</username><password/></query></iq>"
+        f"<iq type='set' id='p2'><query xmlns='{REG}'>"
+        "<username>gina</username><password/></query></iq>"
     )
     assert condition(await g.next()) == ("not-acceptable", "406")  # §3.3: kept as it was
     # the old password no longer works, the new one does
@@ -199,7 +200,8 @@ async def test_remove_must_be_alone(server: Server) -> None:
     c = await RawClient.connect(server.port())
     await c.login("alice", PASSWORDS["alice"])
     await c.send(
-        f"<iq type='set' id='rm'><query xmlns='{REG}'><remove/><username>alice</username></query></iq>"
+        f"<iq type='set' id='rm'><query xmlns='{REG}'>"
+        "<remove/><username>alice</username></query></iq>"
     )
     assert condition(await c.next()) == ("bad-request", "400")
     assert await server.accounts.exists("alice", "localhost")
