@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from roost.core import ns
+from roost.core.errors import CONDITION_DEFAULTS, StanzaErrorCondition
 from roost.core.sasl import PlainClient, ScramClient
 from roost.core.xml.element import Element
 from roost.core.xml.parser import StanzaReceived, StreamClosed, StreamOpened, XMLStreamParser
@@ -101,6 +102,8 @@ class RawClient:
             if isinstance(ev, StreamOpened):
                 self.header = ev
             else:
+                if isinstance(ev, StanzaReceived):
+                    check_legacy_code(ev.element)
                 self.events.append(ev)
 
     async def next(self) -> Element:
@@ -234,6 +237,22 @@ class RawClient:
         self.writer.close()
         with contextlib.suppress(ConnectionError, ssl.SSLError):
             await self.writer.wait_closed()
+
+
+def check_legacy_code(stanza: Element) -> None:
+    """XEP-0086: every stanza error from the server carries the code of its condition.
+
+    Run on everything a RawClient reads, so the whole suite checks it (issue 4, acceptance 4).
+    """
+    if stanza.ns != ns.CLIENT or stanza.get("type") != "error":
+        return
+    error = stanza.find("error", ns.CLIENT)
+    assert error is not None, f"error stanza without <error/>: {serialize(stanza)}"
+    conditions = [c.tag for c in error.elements() if c.ns == ns.STANZAS and c.tag != "text"]
+    assert len(conditions) == 1, serialize(stanza)
+    _type, code = CONDITION_DEFAULTS[StanzaErrorCondition(conditions[0])]
+    expected = None if code is None else str(code)
+    assert error.get("code") == expected, f"wrong XEP-0086 code: {serialize(stanza)}"
 
 
 def client_tls_context() -> ssl.SSLContext:

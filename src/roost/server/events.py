@@ -16,6 +16,7 @@ __all__ = [
     "PRESENCE_OUTBOUND",
     "PRIVACY_IN",
     "PRIVACY_OUT",
+    "RESOURCE_DELIVERABLE",
     "ROUTE_REMOTE",
     "SESSION_BOUND",
     "SESSION_CLOSED",
@@ -34,6 +35,8 @@ ROUTE_REMOTE = "route/remote"
 PRESENCE_OUTBOUND = "presence/outbound"
 #: (conn): a session sent its initial presence (RFC 6121 §4.2); offline messages follow
 PRESENCE_INITIAL = "presence/initial"
+#: (conn): a resource became available with a non-negative priority (XEP-0160 §2)
+RESOURCE_DELIVERABLE = "presence/deliverable"
 #: (stanza, sender, to): a chat/normal message for a user with no available resource
 MESSAGE_OFFLINE = "message/offline"
 #: (stanza, sender, to): a stanza from a local user, before routing; a handler returning

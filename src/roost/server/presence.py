@@ -85,6 +85,30 @@ class PresenceService:
     def _route(self, stanza: Element, sender: JID, to: JID) -> None:
         self.server.router.route(stanza, sender, to)
 
+    # XEP-0016 / XEP-0191 for what this service delivers or processes outside the router:
+    # the same hooks and contract as ``Router._blocked`` (True: a rule stopped the stanza,
+    # and whoever stopped it sent any error).
+
+    def _privacy_out(self, stanza: Element, sender: JID, to: JID) -> bool:
+        bus = self.server.bus
+        return (
+            sender.bare != to.bare
+            and sender.local is not None
+            and sender.domain in self.server.domains
+            and bus.has(events.PRIVACY_OUT)
+            and bus.fire(events.PRIVACY_OUT, stanza, sender, to) is not None
+        )
+
+    def _privacy_in(self, stanza: Element, sender: JID, to: JID) -> bool:
+        bus = self.server.bus
+        return (
+            sender.bare != to.bare
+            and to.local is not None
+            and to.domain in self.server.domains
+            and bus.has(events.PRIVACY_IN)
+            and bus.fire(events.PRIVACY_IN, stanza, sender, to) is not None
+        )
+
     async def _exists(self, user: JID) -> bool:
         if self.server.sessions.is_online(user):
             return True
@@ -96,7 +120,10 @@ class PresenceService:
     def outbound(self, stanza: Element, sender: JID, to: JID, conn: C2SConnection) -> bool:
         ptype = stanza.attrs.get("type")
         if ptype in SUBSCRIPTION_TYPES:
-            self.server.spawn(self._outbound_subscription(stanza, sender, to, ptype))
+            # XEP-0016 §2.2 rule 4: privacy lists come before subscription handling, so the
+            # user's own rules are checked before the roster changes.
+            if not self._privacy_out(stanza, sender, to):
+                self.server.spawn(self._outbound_subscription(stanza, sender, to, ptype))
         elif ptype is None or ptype == "unavailable":
             # RFC 6121 §4.6: directed presence; remember it to send unavailable later.
             if to.bare != sender.bare:
@@ -124,12 +151,16 @@ class PresenceService:
         async with rosters.changing(user) as roster:
             before = roster.state(key)
             row = OUTBOUND[ptype][before]
-            if row.new is not None:
-                await rosters.set_state(user, roster, key, row.new)
-            if row.preapprove:
-                await rosters.set_approved(user, roster, key, True)
-            elif row.cancel_preapproval and key in roster.items and roster.items[key].approved:
-                await rosters.set_approved(user, roster, key, False)
+            try:
+                if row.new is not None:
+                    await rosters.set_state(user, roster, key, row.new)
+                if row.preapprove:
+                    await rosters.set_approved(user, roster, key, True)
+                elif row.cancel_preapproval and key in roster.items and roster.items[key].approved:
+                    await rosters.set_approved(user, roster, key, False)
+            except StanzaError as err:  # the roster is full: nothing is sent
+                self.server.router.reply_error(stanza, err, sender)
+                return
             after = roster.state(key)
         if row.route:
             # RFC 6121 §3.1.2 etc.: stamped with the bare JIDs of both parties.
@@ -140,8 +171,10 @@ class PresenceService:
                 stanza.children,
             )
             if contact.domain in self.server.domains and contact.local is not None:
-                # Local contact: process it now, so it is ordered before the presence below.
-                await self._inbound_subscription(out, user, contact, ptype)
+                # Local contact: process it now, so it is ordered before the presence below,
+                # unless the contact's rules refuse it (the user is not told: XEP-0191 §3.3).
+                if not self._privacy_in(out, user, contact):
+                    await self._inbound_subscription(out, user, contact, ptype)
             else:
                 self._route(out, user, contact)
         if not before.has_from and after.has_from:
@@ -187,6 +220,7 @@ class PresenceService:
         ptype = stanza.attrs.get("type")
         if ptype is None:
             first = not conn.available
+            was_deliverable = conn.available and conn.priority >= 0
             conn.available = True
             conn.priority = _priority(stanza)
             conn.presence = stanza
@@ -194,6 +228,9 @@ class PresenceService:
             if first:
                 self.last_unavailable.pop(sender.bare, None)
                 self._initial(conn, sender)
+            if not was_deliverable and conn.priority >= 0:
+                # RFC 6121 §8.5.2.1.1: messages may now go to it (stored ones first).
+                self.server.bus.fire(events.RESOURCE_DELIVERABLE, conn)
         elif ptype == "unavailable":
             self._went_unavailable(conn, sender, stanza)
         return True
@@ -230,9 +267,14 @@ class PresenceService:
             # §3.1.3: unanswered subscription requests are delivered at each login.
             for stored in roster.pending_in.values():
                 try:
-                    conn.send_stanza(parse_fragment(stored))
+                    request = parse_fragment(stored)
+                    requester = JID.parse(request.attrs.get("from", ""))
                 except ValueError:
                     log.warning("dropping an unreadable stored subscription request")
+                    continue
+                # not from someone blocked since the request was stored (XEP-0191 §3.3)
+                if conn.jid is None or not self._privacy_in(request, requester, conn.jid):
+                    conn.send_stanza(request)
         for other in self.server.sessions.resources(user).values():
             if other is not conn and other.available and other.presence is not None:
                 p = other.presence.copy()
@@ -391,11 +433,18 @@ class PresenceService:
     ) -> None:
         to = reply_to.jid_str if reply_to is not None else str(prober)
 
-        def send(p: Element) -> None:
-            if reply_to is not None:
-                reply_to.send_stanza(p)
-            else:
+        def send(p: Element, sender: JID) -> None:
+            if reply_to is None:
                 self._route(p, user, prober)
+                return
+            # Straight to the new session at its login: both parties' privacy rules apply
+            # as they would in the router (the contact's presence-out, the user's presence-in).
+            target = reply_to.jid
+            if target is not None and (
+                self._privacy_out(p, sender, target) or self._privacy_in(p, sender, target)
+            ):
+                return
+            reply_to.send_stanza(p)
 
         if not state.has_from:
             # rule 1: not subscribed: unsubscribed from the bare JID (a reply to a real probe)
@@ -403,7 +452,8 @@ class PresenceService:
                 send(
                     Element(
                         "presence", ns.CLIENT, {"type": "unsubscribed", "from": str(user), "to": to}
-                    )
+                    ),
+                    user,
                 )
             return
         available = [
@@ -418,11 +468,11 @@ class PresenceService:
                 assert conn.presence is not None
                 p = conn.presence.copy()
                 p.attrs["to"] = to
-                send(p)
+                send(p, conn.jid or user)
             return
         # rule 3: unavailable from the bare JID, with when it happened
         p = Element("presence", ns.CLIENT, {"type": "unavailable", "from": str(user), "to": to})
         last = self.last_unavailable.get(user)
         if last is not None:
             p.append(delay_element(last[1], str(user)))
-        send(p)
+        send(p, user)

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from roost.core import ns
+from roost.core.errors import StanzaError, StanzaErrorCondition
 from roost.core.im.subscription import Subscription, SubState
 from roost.core.jid import JID
 from roost.core.xml.element import Element
@@ -124,6 +125,11 @@ class RosterService:
 
     # -- changes (call inside ``changing``) -----------------------------------------------
 
+    def check_room(self, roster: Roster) -> None:
+        """Refuse a new item beyond ``roster.max_items`` (``not-allowed``)."""
+        if len(roster.items) >= self.server.config.roster.max_items:
+            raise StanzaError(StanzaErrorCondition.NOT_ALLOWED, "the roster is full")
+
     async def put(self, user: JID, roster: Roster, item: RosterItem) -> None:
         """Store ``item``, bump the version, push it (RFC 6121 §2.1.6)."""
         assert user.local is not None
@@ -149,6 +155,7 @@ class RosterService:
         if item is None:
             if new == SubState(Subscription.NONE, False, new.pending_in):
                 return  # §3.1.3: no roster item for a mere inbound request
+            self.check_room(roster)
             item = RosterItem(contact)
         changed = dataclasses.replace(
             item,
@@ -172,7 +179,10 @@ class RosterService:
 
     async def set_approved(self, user: JID, roster: Roster, contact: str, approved: bool) -> None:
         """Record or cancel a subscription pre-approval (RFC 6121 §3.4)."""
-        item = roster.items.get(contact) or RosterItem(contact)
+        item = roster.items.get(contact)
+        if item is None:
+            self.check_room(roster)
+            item = RosterItem(contact)
         if item.approved != approved or contact not in roster.items:
             await self.put(user, roster, dataclasses.replace(item, approved=approved))
 

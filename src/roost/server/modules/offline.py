@@ -1,4 +1,5 @@
-"""XEP-0160 offline messages: stored durably, delivered at the next initial presence.
+"""XEP-0160 offline messages: stored durably, delivered when the user next has an available
+resource with a non-negative priority (usually its initial presence).
 
 Each stored message is delivered once, in order, with a XEP-0203 ``<delay/>`` stamp; the
 queue is read and emptied in one transaction. A full queue bounces the message with
@@ -39,7 +40,7 @@ class OfflineModule:
             return
         ctx.feature(FEATURE)
         ctx.hook(events.MESSAGE_OFFLINE, self.store)
-        ctx.hook(events.PRESENCE_INITIAL, self.deliver)
+        ctx.hook(events.RESOURCE_DELIVERABLE, self.deliver)
 
     def store(self, stanza: Element, sender: JID, to: JID) -> bool:
         self.server.spawn(self._store(stanza, sender, to))

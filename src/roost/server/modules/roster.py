@@ -82,8 +82,8 @@ class RosterModule:
         async with rosters.changing(user) as roster:
             key = str(contact)
             old = roster.items.get(key)
-            if old is None and len(roster.items) >= self.limits.max_items:
-                raise StanzaError(_C.NOT_ALLOWED, "the roster is full")
+            if old is None:
+                rosters.check_room(roster)
             base = old or RosterItem(key)
             await rosters.put(
                 user, roster, dataclasses.replace(base, name=name, groups=tuple(groups))
