@@ -9,6 +9,7 @@ conversion happens for clients.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import ssl
 import time
@@ -45,13 +46,17 @@ _SC = StreamErrorCondition
 
 #: A reader this far behind is cut off rather than buffered without bound.
 MAX_WRITE_BUFFER = 4 * 1024 * 1024
+#: Stanzas queued behind a held one before we stop reading from the client.
+MAX_BACKLOG = 256
 
 
 class C2SConnection(asyncio.Protocol):
     """A client connection: transport, stream state, bound JID, presence bookkeeping."""
 
     __slots__ = (
+        "_backlog",
         "_closing",
+        "_held",
         "_tls_pending",
         "available",
         "directed",
@@ -90,6 +95,8 @@ class C2SConnection(asyncio.Protocol):
         self.registered_here = False
         self.preauth_timer: asyncio.TimerHandle | None = None
         self._closing = False
+        self._held: asyncio.Task[object] | None = None
+        self._backlog: collections.deque[Element] = collections.deque()
         self._tls_pending: list[bytes] | None = None
 
     def __repr__(self) -> str:
@@ -173,6 +180,25 @@ class C2SConnection(asyncio.Protocol):
         """Whether a stanza addressed to this full JID should be written to it."""
         return self.stream.state is State.READY
 
+    def hold(self, task: asyncio.Task[object]) -> None:
+        """Process nothing more from this client until ``task`` is done.
+
+        RFC 6120 §10.1: stanzas are handled in the order the client sent them, and a request
+        whose handling may affect later stanzas (a subscription, a roster change) suspends
+        the rest until it is done. Routing that needs no I/O never holds.
+        """
+        self._held = task
+        task.add_done_callback(self._release)
+
+    def _release(self, task: asyncio.Task[object]) -> None:
+        if self._held is not task:
+            return
+        self._held = None
+        while self._backlog and self._held is None and not self._closing:
+            self.server.router.from_client(self, self._backlog.popleft())
+        if self._held is None and self.transport is not None and not self._closing:
+            self.transport.resume_reading()
+
     def close(self, error: StreamError | None = None) -> None:
         """End the stream (with an optional stream error) and close the connection."""
         if self._closing:
@@ -196,7 +222,12 @@ class C2SConnection(asyncio.Protocol):
 
     def _event(self, ev: StreamEvent) -> None:
         if isinstance(ev, StanzaArrived):
-            self.server.router.from_client(self, ev.element)
+            if self._held is not None:
+                self._backlog.append(ev.element)
+                if len(self._backlog) >= MAX_BACKLOG and self.transport is not None:
+                    self.transport.pause_reading()
+            else:
+                self.server.router.from_client(self, ev.element)
         elif isinstance(ev, TLSRequested):
             self._flush()
             if self.transport is not None:

@@ -123,7 +123,7 @@ class PresenceService:
             # XEP-0016 §2.2 rule 4: privacy lists come before subscription handling, so the
             # user's own rules are checked before the roster changes.
             if not self._privacy_out(stanza, sender, to):
-                self.server.spawn(self._outbound_subscription(stanza, sender, to, ptype))
+                conn.hold(self.server.spawn(self._outbound_subscription(stanza, sender, to, ptype)))
         elif ptype is None or ptype == "unavailable":
             # RFC 6121 §4.6: directed presence; remember it to send unavailable later.
             if to.bare != sender.bare:

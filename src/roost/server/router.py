@@ -279,7 +279,9 @@ class Router:
             self.reply_error(stanza, StanzaError(_C.INTERNAL_SERVER_ERROR), sender)
             return
         if is_awaitable(result):
-            self.server.spawn(self._iq_async(request, result))  # type: ignore[arg-type]
+            task = self.server.spawn(self._iq_async(request, result))  # type: ignore[arg-type]
+            if conn is not None:
+                conn.hold(task)  # RFC 6120 §10.1: in order
         else:
             self._iq_reply(request, result)  # type: ignore[arg-type]
 
