@@ -131,6 +131,8 @@ def cmd_user(args: argparse.Namespace) -> int:
     from roost.server.accounts import InvalidUsername
     from roost.storage.api import AccountExists, NoSuchAccount
 
+    if args.user_cmd == "import":
+        return _import_users(config, Path(args.file))
     if args.user_cmd == "list":
         rows = asyncio.run(_with_accounts(config, lambda a: a.storage.list_accounts(args.domain)))
         for username, domain in rows:
@@ -169,6 +171,65 @@ def cmd_user(args: argparse.Namespace) -> int:
     except (InvalidUsername, ValueError) as exc:
         print(f"roost: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _read_user_csv(path: Path, config: Config) -> list[tuple[str, str, str]]:
+    """Rows of ``user@domain,password`` (a header line and blank lines are skipped)."""
+    import csv
+
+    from roost.core.jid import JID, InvalidJID
+
+    rows: list[tuple[str, str, str]] = []
+    with path.open(newline="", encoding="utf-8") as f:
+        for n, row in enumerate(csv.reader(f), start=1):
+            if not row or not row[0].strip() or (n == 1 and row[0].strip().lower() == "jid"):
+                continue
+            if len(row) < 2 or not row[1]:
+                raise SystemExit(f"roost: {path}:{n}: expected 'user@domain,password'")
+            try:
+                jid = JID.parse(row[0].strip())
+            except InvalidJID as exc:
+                raise SystemExit(f"roost: {path}:{n}: {exc}") from None
+            if jid.local is None or jid.resource is not None or jid.domain not in config.domains:
+                raise SystemExit(
+                    f"roost: {path}:{n}: {row[0]!r} is not an account of a served domain"
+                )
+            rows.append((jid.local, jid.domain, row[1]))
+    return rows
+
+
+def _import_users(config: Config, path: Path) -> int:
+    """Bulk-create accounts: keys derived on every core, stored in one transaction."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from roost.server.accounts import make_account
+    from roost.storage.sqlite import SQLiteStorage
+
+    rows = _read_user_csv(path, config)
+    iterations = config.auth.scram_iterations
+    with ProcessPoolExecutor() as pool:
+        accounts = list(
+            pool.map(
+                make_account,
+                [r[0] for r in rows],
+                [r[1] for r in rows],
+                [r[2] for r in rows],
+                [iterations] * len(rows),
+                chunksize=64,
+            )
+        )
+
+    async def store() -> int:
+        storage = SQLiteStorage(Path(config.data_dir) / "roost.db")
+        await storage.open()
+        try:
+            return await storage.create_accounts_bulk(accounts)
+        finally:
+            await storage.close()
+
+    created = asyncio.run(store())
+    print(f"imported {created} accounts ({len(rows) - created} already existed)")
     return 0
 
 
@@ -269,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", "-c", default=argparse.SUPPRESS)
     p = usub.add_parser("delete", help="delete an account and its data")
     p.add_argument("jid")
+    p.add_argument("--config", "-c", default=argparse.SUPPRESS)
+    p = usub.add_parser("import", help="create accounts in bulk from a CSV of user@domain,password")
+    p.add_argument("file")
     p.add_argument("--config", "-c", default=argparse.SUPPRESS)
     p = usub.add_parser("list", help="list accounts")
     p.add_argument("domain", nargs="?")
