@@ -9,6 +9,7 @@ __all__ = ["default_modules"]
 
 def default_modules() -> list[Module]:
     """The modules a server loads unless told otherwise."""
+    from roost.server.modules.caps import CapsModule
     from roost.server.modules.disco import DiscoModule
     from roost.server.modules.last import LastActivityModule
     from roost.server.modules.legacy_auth import LegacyAuthModule
@@ -28,6 +29,7 @@ def default_modules() -> list[Module]:
         RegisterModule(),
         LegacyAuthModule(),
         DiscoModule(),
+        CapsModule(),
         PingModule(),
         RosterModule(),
         MessageModule(),
