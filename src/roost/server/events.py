@@ -46,7 +46,7 @@ PRIVACY_OUT = "privacy/out"
 PRIVACY_IN = "privacy/in"
 #: (conn): a client bound a resource
 SESSION_BOUND = "session/bound"
-#: (conn, error): a bound client's stream ended
+#: (conn, jid, error): a bound client's session ended (stream closed, or replaced)
 SESSION_CLOSED = "session/closed"
 
 
