@@ -57,6 +57,8 @@ class C2SConnection(asyncio.Protocol):
         "_backlog",
         "_closing",
         "_held",
+        "_loop",
+        "_out",
         "_tls_pending",
         "available",
         "directed",
@@ -95,6 +97,8 @@ class C2SConnection(asyncio.Protocol):
         self.registered_here = False
         self.preauth_timer: asyncio.TimerHandle | None = None
         self._closing = False
+        self._loop = asyncio.get_running_loop()
+        self._out: list[bytes] = []
         self._held: asyncio.Task[object] | None = None
         self._backlog: collections.deque[Element] = collections.deque()
         self._tls_pending: list[bytes] | None = None
@@ -150,6 +154,7 @@ class C2SConnection(asyncio.Protocol):
     # -- output ---------------------------------------------------------------------------
 
     def _flush(self) -> None:
+        self._write_out()  # stanzas queued before the stream's own output
         data = self.stream.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
@@ -162,13 +167,33 @@ class C2SConnection(asyncio.Protocol):
         self.send_raw(serialize(stanza).encode())
 
     def send_raw(self, data: bytes) -> None:
-        """Write already-serialised stanza bytes."""
+        """Queue already-serialised stanza bytes; written once per loop iteration.
+
+        Coalescing turns many small writes (each a TLS record and a syscall) into one per
+        connection per event-loop turn, the largest single cost when routing messages.
+        """
+        if self.transport is None or self._closing:
+            return
+        out = self._out
+        out.append(data)
+        if len(out) == 1:
+            self._loop.call_soon(self._write_out)
+        elif len(out) > 64 and sum(map(len, out)) > MAX_WRITE_BUFFER:
+            self.close(StreamError(_SC.RESOURCE_CONSTRAINT, "you are not reading fast enough"))
+
+    def _write_out(self) -> None:
+        out = self._out
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
         t = self.transport
-        if t is not None and not self._closing:
-            t.write(data)
-            self.last_tx = time.monotonic()
-            if t.get_write_buffer_size() > MAX_WRITE_BUFFER:
-                self.close(StreamError(_SC.RESOURCE_CONSTRAINT, "you are not reading fast enough"))
+        if t is None or self._closing or t.is_closing():
+            return
+        t.write(data)
+        self.last_tx = time.monotonic()
+        if t.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            self.close(StreamError(_SC.RESOURCE_CONSTRAINT, "you are not reading fast enough"))
 
     def send_whitespace(self) -> None:
         """A whitespace keepalive (RFC 6120 §4.6.1)."""
