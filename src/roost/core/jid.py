@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import final
 
@@ -133,13 +133,35 @@ def _prepare_ipv6(text: str, host: str) -> str:
 
 
 @final
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
 class JID:
     """An XMPP address; parts are prepared when built, so equal JIDs compare equal (§3)."""
 
     local: str | None
     domain: str
     resource: str | None = None
+    # Derived values cached on first use: JIDs are hashed, compared and stripped of their
+    # resource on every routed stanza.
+    _bare: JID | None = field(default=None, init=False, repr=False, compare=False)
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        h = self._hash
+        if not h:
+            h = hash((self.local, self.domain, self.resource)) or 1
+            object.__setattr__(self, "_hash", h)
+        return h
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, JID):
+            return NotImplemented
+        return (
+            self.domain == other.domain
+            and self.local == other.local
+            and self.resource == other.resource
+        )
 
     def __post_init__(self) -> None:
         # Values are validated when built: the constructor prepares like ``make``.
@@ -166,6 +188,8 @@ class JID:
         object.__setattr__(jid, "local", local)
         object.__setattr__(jid, "domain", domain)
         object.__setattr__(jid, "resource", resource)
+        object.__setattr__(jid, "_bare", None)
+        object.__setattr__(jid, "_hash", 0)
         return jid
 
     @property
@@ -173,7 +197,11 @@ class JID:
         """This JID without its resourcepart (``self`` when already bare)."""
         if self.resource is None:
             return self
-        return JID._prepared(self.local, self.domain, None)
+        bare = self._bare
+        if bare is None:
+            bare = JID._prepared(self.local, self.domain, None)
+            object.__setattr__(self, "_bare", bare)
+        return bare
 
     @property
     def is_bare(self) -> bool:

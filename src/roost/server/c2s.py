@@ -59,6 +59,7 @@ class C2SConnection(asyncio.Protocol):
         "_held",
         "_loop",
         "_out",
+        "_out_size",
         "_tls_pending",
         "available",
         "directed",
@@ -99,6 +100,7 @@ class C2SConnection(asyncio.Protocol):
         self._closing = False
         self._loop = asyncio.get_running_loop()
         self._out: list[bytes] = []
+        self._out_size = 0
         self._held: asyncio.Task[object] | None = None
         self._backlog: collections.deque[Element] = collections.deque()
         self._tls_pending: list[bytes] | None = None
@@ -177,9 +179,12 @@ class C2SConnection(asyncio.Protocol):
         out = self._out
         out.append(data)
         if len(out) == 1:
+            self._out_size = len(data)
             self._loop.call_soon(self._write_out)
-        elif len(out) > 64 and sum(map(len, out)) > MAX_WRITE_BUFFER:
-            self.close(StreamError(_SC.RESOURCE_CONSTRAINT, "you are not reading fast enough"))
+        else:
+            self._out_size += len(data)
+            if self._out_size > MAX_WRITE_BUFFER:
+                self.close(StreamError(_SC.RESOURCE_CONSTRAINT, "you are not reading fast enough"))
 
     def _write_out(self) -> None:
         out = self._out
