@@ -33,6 +33,7 @@ from roost.server.router import Router
 from roost.server.sessions import SessionManager
 from roost.storage.sqlite import SQLiteStorage
 from roost.transport.certs import ensure_certificate, load_certificate_der, load_tls_context_server
+from roost.transport.tls import limit_asyncio_tls_buffers
 
 __all__ = ["Listener", "Server"]
 
@@ -144,6 +145,7 @@ class Server:
 
     async def start(self) -> None:
         """Open storage, load certificates and modules, and listen."""
+        limit_asyncio_tls_buffers()
         Path(self.config.data_dir).mkdir(parents=True, exist_ok=True)
         # Certificates first: a bad configured file must fail before anything is created.
         await asyncio.get_running_loop().run_in_executor(self.pool, self._load_tls)

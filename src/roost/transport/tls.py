@@ -18,7 +18,12 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 
-__all__ = ["channel_bindings", "tls_exporter", "tls_server_end_point"]
+__all__ = [
+    "channel_bindings",
+    "limit_asyncio_tls_buffers",
+    "tls_exporter",
+    "tls_server_end_point",
+]
 
 _EXPORTER_LABEL = b"EXPORTER-Channel-Binding"
 _PTR_SIZE = ctypes.sizeof(ctypes.c_void_p)
@@ -75,6 +80,21 @@ def _ssl_pointer(ssl_object: SSLLike, lib: ctypes.CDLL) -> int | None:
         return None
     seen = lib.SSL_get_version(ptr)
     return ptr if seen is not None and seen.decode("ascii", "replace") == version else None
+
+
+def limit_asyncio_tls_buffers(size: int = 16 * 1024) -> None:
+    """Shrink the read buffer asyncio allocates for every TLS connection.
+
+    COMPAT: CPython's ``asyncio.sslproto.SSLProtocol`` zero-fills a 256 KiB ``bytearray``
+    per connection (``max_size``), which is most of an idle TLS session's memory. A TLS record
+    carries at most 16 KiB, so a 16 KiB buffer costs only a few more read calls for bulk
+    data. uvloop allocates its buffer lazily and is not affected.
+    """
+    import asyncio.sslproto
+
+    proto = asyncio.sslproto.SSLProtocol
+    if getattr(proto, "max_size", size) > size:
+        proto.max_size = size
 
 
 def tls_exporter(ssl_object: SSLLike, length: int = 32) -> bytes | None:

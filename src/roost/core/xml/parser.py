@@ -61,6 +61,8 @@ _ERROR_MAP = {
 }
 
 _SEP = "\x01"
+#: expat's "uri<SEP>local" names split once for the whole process
+_NAMES: dict[str, tuple[str, str]] = {}
 
 
 def _bad_utf8_at(data: bytes, pos: int) -> bool:
@@ -93,7 +95,6 @@ class XMLStreamParser:
         "_fed",
         "_max_depth",
         "_max_stanza",
-        "_names",
         "_pending_ns",
         "_stack",
         "closed",
@@ -108,10 +109,11 @@ class XMLStreamParser:
         self._fed = 0
         self._boundary = 0
         self._pending_ns: dict[str, str] = {}
-        self._names: dict[str, tuple[str, str]] = {}
         self.closed = False
         p = expat.ParserCreate("UTF-8", _SEP)
         p.buffer_text = True
+        # Memory per idle stream matters more than fewer callbacks for long texts.
+        p.buffer_size = 2048
         p.ordered_attributes = False
         p.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
         p.StartElementHandler = self._start
@@ -159,13 +161,14 @@ class XMLStreamParser:
 
     # -- expat callbacks -------------------------------------------------------------------
 
-    def _split(self, name: str) -> tuple[str, str]:
-        cached = self._names.get(name)
+    @staticmethod
+    def _split(name: str) -> tuple[str, str]:
+        cached = _NAMES.get(name)
         if cached is None:
             uri, sep, local = name.rpartition(_SEP)
             cached = (uri, local) if sep else ("", name)
-            if len(self._names) < 4096:
-                self._names[name] = cached
+            if len(_NAMES) < 16384:  # shared by all streams; bounded against junk names
+                _NAMES[name] = cached
         return cached
 
     def _start(self, name: str, attrs: dict[str, str]) -> None:
