@@ -9,6 +9,7 @@ __all__ = ["default_modules"]
 
 def default_modules() -> list[Module]:
     """The modules a server loads unless told otherwise."""
+    from roost.server.modules.blocking import BlockingModule
     from roost.server.modules.caps import CapsModule
     from roost.server.modules.disco import DiscoModule
     from roost.server.modules.last import LastActivityModule
@@ -16,6 +17,7 @@ def default_modules() -> list[Module]:
     from roost.server.modules.message import MessageModule
     from roost.server.modules.offline import OfflineModule
     from roost.server.modules.ping import PingModule
+    from roost.server.modules.privacy import PrivacyModule
     from roost.server.modules.private import PrivateModule
     from roost.server.modules.register import RegisterModule
     from roost.server.modules.roster import RosterModule
@@ -23,7 +25,10 @@ def default_modules() -> list[Module]:
     from roost.server.modules.time import TimeModule
     from roost.server.modules.vcard import VCardModule
     from roost.server.modules.version import VersionModule
+    from roost.server.privacy_lists import PrivacyLists
 
+    # XEP-0016 and XEP-0191 share one back end (XEP-0191 §5), loaded before both.
+    privacy_lists = PrivacyLists()
     return [
         SessionModule(),
         RegisterModule(),
@@ -39,4 +44,7 @@ def default_modules() -> list[Module]:
         LastActivityModule(),
         VCardModule(),
         PrivateModule(),
+        privacy_lists,
+        PrivacyModule(privacy_lists),
+        BlockingModule(privacy_lists),
     ]

@@ -1,0 +1,132 @@
+"""Helpers shared by the XEP-0191 and XEP-0016 raw-XML tests."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+from collections.abc import Awaitable, Callable
+
+from roost.core import ns
+from roost.core.xml.element import Element
+from roost.core.xml.writer import serialize
+from roost.server.app import Server
+from roost.storage.api import RosterItem
+from tests.conftest import PASSWORDS
+from tests.helpers import RawClient
+
+STANZAS = "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'"
+BLOCKING = "urn:xmpp:blocking"
+PRIVACY = "jabber:iq:privacy"
+SETTLE = 0.2  # time for spawned server work (subscriptions, offline storage) to finish
+_ids = itertools.count()
+
+Login = Callable[..., Awaitable[RawClient]]
+
+
+class Logins:
+    """Logs clients in and closes them all at the end of a test."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.made: list[RawClient] = []
+
+    async def __call__(self, user: str, resource: str, *, available: bool = True) -> RawClient:
+        """Log in ``user/resource``; unless ``available`` is false, send initial presence."""
+        c = await RawClient.connect(self.server.port())
+        self.made.append(c)
+        await c.login(user, PASSWORDS[user], resource)
+        if available:
+            await c.send("<presence/>")
+            await c.expect(lambda e: e.tag == "presence" and e.get("from") == c.jid)
+        return c
+
+    async def close(self) -> None:
+        for c in self.made:
+            if not c.writer.is_closing():
+                await c.close()
+
+
+async def drain(c: RawClient) -> list[Element]:
+    """Everything the server sends ``c`` before answering a ping (the pong excluded)."""
+    pid = f"barrier{next(_ids)}"
+    await c.send(f"<iq type='get' id='{pid}' to='localhost'><ping xmlns='{ns.PING}'/></iq>")
+    got: list[Element] = []
+    while True:
+        el = await c.next()
+        if el.tag == "iq" and el.get("id") == pid:
+            assert el.get("type") == "result", serialize(el)
+            return got
+        got.append(el)
+
+
+async def settled(c: RawClient) -> list[str]:
+    """After a pause for spawned work, what arrived at ``c`` (ids of pushes masked)."""
+    await asyncio.sleep(SETTLE)
+    return [shape(e) for e in await drain(c)]
+
+
+async def quiet(*clients: RawClient) -> None:
+    """Assert that nothing (more) arrives at any of ``clients``."""
+    for c in clients:
+        assert await settled(c) == [], c.jid
+
+
+async def ask(c: RawClient, xml: str) -> tuple[str, list[str]]:
+    """Send one iq; return its serialized reply and what came before it (pushes, masked)."""
+    iq_id = re.search(r"id='([^']+)'", xml)
+    assert iq_id is not None
+    await c.send(xml)
+    before: list[str] = []
+    while True:
+        el = await c.next()
+        if el.tag == "iq" and el.get("id") == iq_id.group(1):
+            return serialize(el), before
+        before.append(shape(el))
+
+
+def shape(el: Element) -> str:
+    """Serialized, with the server-chosen id of a push replaced by ``*``."""
+    text = serialize(el)
+    if el.tag == "iq" and el.get("type") == "set":
+        text = text.replace(f"id='{el.get('id')}'", "id='*'", 1)
+    return text
+
+
+def error(etype: str, code: str, condition: str, extra: str = "") -> str:
+    return f"<error type='{etype}' code='{code}'><{condition} {STANZAS}/>{extra}</error>"
+
+
+BLOCKED_ERROR = error("cancel", "406", "not-acceptable", f"<blocked xmlns='{BLOCKING}:errors'/>")
+UNAVAILABLE_ERROR = error("cancel", "503", "service-unavailable")
+
+
+def block_push(to: str, verb: str, *jids: str) -> str:
+    items = "".join(f"<item jid='{j}'/>" for j in jids)
+    body = (
+        f"<{verb} xmlns='{BLOCKING}'>{items}</{verb}>" if items else f"<{verb} xmlns='{BLOCKING}'/>"
+    )
+    return f"<iq type='set' id='*' to='{to}'>{body}</iq>"
+
+
+def list_push(to: str, name: str) -> str:
+    query = f"<query xmlns='{PRIVACY}'><list name='{name}'/></query>"
+    return f"<iq type='set' id='*' to='{to}'>{query}</iq>"
+
+
+async def seed(
+    server: Server, user: str, contact: str, subscription: str, groups: tuple[str, ...] = ()
+) -> None:
+    """Put ``contact`` in ``user``'s stored roster (before ``user`` logs in)."""
+    item = RosterItem(f"{contact}@localhost", subscription=subscription, groups=groups)
+    await server.storage.put_roster_item(user, "localhost", item)
+
+
+async def friends(server: Server, a: str, b: str) -> None:
+    """``a`` and ``b`` subscribed to each other's presence."""
+    await seed(server, a, b, "both")
+    await seed(server, b, a, "both")
+
+
+def chat(to: str, text: str, mid: str = "m1") -> str:
+    return f"<message to='{to}' id='{mid}' type='chat'><body>{text}</body></message>"
