@@ -376,3 +376,44 @@ async def test_offline_message_survives_sigkill(roost: RoostProcess) -> None:
     await quiet(bob)
     await bob.close()
     assert roost.terminate() == 0
+
+
+async def test_blocked_sender_stored_message_not_delivered(server: Server) -> None:
+    """A message stored before its sender was blocked is not delivered (XEP-0191 §3.3)."""
+    alice = await RawClient.connect(server.port())
+    await alice.login("alice", PASSWORDS["alice"], "a")
+    await alice.send(
+        "<message to='bob@localhost' id='s1' type='chat'><body>stored</body></message>"
+    )
+    await alice.send("<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+    await alice.expect(lambda e: e.get("id") == "sync")
+    await until_stored(server, "bob", 1)
+    bob = await RawClient.connect(server.port())
+    await bob.login("bob", PASSWORDS["bob"], "b")
+    await bob.send(
+        "<iq type='set' id='blk'><block xmlns='urn:xmpp:blocking'>"
+        "<item jid='alice@localhost'/></block></iq>"
+    )
+    await bob.expect(lambda e: e.get("id") == "blk")
+    await bob.send("<presence/>")
+    await bob.send("<iq type='get' id='after' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+    await asyncio.sleep(0.3)
+    await bob.send("<iq type='get' id='after2' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+    seen = []
+    while True:
+        el = await bob.next()
+        seen.append(el)
+        if el.get("id") == "after2":
+            break
+    assert not [e for e in seen if e.tag == "message"]
+    assert await server.storage.count_offline("bob", "localhost") == 0
+    await alice.close()
+    await bob.close()
+
+
+async def until_stored(server: Server, user: str, n: int) -> None:
+    for _ in range(100):
+        if await server.storage.count_offline(user, "localhost") >= n:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the message was not stored")

@@ -85,29 +85,13 @@ class PresenceService:
     def _route(self, stanza: Element, sender: JID, to: JID) -> None:
         self.server.router.route(stanza, sender, to)
 
-    # XEP-0016 / XEP-0191 for what this service delivers or processes outside the router:
-    # the same hooks and contract as ``Router._blocked`` (True: a rule stopped the stanza,
-    # and whoever stopped it sent any error).
+    # XEP-0016 / XEP-0191 for what this service delivers or processes outside the router.
 
     def _privacy_out(self, stanza: Element, sender: JID, to: JID) -> bool:
-        bus = self.server.bus
-        return (
-            sender.bare != to.bare
-            and sender.local is not None
-            and sender.domain in self.server.domains
-            and bus.has(events.PRIVACY_OUT)
-            and bus.fire(events.PRIVACY_OUT, stanza, sender, to) is not None
-        )
+        return self.server.router.privacy_out(stanza, sender, to)
 
     def _privacy_in(self, stanza: Element, sender: JID, to: JID) -> bool:
-        bus = self.server.bus
-        return (
-            sender.bare != to.bare
-            and to.local is not None
-            and to.domain in self.server.domains
-            and bus.has(events.PRIVACY_IN)
-            and bus.fire(events.PRIVACY_IN, stanza, sender, to) is not None
-        )
+        return self.server.router.privacy_in(stanza, sender, to)
 
     async def _exists(self, user: JID) -> bool:
         if self.server.sessions.is_online(user):

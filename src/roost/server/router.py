@@ -117,7 +117,9 @@ class Router:
                 self._iq(stanza, sender, sender.bare, "account", conn)
                 return
             to = sender.bare
-        if sender.bare != to.bare and self._blocked(stanza, sender, to):
+        if sender.bare != to.bare and (
+            self.privacy_out(stanza, sender, to) or self.privacy_in(stanza, sender, to)
+        ):
             return
         if to.domain not in self.domains:
             # Server-to-server federation is not available yet.
@@ -185,20 +187,28 @@ class Router:
             self._to_bare(stanza, sender, to.bare, conn)
         # other presence to an unavailable resource is dropped silently (§8.5.3.2.1)
 
-    def _blocked(self, stanza: Element, sender: JID, to: JID) -> bool:
-        """Privacy hooks (XEP-0191, XEP-0016): True when a module stopped the stanza."""
+    def privacy_out(self, stanza: Element, sender: JID, to: JID) -> bool:
+        """The sender's privacy rules (XEP-0191, XEP-0016): True when they stopped it.
+
+        Whoever stopped the stanza has sent any error. Also used by services that deliver
+        outside ``route`` (presence at login, stored offline messages).
+        """
         bus = self.server.bus
-        domains = self.domains
-        if (
-            sender.local is not None
-            and sender.domain in domains
+        return (
+            sender.bare != to.bare
+            and sender.local is not None
+            and sender.domain in self.domains
             and bus.has(events.PRIVACY_OUT)
             and bus.fire(events.PRIVACY_OUT, stanza, sender, to) is not None
-        ):
-            return True
+        )
+
+    def privacy_in(self, stanza: Element, sender: JID, to: JID) -> bool:
+        """The recipient's privacy rules: True when they stopped the stanza."""
+        bus = self.server.bus
         return (
-            to.local is not None
-            and to.domain in domains
+            sender.bare != to.bare
+            and to.local is not None
+            and to.domain in self.domains
             and bus.has(events.PRIVACY_IN)
             and bus.fire(events.PRIVACY_IN, stanza, sender, to) is not None
         )

@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from roost.core.errors import StanzaError, StanzaErrorCondition
-from roost.core.jid import JID
+from roost.core.jid import JID, InvalidJID
 from roost.core.xml.element import Element
 from roost.core.xml.parser import parse_fragment
 from roost.core.xml.writer import serialize
@@ -83,9 +83,13 @@ class OfflineModule:
                 log.warning("dropping an unreadable offline message for %s", user)
                 continue
             stanza.append(delay_element(stamp, user.domain, "Offline Storage"))
+            try:
+                sender = JID.parse(stanza.attrs.get("from") or user.domain)
+            except InvalidJID:
+                sender = JID.parse(user.domain)
+            if self.server.router.privacy_in(stanza, sender, user):
+                continue  # blocked since it was stored (XEP-0191 §3.3, XEP-0016)
             if conn.available and conn.transport is not None:
                 conn.send_stanza(stanza)
             else:  # gone meanwhile: route it again (another resource, or back to storage)
-                self.server.router.route(
-                    stanza, JID.parse(stanza.attrs.get("from") or user.domain), user
-                )
+                self.server.router.route(stanza, sender, user)
