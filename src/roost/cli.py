@@ -297,6 +297,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- bench ---------------------------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Load generator scenarios and account provisioning (``roost.bench``)."""
+    from roost.bench.cli import run_command
+
+    return run_command(args, lambda: _load(args))
+
+
 # -- main ----------------------------------------------------------------------------------
 
 
@@ -348,6 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = add("check", "validate config, certificates, data directory and ports")
     check.set_defaults(fn=cmd_check)
+
+    from roost.bench.options import add_arguments as add_bench_arguments
+
+    bench = add("bench", "load generator (login, idle, messages, presence) and provisioning")
+    add_bench_arguments(bench)
+    bench.set_defaults(fn=cmd_bench)
     return parser
 
 

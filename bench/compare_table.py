@@ -1,0 +1,136 @@
+"""Side-by-side table of `roost bench` JSON results for Roost and Prosody (bench/compare.sh)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def load(out: Path, server: str, scenario: str) -> dict[str, Any] | None:
+    path = out / f"{server}-{scenario}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def pick(result: dict[str, Any] | None, *keys: str) -> float | None:
+    value: Any = result
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value if isinstance(value, int | float) else None
+
+
+def half_rate_p99(result: dict[str, Any] | None) -> float | None:
+    """p99 latency at the step closest to half of the max sustainable rate."""
+    if not result or not result.get("max_sustainable_rate"):
+        return None
+    half = result["max_sustainable_rate"] / 2
+    steps = [s for s in result.get("steps", []) if s.get("ok")]
+    if not steps:
+        return None
+    best = min(steps, key=lambda s: abs(s["rate"] - half))
+    value = best.get("p99_ms")
+    return value if isinstance(value, int | float) else None
+
+
+def cpu_at_max(result: dict[str, Any] | None) -> float | None:
+    """Server CPU ms per 1000 messages at the max sustainable step."""
+    if not result or not result.get("max_sustainable_rate"):
+        return None
+    for s in result.get("steps", []):
+        if s["rate"] == result["max_sustainable_rate"]:
+            value = s.get("server_cpu_ms_per_1000")
+            return value if isinstance(value, int | float) else None
+    return None
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("out", type=Path)
+    p.add_argument("--tls", default="starttls")
+    p.add_argument("--users", type=int, default=0)
+    p.add_argument("--contacts", type=int, default=0)
+    p.add_argument("--prosody-version", default="?")
+    args = p.parse_args()
+
+    r = {s: load(args.out, "roost", s) for s in ("login", "idle", "messages", "presence")}
+    q = {s: load(args.out, "prosody", s) for s in ("login", "idle", "messages", "presence")}
+    rows = [
+        (
+            "messages: max sustainable rate (msgs/s)",
+            "max",
+            pick(r["messages"], "max_sustainable_rate"),
+            pick(q["messages"], "max_sustainable_rate"),
+        ),
+        (
+            "messages: server CPU per 1000 msgs at max (ms)",
+            "min",
+            cpu_at_max(r["messages"]),
+            cpu_at_max(q["messages"]),
+        ),
+        (
+            "messages: p99 at ~half max rate (ms)",
+            "min",
+            half_rate_p99(r["messages"]),
+            half_rate_p99(q["messages"]),
+        ),
+        (
+            "login: logins/s",
+            "max",
+            pick(r["login"], "login", "logins_per_s"),
+            pick(q["login"], "login", "logins_per_s"),
+        ),
+        (
+            "login: p99 login time (ms)",
+            "min",
+            pick(r["login"], "login", "p99_ms"),
+            pick(q["login"], "login", "p99_ms"),
+        ),
+        (
+            "login: server CPU per login (ms)",
+            "min",
+            pick(r["login"], "login", "server_cpu_ms_per_login"),
+            pick(q["login"], "login", "server_cpu_ms_per_login"),
+        ),
+        (
+            "idle: RSS per session (KiB)",
+            "min",
+            pick(r["idle"], "idle", "rss_per_session_kib"),
+            pick(q["idle"], "idle", "rss_per_session_kib"),
+        ),
+        (
+            "presence: fan-out stanzas/s",
+            "max",
+            pick(r["presence"], "presence", "fanout_per_s"),
+            pick(q["presence"], "presence", "fanout_per_s"),
+        ),
+        (
+            "presence: server CPU per 1000 fan-out (ms)",
+            "min",
+            pick(r["presence"], "presence", "server_cpu_ms_per_1000"),
+            pick(q["presence"], "presence", "server_cpu_ms_per_1000"),
+        ),
+    ]
+
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.2f}")
+
+    print(
+        f"\nRoost vs Prosody {args.prosody_version}: TLS {args.tls}, {args.users} sessions, "
+        f"{args.contacts} contacts per roster, SCRAM-SHA-1 (10000 iterations), loopback\n"
+    )
+    width = max(len(name) for name, *_ in rows)
+    print(f"{'':{width}}  {'Roost':>12}  {'Prosody':>12}  {'Roost/Prosody':>13}  better")
+    for name, better, rv, pv in rows:
+        ratio = f"{rv / pv:.2f}x" if rv is not None and pv else "-"
+        if rv is None or pv is None:
+            verdict = ""
+        else:
+            verdict = "Roost" if (rv > pv if better == "max" else rv < pv) else "Prosody"
+        print(f"{name:{width}}  {fmt(rv):>12}  {fmt(pv):>12}  {ratio:>13}  {verdict}")
+
+
+if __name__ == "__main__":
+    main()
