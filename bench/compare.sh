@@ -7,7 +7,7 @@
 # each, stops what it started and prints a table with Roost/Prosody ratios.
 #
 #   bench/compare.sh [--users N] [--contacts M] [--tls starttls|none] [--rates R1,R2,...]
-#                    [--step-seconds S] [--procs P] [--out DIR]
+#                    [--step-seconds S] [--procs P] [--presence-rate R] [--out DIR]
 #
 # Everything stays on 127.0.0.1; every run is bounded in time.
 set -euo pipefail
@@ -18,6 +18,7 @@ TLS=starttls
 RATES=2000,4000,8000,12000,16000,24000
 STEP=5
 PROCS=2
+PRESENCE_RATE=1000
 OUT=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -27,6 +28,7 @@ while [ $# -gt 0 ]; do
     --rates) RATES=$2; shift 2 ;;
     --step-seconds) STEP=$2; shift 2 ;;
     --procs) PROCS=$2; shift 2 ;;
+    --presence-rate) PRESENCE_RATE=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -127,28 +129,30 @@ start_prosody() {
 }
 stop_server() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; }
 
-run_scenarios() {  # NAME PORT
-  local name=$1 port=$2
+run_scenarios() {  # NAME PORT START_FUNCTION
+  local name=$1 port=$2 start=$3
   local common=(--server "127.0.0.1:$port" --domain localhost --tls "$TLS" --insecure
-                --mechanisms SCRAM-SHA-1 --server-pid "$SERVER_PID" --procs "$PROCS" --quiet)
+                --mechanisms SCRAM-SHA-1 --procs "$PROCS" --quiet)
+  # idle first, on a fresh server: memory freed by earlier sessions stays in the process and
+  # would hide what new sessions cost.
+  "$start"
+  echo "== $name: idle" >&2
+  "$ROOST" bench idle "${common[@]}" --server-pid "$SERVER_PID" --users "$USERS" --duration 5 \
+    --json "$OUT/$name-idle.json" >&2
+  common+=(--server-pid "$SERVER_PID")
   echo "== $name: login" >&2
   "$ROOST" bench login "${common[@]}" --users "$USERS" --json "$OUT/$name-login.json" >&2
-  echo "== $name: idle" >&2
-  "$ROOST" bench idle "${common[@]}" --users "$USERS" --duration 5 --json "$OUT/$name-idle.json" >&2
   echo "== $name: messages" >&2
   "$ROOST" bench messages "${common[@]}" --users "$USERS" --rates "$RATES" \
     --step-seconds "$STEP" --json "$OUT/$name-messages.json" >&2
   echo "== $name: presence" >&2
   "$ROOST" bench presence "${common[@]}" --users "$USERS" --contacts "$CONTACTS" \
-    --rate 200 --duration 5 --json "$OUT/$name-presence.json" >&2
+    --rate "$PRESENCE_RATE" --duration 5 --json "$OUT/$name-presence.json" >&2
+  stop_server
 }
 
-start_roost
-run_scenarios roost "$ROOST_PORT"
-stop_server
-start_prosody
-run_scenarios prosody "$PROSODY_PORT"
-stop_server
+run_scenarios roost "$ROOST_PORT" start_roost
+run_scenarios prosody "$PROSODY_PORT" start_prosody
 
 "$PY" bench/compare_table.py "$OUT" --tls "$TLS" --users "$USERS" --contacts "$CONTACTS" \
   --prosody-version "$PROSODY_VERSION"
