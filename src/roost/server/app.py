@@ -14,7 +14,7 @@ import logging
 import secrets
 import ssl
 import time
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,20 @@ from roost.transport.tls import limit_asyncio_tls_buffers
 __all__ = ["Listener", "Server"]
 
 log = logging.getLogger(__name__)
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim`` (returns freed heap memory to the OS), or None elsewhere."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
 
 
 class Listener:
@@ -66,6 +80,8 @@ class Server:
     ) -> None:
         self.config = config
         self._tune_gc = tune_gc
+        self._churn = 0
+        self._malloc_trim = _find_malloc_trim() if tune_gc else None
         self.domains: frozenset[str] = frozenset(config.domains)
         self.bus = EventBus()
         self.registry = Registry()
@@ -220,10 +236,16 @@ class Server:
     def connection_opened(self, conn: C2SConnection) -> bool:
         """Count a new connection; False when its address has too many already."""
         self.connections.add(conn)
+        self._churn += 1
         self._per_ip[conn.peer_ip] += 1
         return self._per_ip[conn.peer_ip] <= self.config.c2s.max_connections_per_ip
 
+    def note_churn(self) -> None:
+        """A session was set up or torn down: heap memory may be worth returning to the OS."""
+        self._churn += 1
+
     def connection_closed(self, conn: C2SConnection) -> None:
+        self._churn += 1
         if conn in self.connections:
             self.connections.discard(conn)
             self._per_ip[conn.peer_ip] -= 1
@@ -265,6 +287,11 @@ class Server:
         while True:
             await asyncio.sleep(period)
             now = time.monotonic()
+            if self._tune_gc and self._churn and self._malloc_trim is not None:
+                # Logins leave freed handshake buffers, discarded parsers and SASL state in
+                # the C heap; glibc keeps them unless asked to give them back to the OS.
+                self._churn = 0
+                self._malloc_trim(0)
             for conn in list(self.connections):
                 if c2s.idle_timeout and now - conn.last_rx > c2s.idle_timeout:
                     conn.close(

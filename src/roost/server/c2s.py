@@ -102,7 +102,8 @@ class C2SConnection(asyncio.Protocol):
         self._out: list[bytes] = []
         self._out_size = 0
         self._held: asyncio.Task[object] | None = None
-        self._backlog: collections.deque[Element] = collections.deque()
+        #: stanzas waiting behind a held one; created on first use (most sessions never hold)
+        self._backlog: collections.deque[Element] | None = None
         self._tls_pending: list[bytes] | None = None
 
     def __repr__(self) -> str:
@@ -224,8 +225,9 @@ class C2SConnection(asyncio.Protocol):
         if self._held is not task:
             return
         self._held = None
-        while self._backlog and self._held is None and not self._closing:
-            self.server.router.from_client(self, self._backlog.popleft())
+        backlog = self._backlog
+        while backlog and self._held is None and not self._closing:
+            self.server.router.from_client(self, backlog.popleft())
         if self._held is None and self.transport is not None and not self._closing:
             self.transport.resume_reading()
 
@@ -253,6 +255,8 @@ class C2SConnection(asyncio.Protocol):
     def _event(self, ev: StreamEvent) -> None:
         if isinstance(ev, StanzaArrived):
             if self._held is not None:
+                if self._backlog is None:
+                    self._backlog = collections.deque()
                 self._backlog.append(ev.element)
                 if len(self._backlog) >= MAX_BACKLOG and self.transport is not None:
                     self.transport.pause_reading()
@@ -380,6 +384,7 @@ class C2SConnection(asyncio.Protocol):
             old.jid = None  # it no longer owns the binding
             self.server.bus.fire(events.SESSION_CLOSED, old, full, conflict)
             old.close(conflict)
+        self.server.note_churn()
         self.server.bus.fire(events.SESSION_BOUND, self)
 
     def _unbind(self, error: StreamError | None) -> None:
