@@ -80,7 +80,7 @@ class Server:
     ) -> None:
         self.config = config
         self._tune_gc = tune_gc
-        self._churn = 0
+        self._trim_handle: asyncio.TimerHandle | None = None
         self._malloc_trim = _find_malloc_trim() if tune_gc else None
         self.domains: frozenset[str] = frozenset(config.domains)
         self.bus = EventBus()
@@ -236,16 +236,25 @@ class Server:
     def connection_opened(self, conn: C2SConnection) -> bool:
         """Count a new connection; False when its address has too many already."""
         self.connections.add(conn)
-        self._churn += 1
         self._per_ip[conn.peer_ip] += 1
         return self._per_ip[conn.peer_ip] <= self.config.c2s.max_connections_per_ip
 
     def note_churn(self) -> None:
-        """A session was set up or torn down: heap memory may be worth returning to the OS."""
-        self._churn += 1
+        """A session was set up or torn down: soon return freed heap memory to the OS.
+
+        Logins leave freed TLS handshake buffers, discarded parsers and SASL state in the C
+        heap, which glibc keeps unless asked; a trim two seconds after churn gives it back.
+        """
+        if self._malloc_trim is not None and self._trim_handle is None:
+            self._trim_handle = asyncio.get_running_loop().call_later(2.0, self._trim)
+
+    def _trim(self) -> None:
+        self._trim_handle = None
+        if self._malloc_trim is not None:
+            self._malloc_trim(0)
 
     def connection_closed(self, conn: C2SConnection) -> None:
-        self._churn += 1
+        self.note_churn()
         if conn in self.connections:
             self.connections.discard(conn)
             self._per_ip[conn.peer_ip] -= 1
@@ -287,11 +296,6 @@ class Server:
         while True:
             await asyncio.sleep(period)
             now = time.monotonic()
-            if self._tune_gc and self._churn and self._malloc_trim is not None:
-                # Logins leave freed handshake buffers, discarded parsers and SASL state in
-                # the C heap; glibc keeps them unless asked to give them back to the OS.
-                self._churn = 0
-                self._malloc_trim(0)
             for conn in list(self.connections):
                 if c2s.idle_timeout and now - conn.last_rx > c2s.idle_timeout:
                     conn.close(
@@ -321,6 +325,9 @@ class Server:
             lst.server.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._trim_handle is not None:
+            self._trim_handle.cancel()
+            self._trim_handle = None
         shutdown = StreamError(StreamErrorCondition.SYSTEM_SHUTDOWN, "the server is stopping")
         for conn in list(self.connections):
             conn.close(shutdown)
