@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import socket
 import ssl
 from collections.abc import Callable
@@ -237,6 +238,26 @@ class RawClient:
         self.writer.close()
         with contextlib.suppress(ConnectionError, ssl.SSLError):
             await self.writer.wait_closed()
+
+
+_barrier_ids = itertools.count()
+
+
+async def drain(c: RawClient) -> list[Element]:
+    """Everything the server sends ``c`` before answering a ping (the pong excluded).
+
+    The ping is a barrier: the server handles a client's stanzas in order, so whatever the
+    earlier ones caused for ``c`` has been written by then.
+    """
+    pid = f"barrier{next(_barrier_ids)}"
+    await c.send(f"<iq type='get' id='{pid}' to='localhost'><ping xmlns='{ns.PING}'/></iq>")
+    got: list[Element] = []
+    while True:
+        el = await c.next()
+        if el.tag == "iq" and el.get("id") == pid:
+            assert el.get("type") == "result", serialize(el)
+            return got
+        got.append(el)
 
 
 def check_legacy_code(stanza: Element) -> None:

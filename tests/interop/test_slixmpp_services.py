@@ -127,9 +127,7 @@ async def test_last_activity_of_a_contact(server: Server, clients: Callable[...,
     bob.xmpp.send_presence(ptype="unavailable", pstatus="Heading Home")
     # slixmpp may cut the connection before its send queue is flushed: let the server
     # see the unavailable presence first.
-    await until(
-        lambda: not any(c.available for c in server.sessions.resources(bob_jid).values())
-    )
+    await until(lambda: not any(c.available for c in server.sessions.resources(bob_jid).values()))
     await bob.stop()
     await until(lambda: not server.sessions.is_online(bob_jid))
     reply = await last.get_last_activity(slixmpp.JID("bob@localhost"), timeout=TIMEOUT)

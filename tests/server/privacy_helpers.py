@@ -7,13 +7,12 @@ import itertools
 import re
 from collections.abc import Awaitable, Callable
 
-from roost.core import ns
 from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
 from roost.storage.api import RosterItem
 from tests.conftest import PASSWORDS
-from tests.helpers import RawClient
+from tests.helpers import RawClient, drain
 
 STANZAS = "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'"
 BLOCKING = "urn:xmpp:blocking"
@@ -45,19 +44,6 @@ class Logins:
         for c in self.made:
             if not c.writer.is_closing():
                 await c.close()
-
-
-async def drain(c: RawClient) -> list[Element]:
-    """Everything the server sends ``c`` before answering a ping (the pong excluded)."""
-    pid = f"barrier{next(_ids)}"
-    await c.send(f"<iq type='get' id='{pid}' to='localhost'><ping xmlns='{ns.PING}'/></iq>")
-    got: list[Element] = []
-    while True:
-        el = await c.next()
-        if el.tag == "iq" and el.get("id") == pid:
-            assert el.get("type") == "result", serialize(el)
-            return got
-        got.append(el)
 
 
 async def settled(c: RawClient) -> list[str]:

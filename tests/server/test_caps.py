@@ -17,7 +17,7 @@ from roost.server.app import Server
 from roost.server.modules.caps import NODE, CapsModule
 from roost.server.router import Router
 from tests.conftest import PASSWORDS
-from tests.helpers import RawClient
+from tests.helpers import RawClient, drain
 
 # XEP-0115 §5.2: Exodus's disco#info and its 'ver'.
 EXODUS_NODE = "http://code.google.com/p/exodus"
@@ -89,18 +89,6 @@ async def query_server(c: RawClient, node: str | None = None) -> Element:
         f"<query xmlns='{ns.DISCO_INFO}'{node_attr}/></iq>"
     )
     return await c.expect(lambda e: e.tag == "iq" and e.get("id") == iq_id)
-
-
-async def drain(c: RawClient) -> list[Element]:
-    """What the server sends ``c`` before answering a ping."""
-    pid = f"barrier{next(_ids)}"
-    await c.send(f"<iq type='get' id='{pid}' to='localhost'><ping xmlns='{ns.PING}'/></iq>")
-    got: list[Element] = []
-    while True:
-        el = await c.next()
-        if el.tag == "iq" and el.get("id") == pid:
-            return got
-        got.append(el)
 
 
 async def caps_query(c: RawClient, node: str) -> Element:

@@ -19,7 +19,7 @@ from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
 from tests.conftest import PASSWORDS
-from tests.helpers import RawClient
+from tests.helpers import RawClient, drain
 
 SETTLE = 0.1  # time for a spawned task (offline store, presence) to finish
 _ids = itertools.count()
@@ -49,19 +49,6 @@ async def connect(server: Server) -> AsyncIterator[Connect]:
     for c in made:
         if not c.writer.is_closing():
             await c.close()
-
-
-async def drain(c: RawClient) -> list[Element]:
-    """Everything the server sends ``c`` before answering a ping (the pong excluded)."""
-    pid = f"barrier{next(_ids)}"
-    await c.send(f"<iq type='get' id='{pid}' to='localhost'><ping xmlns='{ns.PING}'/></iq>")
-    got: list[Element] = []
-    while True:
-        el = await c.next()
-        if el.tag == "iq" and el.get("id") == pid:
-            assert el.get("type") == "result", serialize(el)
-            return got
-        got.append(el)
 
 
 async def quiet(*clients: RawClient) -> None:

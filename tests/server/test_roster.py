@@ -18,7 +18,7 @@ from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
 from tests.conftest import PASSWORDS
-from tests.helpers import RawClient, start_server
+from tests.helpers import RawClient, drain, start_server
 
 MAX_ITEMS = 4
 MAX_NAME = 10
@@ -66,18 +66,6 @@ async def connect(server: Server) -> AsyncIterator[Connect]:
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-
-async def drain(c: RawClient) -> list[Element]:
-    """Everything the server sends ``c`` before answering a ping (the pong excluded)."""
-    pid = f"barrier{next(_ids)}"
-    await c.send(f"<iq type='get' id='{pid}' to='localhost'><ping xmlns='{ns.PING}'/></iq>")
-    got: list[Element] = []
-    while True:
-        el = await c.next()
-        if el.tag == "iq" and el.get("id") == pid:
-            return got
-        got.append(el)
 
 
 async def quiet(*clients: RawClient) -> None:

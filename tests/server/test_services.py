@@ -20,14 +20,13 @@ import pytest
 import roost
 from roost.core import ns
 from roost.core.jid import JID
-from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
 from roost.server.modules.private import MAX_FRAGMENT_SIZE, MAX_FRAGMENTS
 from roost.server.modules.vcard import MAX_VCARD_SIZE
 from roost.storage.api import RosterItem
 from tests.conftest import PASSWORDS
-from tests.helpers import TIMEOUT, RawClient
+from tests.helpers import TIMEOUT, RawClient, drain
 
 _ids = itertools.count()
 STANZAS = "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'"
@@ -55,18 +54,6 @@ async def login(server: Server) -> AsyncIterator[Login]:
     for c in made:
         if not c.writer.is_closing():
             await c.close()
-
-
-async def drain(c: RawClient) -> list[Element]:
-    """Everything the server sends ``c`` before answering a ping (the pong excluded)."""
-    pid = f"barrier{next(_ids)}"
-    await c.send(f"<iq type='get' id='{pid}' to='localhost'><ping xmlns='{ns.PING}'/></iq>")
-    got: list[Element] = []
-    while True:
-        el = await c.next()
-        if el.tag == "iq" and el.get("id") == pid:
-            return got
-        got.append(el)
 
 
 async def ask(c: RawClient, xml: str) -> str:

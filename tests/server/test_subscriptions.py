@@ -45,7 +45,7 @@ from roost.server.app import Server
 from roost.server.presence import PresenceService
 from roost.server.rosters import Roster
 from tests.conftest import PASSWORDS
-from tests.helpers import RawClient
+from tests.helpers import RawClient, drain
 
 USER, CONTACT = "alice@localhost", "bob@localhost"
 ALICE, BOB = JID.parse(USER), JID.parse(CONTACT)
@@ -227,19 +227,6 @@ SETUP: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 # -- clients and barriers ------------------------------------------------------------------
-
-
-async def drain(c: RawClient) -> list[Element]:
-    """Everything the server sends ``c`` before answering a ping (the pong excluded)."""
-    pid = f"barrier{next(_ids)}"
-    await c.send(f"<iq type='get' id='{pid}' to='localhost'><ping xmlns='{ns.PING}'/></iq>")
-    got: list[Element] = []
-    while True:
-        el = await c.next()
-        if el.tag == "iq" and el.get("id") == pid:
-            assert el.get("type") == "result", serialize(el)
-            return got
-        got.append(el)
 
 
 async def quiesce(server: Server, before: set[asyncio.Task[object]]) -> None:
