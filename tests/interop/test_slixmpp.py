@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -145,21 +145,6 @@ async def first_of(*aws: Awaitable[Any]) -> None:
     finally:
         for t in tasks:
             t.cancel()
-
-
-@pytest.fixture
-async def clients(server: Server) -> AsyncIterator[Callable[..., Client]]:
-    """A factory of slixmpp clients for ``server``; all are disconnected at teardown."""
-    made: list[Client] = []
-
-    def make(user: str, **kwargs: Any) -> Client:
-        client = Client(server, user, **kwargs)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        await client.stop()
 
 
 @pytest.mark.parametrize("mechanism", MECHANISMS)

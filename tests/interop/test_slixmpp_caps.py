@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 import slixmpp
 
 from roost.core.caps import Caps, caps_hash
@@ -28,20 +27,6 @@ from roost.server.modules.caps import HOOK_PRIORITY, NODE, CapsModule
 from tests.interop.test_slixmpp import TIMEOUT, Client
 
 SERVER = slixmpp.JID("localhost")
-
-
-@pytest.fixture
-async def clients(server: Server) -> AsyncIterator[Callable[..., Client]]:
-    made: list[Client] = []
-
-    def make(user: str, **kwargs: Any) -> Client:
-        client = Client(server, user, **kwargs)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        await client.stop()
 
 
 def caps_module(server: Server) -> CapsModule:

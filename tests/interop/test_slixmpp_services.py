@@ -21,8 +21,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 import slixmpp
@@ -37,21 +36,6 @@ from roost.server.app import Server
 from tests.interop.test_slixmpp import TIMEOUT, Client
 
 SERVER = slixmpp.JID("localhost")
-
-
-@pytest.fixture
-async def clients(server: Server) -> AsyncIterator[Callable[..., Client]]:
-    """A factory of slixmpp clients for ``server``; all are disconnected at teardown."""
-    made: list[Client] = []
-
-    def make(user: str, **kwargs: Any) -> Client:
-        client = Client(server, user, **kwargs)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        await client.stop()
 
 
 async def until(check: Callable[[], bool]) -> None:

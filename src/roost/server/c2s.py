@@ -15,7 +15,14 @@ import ssl
 import time
 from typing import TYPE_CHECKING, cast
 
-from roost.core.errors import StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition
+from roost.core import ns
+from roost.core.errors import (
+    StanzaError,
+    StanzaErrorCondition,
+    StreamError,
+    StreamErrorCondition,
+    error_reply,
+)
 from roost.core.jid import JID, InvalidJID
 from roost.core.stream.server import (
     Authenticated,
@@ -200,6 +207,23 @@ class C2SConnection(asyncio.Protocol):
         self.last_tx = time.monotonic()
         if t.get_write_buffer_size() > MAX_WRITE_BUFFER:
             self.close(StreamError(_SC.RESOURCE_CONSTRAINT, "you are not reading fast enough"))
+
+    def answer_preauth(self, iq: Element, result: Element | StanzaError | None) -> None:
+        """Answer an iq taken before authentication (XEP-0077, XEP-0078).
+
+        The client has no JID yet, so the reply carries no ``to``; it comes from our domain.
+        """
+        domain = self.stream.domain or self.server.default_domain
+        if isinstance(result, StanzaError):
+            reply = error_reply(iq, result)
+            reply.attrs["from"] = domain
+        else:
+            reply = Element("iq", ns.CLIENT, {"type": "result", "from": domain})
+            if (iq_id := iq.get("id")) is not None:
+                reply.attrs["id"] = iq_id
+            if result is not None:
+                reply.append(result)
+        self.send_stanza(reply)
 
     def send_whitespace(self) -> None:
         """A whitespace keepalive (RFC 6120 §4.6.1)."""

@@ -168,15 +168,21 @@ class PresenceService:
             # §3.2.2: and a cancelled one gets unavailable from each resource.
             self.send_unavailable(user, contact)
 
-    async def send_subscription(self, user: JID, contact: JID, ptype: str, *, update: bool) -> None:
-        """Send a subscription stanza on the user's behalf (roster removal, §2.5.2)."""
-        if update:
-            el = Element("presence", ns.CLIENT, {"type": ptype})
-            await self._outbound_subscription(el, user, contact, ptype)
-            return
-        out = Element("presence", ns.CLIENT, {"type": ptype, "from": str(user), "to": str(contact)})
-        self._route(out, user, contact)
-        if ptype == "unsubscribed":
+    def cancel_subscriptions(self, user: JID, contact: JID, state: SubState) -> None:
+        """Tell ``contact`` that both directions are over, the user's roster being already
+        changed: roster removal (RFC 6121 §2.5.2) and account removal (XEP-0077 §3.2).
+
+        ``unsubscribe`` if the user was subscribed or asking, ``unsubscribed`` (and
+        unavailable presence) if the contact was subscribed or asking.
+        """
+        for ptype, applies in (
+            ("unsubscribe", state.has_to or state.pending_out),
+            ("unsubscribed", state.has_from or state.pending_in),
+        ):
+            if applies:
+                attrs = {"type": ptype, "from": str(user), "to": str(contact)}
+                self._route(Element("presence", ns.CLIENT, attrs), user, contact)
+        if state.has_from or state.pending_in:
             self.send_unavailable(user, contact)
 
     def send_current_presence(self, user: JID, contact: JID) -> None:

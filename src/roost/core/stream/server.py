@@ -275,11 +275,8 @@ class ServerStream:
         self._out.clear()
         return data
 
-    def _send(self, el: Element) -> None:
-        self._out.append(serialize(el).encode())
-
     def send_stanza(self, el: Element) -> None:
-        """Queue a stanza for the client."""
+        """Queue a stanza (or negotiation element) for the client."""
         self._out.append(serialize(el).encode())
 
     def send_raw(self, data: bytes) -> None:
@@ -324,7 +321,7 @@ class ServerStream:
             # RFC 6120 §4.9.1.1: the header comes first, even for an error on the header.
             self._write_header()
         if error is not None:
-            self._send(error.to_element())
+            self.send_stanza(error.to_element())
         self._out.append(STREAM_CLOSE)
         self._go(State.CLOSED)
         self._events.append(StreamEnded(error))
@@ -389,7 +386,7 @@ class ServerStream:
             self._add_mechanisms(features)
             features.children.extend(self.settings.preauth_features())
             self._go(State.PRE_AUTH)
-        self._send(features)
+        self.send_stanza(features)
 
     def _offered_mechanisms(self) -> list[str]:
         offered = []
@@ -425,7 +422,7 @@ class ServerStream:
         if el.ns == ns.STARTTLS and el.tag == "starttls":
             if state is not State.PRE_TLS:
                 raise StreamError(_SC.POLICY_VIOLATION, "TLS is not available now")
-            self._send(Element("proceed", ns.STARTTLS))
+            self.send_stanza(Element("proceed", ns.STARTTLS))
             self._go(State.TLS_PENDING)
             self._events.append(TLSRequested())
             return
@@ -460,7 +457,7 @@ class ServerStream:
         failure.sub(condition)
         if text:
             failure.sub("text", text=text)
-        self._send(failure)
+        self.send_stanza(failure)
         self._mech = None
         if self.state is not State.PRE_AUTH:
             self._go(State.PRE_AUTH)
@@ -529,7 +526,7 @@ class ServerStream:
         if isinstance(step, Challenge):
             if self.state is State.SASL_WAITING:
                 self._go(State.SASL)
-            self._send(Element("challenge", ns.SASL, children=[_b64(step.data)]))
+            self.send_stanza(Element("challenge", ns.SASL, children=[_b64(step.data)]))
         elif isinstance(step, NeedCredentials):
             self._go(State.SASL_WAITING)
             mech_name = self._mech.name if self._mech else ""
@@ -549,7 +546,7 @@ class ServerStream:
                 return
             assert self._mech is not None
             self.username = step.authcid
-            self._send(
+            self.send_stanza(
                 Element("success", ns.SASL, children=[_b64(step.data)] if step.data else None)
             )
             self._events.append(Authenticated(step.authcid, self._mech.name))

@@ -53,12 +53,6 @@ class Element:
         parts = [c for c in self.children if isinstance(c, str)]
         return parts[0] if len(parts) == 1 else "".join(parts)
 
-    @text.setter
-    def text(self, value: str) -> None:
-        self.children = [c for c in self.children if not isinstance(c, str)]
-        if value:
-            self.children.insert(0, value)
-
     def elements(self) -> Iterator[Element]:
         """Child elements, skipping text."""
         for c in self.children:

@@ -11,13 +11,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from roost.core import ns
 from roost.core.errors import (
     StanzaError,
     StanzaErrorCondition,
     StreamError,
     StreamErrorCondition,
-    error_reply,
 )
 from roost.core.jid import JID, InvalidJID
 from roost.core.stream.server import State
@@ -45,24 +43,11 @@ class LegacyAuthModule:
         ctx.preauth_iq(AUTH, self.handle)
         ctx.stream_feature(lambda: Element("auth", FEATURE), pre_auth=True)
 
-    def _reply(self, conn: C2SConnection, stanza: Element, payload: Element | None) -> None:
-        attrs = {"type": "result", "from": conn.stream.domain or self.server.default_domain}
-        if (sid := stanza.get("id")) is not None:
-            attrs["id"] = sid
-        conn.send_stanza(
-            Element("iq", ns.CLIENT, attrs, [payload] if payload is not None else None)
-        )
-
-    def _error(self, conn: C2SConnection, stanza: Element, err: StanzaError) -> None:
-        reply = error_reply(stanza, err)
-        reply.attrs["from"] = conn.stream.domain or self.server.default_domain
-        conn.send_stanza(reply)
-
     def handle(self, conn: C2SConnection, stanza: Element) -> None:
         query = stanza.find("query", AUTH)
         iq_type = stanza.get("type")
         if query is None or not stanza.get("id") or iq_type not in ("get", "set"):
-            self._error(conn, stanza, StanzaError(_C.BAD_REQUEST))
+            conn.answer_preauth(stanza, StanzaError(_C.BAD_REQUEST))
             return
         if iq_type == "get":
             # XEP-0078 §3: the fields we accept (password only where it is safe to send).
@@ -72,7 +57,7 @@ class LegacyAuthModule:
             if conn.stream.encrypted:
                 fields.sub("password")
             fields.sub("resource")
-            self._reply(conn, stanza, fields)
+            conn.answer_preauth(stanza, fields)
             return
         self.server.spawn(self._login(conn, stanza, query))
 
@@ -83,20 +68,19 @@ class LegacyAuthModule:
 
         username, password, resource = text("username"), text("password"), text("resource")
         if not conn.stream.encrypted:
-            self._error(conn, stanza, StanzaError(_C.NOT_ALLOWED, "plaintext only over TLS"))
+            conn.answer_preauth(stanza, StanzaError(_C.NOT_ALLOWED, "plaintext only over TLS"))
             return
         if not username or not resource or not password:
             why = "digest authentication is not supported" if text("digest") else None
             # XEP-0078 §3.1: required information missing.
-            self._error(conn, stanza, StanzaError(_C.NOT_ACCEPTABLE, why))
+            conn.answer_preauth(stanza, StanzaError(_C.NOT_ACCEPTABLE, why))
             return
         domain = conn.stream.domain or self.server.default_domain
         try:
             full = JID.make(username, domain, resource)
         except InvalidJID:
-            self._error(
-                conn, stanza, StanzaError(_C.NOT_ACCEPTABLE, "invalid username or resource")
-            )
+            why = "invalid username or resource"
+            conn.answer_preauth(stanza, StanzaError(_C.NOT_ACCEPTABLE, why))
             return
         if self.server.auth_blocked(conn.peer_ip):
             conn.close(StreamError(StreamErrorCondition.POLICY_VIOLATION, "too many failed logins"))
@@ -107,7 +91,7 @@ class LegacyAuthModule:
         if not ok:
             self.server.auth_failed(conn.peer_ip)
             log.info("%s failed legacy authentication", conn.peer_ip)
-            self._error(conn, stanza, StanzaError(_C.NOT_AUTHORIZED))
+            conn.answer_preauth(stanza, StanzaError(_C.NOT_AUTHORIZED))
             return
         await self.server.rosters.acquire(full.bare)
         if conn.stream.state is not State.PRE_AUTH:
@@ -115,6 +99,6 @@ class LegacyAuthModule:
             return
         assert full.local is not None
         conn.stream.legacy_authenticated(full.local, str(full))
-        self._reply(conn, stanza, None)
+        conn.answer_preauth(stanza, None)
         conn.bound(full, None)
         log.info("%s authenticated as %s with jabber:iq:auth", conn.peer_ip, full.local)

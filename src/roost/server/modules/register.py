@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 from roost.core import ns
 from roost.core.errors import StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition
-from roost.core.errors import error_reply as make_error_reply
 from roost.core.jid import JID
 from roost.core.xml.element import Element
 from roost.server.accounts import InvalidUsername
@@ -94,18 +93,9 @@ class RegisterModule:
         domain = conn.stream.domain or self.server.default_domain
         query = stanza.find("query", REGISTER)
         try:
-            result = await self._create(conn, stanza, query, domain)
+            conn.answer_preauth(stanza, await self._create(conn, stanza, query, domain))
         except StanzaError as err:
-            reply = make_error_reply(stanza, err)
-            reply.attrs["from"] = domain
-            conn.send_stanza(reply)
-            return
-        reply = Element("iq", ns.CLIENT, {"type": "result", "from": domain})
-        if (sid := stanza.get("id")) is not None:
-            reply.attrs["id"] = sid
-        if result is not None:
-            reply.append(result)
-        conn.send_stanza(reply)
+            conn.answer_preauth(stanza, err)
 
     async def _create(
         self, conn: C2SConnection, stanza: Element, query: Element | None, domain: str
@@ -201,19 +191,11 @@ class RegisterModule:
         """XEP-0077 §3.2: remove the account and its data; tell contacts; end sessions."""
         assert user.local is not None
         roster = await self.server.rosters.get(user)
-        presence = self.server.presence
-        for contact, _item in list(roster.items.items()):
-            state = roster.state(contact)
-            cjid = JID.parse(contact)
-            if state.has_to or state.pending_out:
-                await presence.send_subscription(user, cjid, "unsubscribe", update=False)
-            if state.has_from or state.pending_in:
-                await presence.send_subscription(user, cjid, "unsubscribed", update=False)
-        for contact in roster.pending_in:
-            if contact not in roster.items:
-                await presence.send_subscription(
-                    user, JID.parse(contact), "unsubscribed", update=False
-                )
+        # every contact in the roster, and everyone still waiting for an answer
+        for contact in {**roster.items, **roster.pending_in}:
+            self.server.presence.cancel_subscriptions(
+                user, JID.parse(contact), roster.state(contact)
+            )
         if not await self.server.storage.delete_account(user.local, user.domain):
             raise StanzaError(_C.REGISTRATION_REQUIRED)
         log.info("account %s removed in-band", user)

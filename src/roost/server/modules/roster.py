@@ -101,9 +101,4 @@ class RosterModule:
             await rosters.remove(user, roster, contact)
             if contact in roster.pending_in:
                 await rosters.set_pending(user, roster, contact, None)
-        # §2.5.2: unsubscribe if we were subscribed or asking, unsubscribed if they were.
-        presence = self.server.presence
-        if state.has_to or state.pending_out:
-            await presence.send_subscription(user, JID.parse(contact), "unsubscribe", update=False)
-        if state.has_from or state.pending_in:
-            await presence.send_subscription(user, JID.parse(contact), "unsubscribed", update=False)
+        self.server.presence.cancel_subscriptions(user, JID.parse(contact), state)
