@@ -78,6 +78,120 @@ def test_byte_by_byte() -> None:
     assert _normal(events_of([bytes([b]) for b in STREAM])) == _normal(events_of([STREAM]))
 
 
+def events_hibernating(chunks: list[bytes]) -> tuple[list[object], int]:
+    """Events of ``chunks`` with ``hibernate()`` tried after every chunk; how often it took."""
+    parser = XMLStreamParser()
+    out: list[object] = []
+    slept = 0
+    for chunk in chunks:
+        out.extend(parser.feed(chunk))
+        if not parser.closed and parser.hibernate():
+            assert parser.hibernating
+            slept += 1
+    return out, slept
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=len(STREAM)), max_size=12))
+def test_hibernating_between_chunks_never_changes_events(cuts: list[int]) -> None:
+    """Dropping expat wherever it allows (even mid-token it must refuse) loses nothing."""
+    points = sorted(set(cuts))
+    chunks = [STREAM[a:b] for a, b in zip([0, *points], [*points, len(STREAM)], strict=True)]
+    assert _normal(events_hibernating(chunks)[0]) == _normal(events_of([STREAM]))
+
+
+def test_hibernate_byte_by_byte() -> None:
+    evs, slept = events_hibernating([bytes([b]) for b in STREAM])
+    assert _normal(evs) == _normal(events_of([STREAM]))
+    assert slept > 3  # after the header, each stanza and the whitespace between them
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        b"<mes",  # an unfinished tag
+        b"<message a='>'",  # '>' inside an attribute: still unfinished
+        b"<message><body>hi",  # inside a stanza
+        b"</stream:str",  # an unfinished stream close
+        b"&am",  # an unfinished reference at the stream level
+    ],
+)
+def test_hibernate_refused_with_input_pending(tail: bytes) -> None:
+    parser = XMLStreamParser()
+    parser.feed(HEADER + b"<presence/>" + tail)
+    assert not parser.hibernate()
+    assert not parser.hibernating
+
+
+def test_hibernate_refused_before_the_header() -> None:
+    parser = XMLStreamParser()
+    parser.feed(b"<?xml version='1.0'?><stream:str")
+    assert not parser.hibernate()
+
+
+def test_woken_parser_keeps_header_namespaces_and_limits() -> None:
+    """The fresh expat sees the header's declarations: default, ``stream:`` and others."""
+    header = (
+        b"<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams'"
+        b" xmlns:db='jabber:server:dialback' xmlns:q='a&apos;b'>"
+    )
+    parser = XMLStreamParser(max_stanza_size=1000)
+    assert isinstance(parser.feed(header)[0], StreamOpened)
+    assert parser.hibernate() and parser.hibernating
+    evs = parser.feed(b"<db:result from='a' to='b'>k</db:result><message/><q:x/><stream:error/>")
+    assert not parser.hibernating
+    els = [e.element for e in evs if isinstance(e, StanzaReceived)]
+    assert [(e.ns, e.tag) for e in els] == [
+        ("jabber:server:dialback", "result"),
+        ("jabber:server", "message"),
+        ("a'b", "x"),
+        (ns.STREAM, "error"),
+    ]
+    assert parser.hibernate()
+    with pytest.raises(StreamError) as info:  # the size limit counts from the wake-up
+        parser.feed(b"<message><body>" + b"x" * 2000 + b"</body></message>")
+    assert info.value.condition == "policy-violation"
+    parser = XMLStreamParser()
+    parser.feed(HEADER)
+    assert parser.hibernate()
+    with pytest.raises(StreamError) as info:  # restrictions apply after a wake-up too
+        parser.feed(b"<!-- c -->")
+    assert info.value.condition == "restricted-xml"
+    parser = XMLStreamParser()
+    parser.feed(HEADER)
+    assert parser.hibernate()
+    assert isinstance(parser.feed(b" </stream:stream>")[-1], StreamClosed)
+
+
+def test_hibernated_parser_holds_no_expat_memory() -> None:
+    """What hibernation is for: an idle stream keeps a few hundred bytes, not ~15 KB."""
+    import tracemalloc
+
+    login = [
+        HEADER,
+        b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>",
+        b"<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>",
+        b"<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='n' ver='v'/>"
+        b"</presence>",
+    ]
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        parsers = []
+        for _ in range(200):
+            parser = XMLStreamParser()
+            for chunk in login:
+                parser.feed(chunk)
+            parsers.append(parser)
+        awake = (tracemalloc.get_traced_memory()[0] - base) / len(parsers)
+        assert all(p.hibernate() for p in parsers)
+        asleep = (tracemalloc.get_traced_memory()[0] - base) / len(parsers)
+    finally:
+        tracemalloc.stop()
+    assert awake > 5000
+    assert asleep < 1000, (awake, asleep)
+
+
 def feed_error(data: bytes, **kw: int) -> StreamErrorCondition:
     parser = XMLStreamParser(**kw)
     with pytest.raises(StreamError) as info:

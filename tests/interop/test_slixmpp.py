@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +31,7 @@ from slixmpp.exceptions import IqError, IqTimeout
 
 from roost.server.app import Server
 from tests.conftest import PASSWORDS
+from tests.helpers import start_server
 
 TIMEOUT = 10.0
 TRANSPORTS = ("starttls", "direct_tls")
@@ -275,3 +277,27 @@ async def test_tls12_tls_unique_falls_back(clients: Callable[..., Client]) -> No
         assert 1 <= len(alice.failed_auths) <= 2  # one per -PLUS mechanism tried
         for failure in alice.failed_auths:
             assert failure["condition"] == "not-authorized"
+
+
+async def test_idle_sessions_hibernate_and_chat_on(tmp_path: Path) -> None:
+    """slixmpp sessions keep chatting after the server freed their idle XML parsers."""
+    srv = await start_server(tmp_path, c2s={"hibernate_after": 0.2})
+    for user in ("alice", "bob"):
+        await srv.accounts.create(user, "localhost", PASSWORDS[user])
+    alice = Client(srv, "alice", resource="a")
+    bob = Client(srv, "bob", transport="direct_tls", resource="b")
+    try:
+        await asyncio.gather(alice.start(), bob.start())
+        for _ in range(2):  # twice: the second wake-up starts from a parser made by the first
+            deadline = asyncio.get_running_loop().time() + TIMEOUT
+            while srv.awake:  # every session, both of them, is hibernating
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.02)
+            alice.xmpp.send_message(mto="bob@localhost/b", mbody=BODY_TO_BOB, mtype="chat")
+            assert (await bob.next_message())["body"] == BODY_TO_BOB
+            bob.xmpp.send_message(mto="alice@localhost/a", mbody=BODY_TO_ALICE, mtype="chat")
+            assert (await alice.next_message())["body"] == BODY_TO_ALICE
+    finally:
+        await asyncio.gather(alice.stop(), bob.stop())
+        await srv.stop()
+    assert alice.disconnect_reasons == ["End of stream"]

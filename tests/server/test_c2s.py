@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from roost.core import ns
 from roost.core.jid import JID
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
+from roost.server.c2s import C2SConnection
 from tests.conftest import PASSWORDS
 from tests.helpers import STREAM_HEADER, RawClient, start_server
 
@@ -287,3 +289,56 @@ async def test_slow_reader_is_cut_off(server: Server, monkeypatch: pytest.Monkey
     await fast.send("<iq type='get' id='alive' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
     assert (await fast.expect(lambda e: e.tag == "iq")).get("type") == "result"
     await fast.close()
+
+
+async def _until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition never became true"
+        await asyncio.sleep(0.02)
+
+
+async def test_idle_streams_hibernate_and_wake(tmp_path: Path) -> None:
+    """Quiet clients lose their XML parser; the next bytes, even split, parse as before."""
+    srv = await start_server(tmp_path, c2s={"hibernate_after": 0.2})
+    try:
+        for user in ("alice", "bob"):
+            await srv.accounts.create(user, "localhost", "pw")
+        alice = await RawClient.connect(srv.port())
+        await alice.login("alice", "pw", "a")
+        bob = await RawClient.connect(srv.port())
+        await bob.login("bob", "pw", "b")
+
+        def conn(user: str) -> C2SConnection:
+            return next(c for c in srv.connections if c.jid_str.startswith(user + "@"))
+
+        await _until(lambda: conn("alice").asleep and conn("bob").asleep)
+        assert conn("alice") not in srv.awake
+        # after the wake-up the header's namespaces still apply: jabber:client by default,
+        # and a payload namespace declared on the stanza itself
+        await alice.send(
+            "<message to='bob@localhost/b' type='chat' id='m1'><body>after a nap</body>"
+            "<x xmlns='urn:example:x' a='1'/></message>"
+        )
+        got = await bob.expect(lambda e: e.tag == "message")
+        assert serialize(got) == (
+            "<message to='bob@localhost/b' type='chat' id='m1' from='alice@localhost/a'>"
+            "<body>after a nap</body><x xmlns='urn:example:x' a='1'/></message>"
+        )
+        assert not conn("alice").asleep and conn("alice") in srv.awake
+        # a stanza left unfinished keeps the parser: hibernating would lose the open tag
+        await _until(lambda: conn("alice").asleep)
+        await alice.send("<message to='bob@localhost/b' type='chat' id='m2'><body>ha")
+        await asyncio.sleep(0.6)
+        assert not conn("alice").asleep
+        await alice.send("lf</body></message>")
+        got = await bob.expect(lambda e: e.tag == "message")
+        assert got.get("id") == "m2" and got.find("body") is not None
+        assert got.find("body").text == "half"  # type: ignore[union-attr]
+        # the stream still ends cleanly
+        await _until(lambda: conn("alice").asleep)
+        await alice.send("</stream:stream>")
+        await alice.wait_closed()
+        await bob.close()
+    finally:
+        await srv.stop()

@@ -68,6 +68,7 @@ class C2SConnection(asyncio.Protocol):
         "_out",
         "_out_size",
         "_tls_pending",
+        "asleep",
         "available",
         "directed",
         "jid",
@@ -112,6 +113,8 @@ class C2SConnection(asyncio.Protocol):
         #: stanzas waiting behind a held one; created on first use (most sessions never hold)
         self._backlog: collections.deque[Element] | None = None
         self._tls_pending: list[bytes] | None = None
+        #: the stream's XML parser is hibernating (``Server.awake`` does not hold us)
+        self.asleep = False
 
     def __repr__(self) -> str:
         return f"<C2S {self.jid_str or self.peer_ip}>"
@@ -137,6 +140,9 @@ class C2SConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
+        if self.asleep:
+            self.asleep = False
+            self.server.awake.add(self)
         if self._tls_pending is not None:
             # Decrypted bytes can arrive before start_tls() returns to us: hold them.
             self._tls_pending.append(data)

@@ -124,6 +124,8 @@ class C2SConfig:
     max_auth_failures_per_ip: int = _opt(10, lo=1)
     auth_failure_window: float = _opt(300.0, lo=1)
     keepalive_interval: float = _opt(60.0, lo=0)
+    # Free a client's XML parser (~15 KB) after this long without input; 0 keeps it.
+    hibernate_after: float = _opt(2.0, lo=0)
     # XEP-0199: ping a bound client silent this long; close it if no answer in ping_timeout.
     ping_interval: float = _opt(300.0, lo=0)
     ping_timeout: float = _opt(60.0, lo=1)

@@ -289,6 +289,10 @@ class ServerStream:
 
     # -- input ----------------------------------------------------------------------------
 
+    def hibernate(self) -> bool:
+        """Free the XML parser while the client is quiet between stanzas (see the parser)."""
+        return self._parser.hibernate()
+
     def receive_data(self, data: bytes) -> list[StreamEvent]:
         """Feed bytes from the client; return what the driver must act on."""
         if self.state in (State.CLOSED, State.TLS_PENDING):
@@ -324,6 +328,7 @@ class ServerStream:
             self.send_stanza(error.to_element())
         self._out.append(STREAM_CLOSE)
         self._go(State.CLOSED)
+        self._parser.discard()
         self._events.append(StreamEnded(error))
 
     # -- stream header --------------------------------------------------------------------
@@ -577,6 +582,7 @@ class ServerStream:
 
     def _restart(self) -> None:
         # RFC 6120 §4.3.3: after TLS and SASL both parties start a new stream.
+        self._parser.discard()
         self._parser = self._new_parser()
         self._sent_header = False
         self._go(State.EXPECT_HEADER)

@@ -4,15 +4,22 @@ Bytes may arrive in any split (a UTF-8 sequence across two chunks included); exp
 the incomplete token, so the events are the same however the stream is cut. The parser
 enforces RFC 6120 §11 restricted XML and bounds what a peer can make us hold: stanza size
 (§13.12 → ``policy-violation``) and nesting depth.
+
+An expat parser that has seen a login holds about 15 KB (name pools, hash tables, buffers),
+more than the rest of an idle session together. Between stanzas nothing in it is needed but
+the namespace declarations of the stream header, so ``hibernate()`` drops it and the next
+``feed()`` builds a fresh one primed with a synthetic header carrying the same declarations.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from xml.parsers import expat
+from xml.parsers.expat import XMLParserType
 
 from roost.core.errors import StreamError, StreamErrorCondition
 from roost.core.xml.element import Element
+from roost.core.xml.writer import escape_attr
 
 __all__ = [
     "ParserEvent",
@@ -63,6 +70,18 @@ _ERROR_MAP = {
 _SEP = "\x01"
 #: expat's "uri<SEP>local" names split once for the whole process
 _NAMES: dict[str, tuple[str, str]] = {}
+#: pyexpat's name-interning dict, shared by every parser instead of one per parser (a few KB
+#: each); emptied by ``trim_shared_names`` when junk names from peers have grown it.
+_INTERN: dict[str, str] = {}
+_INTERN_LIMIT = 16384
+#: stands in for the expat parser of a stream that holds none (never fed into)
+_ASLEEP = expat.ParserCreate()
+
+
+def trim_shared_names() -> None:
+    """Forget interned names if peers have grown the shared table past its bound."""
+    if len(_INTERN) > _INTERN_LIMIT:
+        _INTERN.clear()
 
 
 def _bad_utf8_at(data: bytes, pos: int) -> bool:
@@ -85,7 +104,11 @@ class _Restricted(Exception):
 
 
 class XMLStreamParser:
-    """Feed bytes, get events. One instance per stream: a stream restart needs a new one."""
+    """Feed bytes, get events. One instance per stream: a stream restart needs a new one.
+
+    The expat parser is created on the first ``feed`` and can be dropped between stanzas
+    (``hibernate``), so a stream that is waiting for its peer costs a few hundred bytes.
+    """
 
     __slots__ = (
         "_boundary",
@@ -96,6 +119,7 @@ class XMLStreamParser:
         "_max_depth",
         "_max_stanza",
         "_pending_ns",
+        "_root",
         "_stack",
         "closed",
     )
@@ -110,9 +134,14 @@ class XMLStreamParser:
         self._boundary = 0
         self._pending_ns: dict[str, str] = {}
         self.closed = False
-        p = expat.ParserCreate("UTF-8", _SEP)
+        self._expat = _ASLEEP  # the real one is made by the first feed
+        #: the stream header re-stated for a fresh expat after ``hibernate()``
+        self._root: bytes | None = None
+
+    def _new_expat(self) -> XMLParserType:
+        p = expat.ParserCreate("UTF-8", _SEP, intern=_INTERN)
         p.buffer_text = True
-        # Memory per idle stream matters more than fewer callbacks for long texts.
+        # Memory per active stream matters more than fewer callbacks for long texts.
         p.buffer_size = 2048
         p.ordered_attributes = False
         p.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
@@ -127,18 +156,58 @@ class XMLStreamParser:
         p.ProcessingInstructionHandler = self._forbidden_pi
         p.ExternalEntityRefHandler = self._forbidden_external
         self._expat = p
+        if self._root is not None:
+            # Waking from hibernation: the header we wrote ourselves cannot fail, and its
+            # StreamOpened was reported long ago.
+            self._depth = 0
+            p.Parse(self._root, False)
+            self._events.clear()
+            self._fed = self._boundary = len(self._root)
+        return p
+
+    def hibernate(self) -> bool:
+        """Drop the expat parser if the stream sits between stanzas; True if it is dropped.
+
+        Only safe when expat has consumed every byte fed (``CurrentByteIndex`` is where its
+        unprocessed input starts) and no stanza is open: then a fresh parser primed with the
+        header continues exactly where this one stopped.
+        """
+        p = self._expat
+        if p is _ASLEEP:
+            return True
+        if self.closed or self._depth != 1 or self._root is None or p.CurrentByteIndex != self._fed:
+            return False
+        self._expat = _ASLEEP
+        return True
+
+    def discard(self) -> None:
+        """Done with this stream (a restart or close): free expat now, not at the next GC.
+
+        expat's handlers are bound methods of this object, a reference cycle that only the
+        cyclic collector would otherwise break.
+        """
+        self.closed = True
+        self._expat = _ASLEEP
+
+    @property
+    def hibernating(self) -> bool:
+        """Whether no expat parser is held (before the first byte, or after ``hibernate``)."""
+        return self._expat is _ASLEEP
 
     def feed(self, data: bytes) -> list[ParserEvent]:
         """Parse a chunk; return the events it completed. Raises ``StreamError``."""
         if self.closed:
             return []
+        p = self._expat
+        if p is _ASLEEP:
+            p = self._new_expat()
         if not self._fed and data[:2] in (b"\xff\xfe", b"\xfe\xff"):
             # A UTF-16 byte order mark: expat would honour it; RFC 6120 §11.6 allows UTF-8 only.
             self.closed = True
             raise StreamError(_SC.UNSUPPORTED_ENCODING, "UTF-16 is not allowed")
         self._fed += len(data)
         try:
-            self._expat.Parse(data, False)
+            p.Parse(data, False)
         except _Restricted as exc:
             self.closed = True
             raise exc.error from None
@@ -146,7 +215,7 @@ class XMLStreamParser:
             self.closed = True
             condition = _ERROR_MAP.get(exc.code or 0, _SC.NOT_WELL_FORMED)
             if condition is _SC.NOT_WELL_FORMED and _bad_utf8_at(
-                data, self._expat.ErrorByteIndex - (self._fed - len(data))
+                data, p.ErrorByteIndex - (self._fed - len(data))
             ):
                 # RFC 6120 §4.9.3.22: bytes that are not UTF-8.
                 condition = _SC.UNSUPPORTED_ENCODING
@@ -182,6 +251,8 @@ class XMLStreamParser:
             namespaces, self._pending_ns = self._pending_ns, {}
             self._depth = 1
             self._boundary = self._expat.CurrentByteIndex
+            if self._root is None:
+                self._root = _restate_header(tag, uri, namespaces)
             self._events.append(StreamOpened(tag, uri, attrs, namespaces))
             return
         self._pending_ns.clear()
@@ -248,6 +319,18 @@ class XMLStreamParser:
 
     def _forbidden_external(self, *args: object) -> int:
         raise self._forbidden("external entity")
+
+
+def _restate_header(tag: str, uri: str, namespaces: dict[str, str]) -> bytes:
+    """An opening tag with the header's name and namespace declarations, nothing else."""
+    prefix = ""
+    if namespaces.get("", "") != uri:
+        prefix = next((p for p, u in namespaces.items() if p and u == uri), "")
+    name = f"{prefix}:{tag}" if prefix else tag
+    decls = "".join(
+        f" xmlns{':' + p if p else ''}='{escape_attr(u)}'" for p, u in namespaces.items()
+    )
+    return f"<{name}{decls}>".encode()
 
 
 _FRAGMENT_OPEN = (
