@@ -258,6 +258,8 @@ class C2SConnection(asyncio.Protocol):
         backlog = self._backlog
         while backlog and self._held is None and not self._closing:
             self.server.router.from_client(self, backlog.popleft())
+        if not backlog:
+            self._backlog = None  # a deque keeps a 0.5 KB block even when empty
         if self._held is None and self.transport is not None and not self._closing:
             self.transport.resume_reading()
 

@@ -145,6 +145,11 @@ class XMLStreamParser:
         p.buffer_size = 2048
         p.ordered_attributes = False
         p.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+        if self._root is not None:
+            # Waking from hibernation: the header we wrote ourselves is parsed before any
+            # handler is set (its StreamOpened was reported long ago; depth stays 1).
+            p.Parse(self._root, False)
+            self._fed = self._boundary = len(self._root)
         p.StartElementHandler = self._start
         p.EndElementHandler = self._end
         p.CharacterDataHandler = self._chars
@@ -156,13 +161,6 @@ class XMLStreamParser:
         p.ProcessingInstructionHandler = self._forbidden_pi
         p.ExternalEntityRefHandler = self._forbidden_external
         self._expat = p
-        if self._root is not None:
-            # Waking from hibernation: the header we wrote ourselves cannot fail, and its
-            # StreamOpened was reported long ago.
-            self._depth = 0
-            p.Parse(self._root, False)
-            self._events.clear()
-            self._fed = self._boundary = len(self._root)
         return p
 
     def hibernate(self) -> bool:
