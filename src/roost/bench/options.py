@@ -46,6 +46,8 @@ class BenchOptions:
     #: messages: aggregate rates (messages per second) of the steps
     rates: tuple[int, ...] = (500, 1000, 2000, 4000)
     step_seconds: float = 5.0
+    #: messages: seconds at the first rate before the first step, not counted
+    warmup: float = 1.0
     #: how long after a step (or the presence phase) late deliveries are still counted
     drain: float = 1.0
     #: presence: aggregate presence changes per second
@@ -71,8 +73,8 @@ class BenchOptions:
             raise ValueError("--rates must be positive integers")
         if min(self.timeout, self.login_timeout, self.step_seconds) <= 0:
             raise ValueError("timeouts and --step-seconds must be positive")
-        if self.duration < 0 or self.drain < 0 or self.presence_rate <= 0:
-            raise ValueError("--duration and --drain must be >= 0, --rate positive")
+        if self.duration < 0 or self.drain < 0 or self.warmup < 0 or self.presence_rate <= 0:
+            raise ValueError("--duration, --drain and --warmup must be >= 0, --rate positive")
 
 
 def parse_server(text: str) -> tuple[str, int]:
@@ -194,6 +196,12 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--step-seconds", type=float, default=5.0, help="length of a step")
     p.add_argument(
+        "--warmup",
+        type=float,
+        default=1.0,
+        help="seconds of messages at the first rate before the first step, not counted (default 1)",
+    )
+    p.add_argument(
         "--drain",
         type=float,
         default=1.0,
@@ -253,6 +261,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         duration=getattr(args, "duration", 5.0),
         rates=getattr(args, "rates", (500, 1000, 2000, 4000)),
         step_seconds=getattr(args, "step_seconds", 5.0),
+        warmup=getattr(args, "warmup", 1.0),
         drain=getattr(args, "drain", 1.0),
         presence_rate=getattr(args, "presence_rate", 100.0),
         contacts=getattr(args, "contacts", None),

@@ -291,6 +291,12 @@ def _messages(
         return
     t = time.monotonic() + _SETTLE
     steps: list[tuple[int, float, float]] = []
+    if opts.warmup:
+        # Every session sends before anything is measured: per-session state a server
+        # builds on first use (Roost's hibernated parsers, caches) is not a steady cost.
+        steps.append((opts.rates[0], t, t + opts.warmup))
+        t += opts.warmup
+    first = len(steps)
     for rate in opts.rates:
         steps.append((rate, t, t + opts.step_seconds))
         t += opts.step_seconds + opts.drain
@@ -302,14 +308,20 @@ def _messages(
         workers.send(wid, "messages", plan)
     cpu: list[tuple[ProcSample | None, ProcSample | None]] = []
     for i, (rate, start, end) in enumerate(steps):
-        workers.status_text = f"messages step {i + 1}/{len(steps)} at {rate:,}/s"
+        workers.status_text = (
+            f"messages step {i + 1 - first}/{len(steps) - first} at {rate:,}/s"
+            if i >= first
+            else f"warm-up at {rate:,}/s"
+        )
         workers.pump_until(start)
         s0 = sample(opts.server_pid)
-        workers.pump_until(end + opts.drain)
+        workers.pump_until(end if i < first else end + opts.drain)
         cpu.append((s0, sample(opts.server_pid)))
     reports = workers.collect("result", opts.drain + 60.0)
     rows = []
     for i, (rate, _, _) in enumerate(steps):
+        if i < first:
+            continue
         parts = [r["steps"][i] for r in reports.values()]
         sent = sum(p["sent"] for p in parts)
         delivered = sum(p["delivered"] for p in parts)
