@@ -1,4 +1,4 @@
-"""Tests for roost.transport.tls: channel bindings over real TLS connections."""
+"""Tests for roost.transport: TLS channel bindings over real connections, heap settings."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import asyncio
 import hashlib
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -130,3 +132,27 @@ async def test_asyncio_ssl_object(pair: tuple[Path, Path], monkeypatch: pytest.M
         await writer.wait_closed()
     assert len(client["tls-exporter"]) == 32
     assert client == server_side
+
+
+_HEAP_PROBE = """
+import sys
+from roost.transport.heap import serve_large_blocks_from_heap
+if sys.argv[1] == "on":
+    assert serve_large_blocks_from_heap()
+block = b"x" * (256 * 1024)  # what a TLS read of uvloop allocates
+lo, hi = next(
+    (int(a, 16), int(b, 16))
+    for a, b in (line.split()[0].split("-") for line in open("/proc/self/maps") if "[heap]" in line)
+)
+print(lo <= id(block) < hi)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize(("setting", "in_heap"), [("on", "True"), ("off", "False")])
+def test_large_read_blocks_come_from_the_heap(setting: str, in_heap: str) -> None:
+    """A 256 KiB block is an mmap per allocation by default; from the heap once set."""
+    out = subprocess.run(
+        [sys.executable, "-c", _HEAP_PROBE, setting], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == in_heap
