@@ -22,16 +22,16 @@ def pick(result: dict[str, Any] | None, *keys: str) -> float | None:
     return value if isinstance(value, int | float) else None
 
 
-def half_rate_p99(result: dict[str, Any] | None) -> float | None:
-    """p99 latency at the step closest to half of the max sustainable rate."""
+def half_rate_step(result: dict[str, Any] | None) -> dict[str, Any]:
+    """The sustained step closest to half of the max sustainable rate ({} if none)."""
     if not result or not result.get("max_sustainable_rate"):
-        return None
+        return {}
     half = result["max_sustainable_rate"] / 2
     steps = [s for s in result.get("steps", []) if s.get("ok")]
-    if not steps:
-        return None
-    best = min(steps, key=lambda s: abs(s["rate"] - half))
-    value = best.get("p99_ms")
+    return min(steps, key=lambda s: abs(s["rate"] - half)) if steps else {}
+
+
+def number(value: object) -> float | None:
     return value if isinstance(value, int | float) else None
 
 
@@ -73,8 +73,14 @@ def main() -> None:
         (
             "messages: p99 at ~half max rate (ms)",
             "min",
-            half_rate_p99(r["messages"]),
-            half_rate_p99(q["messages"]),
+            number(half_rate_step(r["messages"]).get("p99_ms")),
+            number(half_rate_step(q["messages"]).get("p99_ms")),
+        ),
+        (
+            "  host steal time during that step (%)",
+            "",
+            number(half_rate_step(r["messages"]).get("steal_pct")),
+            number(half_rate_step(q["messages"]).get("steal_pct")),
         ),
         (
             "login: logins/s",
@@ -124,8 +130,8 @@ def main() -> None:
     width = max(len(name) for name, *_ in rows)
     print(f"{'':{width}}  {'Roost':>12}  {'Prosody':>12}  {'Roost/Prosody':>13}  better")
     for name, better, rv, pv in rows:
-        ratio = f"{rv / pv:.2f}x" if rv is not None and pv else "-"
-        if rv is None or pv is None:
+        ratio = f"{rv / pv:.2f}x" if rv is not None and pv and better else "-"
+        if rv is None or pv is None or not better:
             verdict = ""
         else:
             verdict = "Roost" if (rv > pv if better == "max" else rv < pv) else "Prosody"

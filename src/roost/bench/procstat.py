@@ -2,6 +2,8 @@
 
 CPU time (user + system, all threads) is the fair cost measure on a shared machine: wall
 time and throughput depend on what else runs, CPU seconds per unit of work much less.
+On a virtual machine the hypervisor may also run other guests on our CPUs ("steal" time in
+/proc/stat); latency measured while it does is the host's, so it is sampled too.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass
 
-__all__ = ["ProcSample", "cpu_seconds", "rss_kib", "sample"]
+__all__ = ["ProcSample", "cpu_seconds", "rss_kib", "sample", "steal_percent", "system_ticks"]
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -33,13 +35,34 @@ def rss_kib(pid: int) -> int:
     raise ValueError(f"no VmRSS for process {pid}")
 
 
+def system_ticks() -> tuple[int, int]:
+    """(steal, total) clock ticks of all CPUs since boot (proc(5) /proc/stat "cpu" line)."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return (0, 0)
+    # user nice system idle iowait irq softirq steal [guest guest_nice, already in user]
+    return (fields[7] if len(fields) > 7 else 0, sum(fields[:8]))
+
+
+def steal_percent(before: ProcSample | None, after: ProcSample | None) -> float | None:
+    """Share of all CPU time between two samples that the hypervisor gave to others."""
+    if before is None or after is None or after.ticks <= before.ticks:
+        return None
+    return round((after.steal - before.steal) * 100 / (after.ticks - before.ticks), 1)
+
+
 @dataclass(frozen=True, slots=True)
 class ProcSample:
-    """One reading: when (monotonic seconds), CPU seconds used so far, RSS in KiB."""
+    """One reading: when (monotonic seconds), CPU seconds used so far, RSS in KiB, and the
+    machine's steal and total CPU ticks so far."""
 
     at: float
     cpu: float
     rss_kib: int
+    steal: int = 0
+    ticks: int = 0
 
 
 def sample(pid: int | None) -> ProcSample | None:
@@ -47,6 +70,6 @@ def sample(pid: int | None) -> ProcSample | None:
     if pid is None:
         return None
     try:
-        return ProcSample(time.monotonic(), cpu_seconds(pid), rss_kib(pid))
+        return ProcSample(time.monotonic(), cpu_seconds(pid), rss_kib(pid), *system_ticks())
     except (OSError, ValueError, IndexError):
         return None

@@ -103,6 +103,7 @@ def render(result: dict[str, Any]) -> str:
                     "p95 ms",
                     "p99 ms",
                     "CPU ms/1k",
+                    "steal %",
                     "result",
                 ],
                 [
@@ -114,6 +115,7 @@ def render(result: dict[str, Any]) -> str:
                         s["p95_ms"],
                         s["p99_ms"],
                         s["server_cpu_ms_per_1000"],
+                        s.get("steal_pct"),
                         "ok" if s["ok"] else f"no ({s['why']})",
                     ]
                     for s in steps

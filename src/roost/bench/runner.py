@@ -19,7 +19,7 @@ from multiprocessing.queues import Queue
 from typing import Any
 
 from roost.bench.options import BenchOptions
-from roost.bench.procstat import ProcSample, sample
+from roost.bench.procstat import ProcSample, sample, steal_percent
 from roost.bench.report import Progress, percentile
 from roost.bench.worker import worker_entry
 
@@ -29,6 +29,8 @@ __all__ = ["BenchError", "run_bench", "split_indices"]
 DELIVERY_OK = 0.95
 #: ...and the 99th percentile of the latency stays under this
 P99_OK_MS = 200.0
+#: steal time (% of all CPU) above which a step's figures get a note
+STEAL_NOTE_PCT = 2.0
 _SETTLE = 1.0  # seconds between logins and the measured phase (late presence, GC)
 
 
@@ -345,6 +347,7 @@ def _messages(
             if s0 is not None and s1 is not None and delivered
             else None
         )
+        row["steal_pct"] = steal_percent(s0, s1)
         why = []
         if sent < DELIVERY_OK * rate * opts.step_seconds:
             why.append(f"only {sent / opts.step_seconds:,.0f}/s sent")
@@ -357,6 +360,17 @@ def _messages(
         rows.append(row)
     result["steps"] = rows
     result["max_sustainable_rate"] = max((r["rate"] for r in rows if r["ok"]), default=None)
+    stolen = [
+        f"{r['rate']:,}/s ({r['steal_pct']}%)"
+        for r in rows
+        if (r["steal_pct"] or 0) > STEAL_NOTE_PCT
+    ]
+    if stolen:
+        result["notes"].append(
+            "the hypervisor took CPU time from this machine during the steps at "
+            + ", ".join(stolen)
+            + ": their latencies include stalls no process here caused"
+        )
     ended = sum(r["ended"] for r in reports.values())
     if ended:
         result["notes"].append(f"{ended} sessions were closed by the server during the run")
