@@ -63,7 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from roost.transport.certs import CertificateError
 
     async def run() -> None:
-        server = Server(config, tune_gc=True)
+        server = Server(config, owns_process=True)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, server.request_stop)

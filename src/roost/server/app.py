@@ -64,13 +64,19 @@ class Server:
     """A Roost server: owns storage, sessions, router, modules and listeners."""
 
     def __init__(
-        self, config: Config, modules: Sequence[Module] | None = None, *, tune_gc: bool = False
+        self,
+        config: Config,
+        modules: Sequence[Module] | None = None,
+        *,
+        owns_process: bool = False,
     ) -> None:
+        """``owns_process``: tune process-wide settings (GC, heap), as ``roost serve`` does;
+        never when the server is embedded in someone else's program."""
         self.config = config
-        self._tune_gc = tune_gc
+        self._owns_process = owns_process
         self._trim_handle: asyncio.TimerHandle | None = None
-        self._malloc_trim = malloc_trim_function() if tune_gc else None
-        if tune_gc:
+        self._malloc_trim = malloc_trim_function() if owns_process else None
+        if owns_process:
             serve_large_blocks_from_heap()
         self.domains: frozenset[str] = frozenset(config.domains)
         self.bus = EventBus()
@@ -177,12 +183,11 @@ class Server:
         if c2s.hibernate_after:
             self._hibernator = asyncio.create_task(self._hibernate(c2s.hibernate_after))
         self.started_at = time.time()
-        if self._tune_gc:
+        if self._owns_process:
             # Routing allocates short-lived, acyclic objects (elements, strings) that
             # reference counting frees; the cyclic collector scanning every session's objects
             # every 700 allocations only adds pauses. Objects alive after start-up are frozen
-            # out of its sight, and it runs far less often. Process-wide, so only when the
-            # server owns the process (``roost serve``), never when embedded.
+            # out of its sight, and it runs far less often.
             gc.freeze()
             gc.set_threshold(50_000, 20, 100)
         self.ready.set()
