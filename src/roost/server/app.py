@@ -187,9 +187,12 @@ class Server:
             # Routing allocates short-lived, acyclic objects (elements, strings) that
             # reference counting frees; the cyclic collector scanning every session's objects
             # every 700 allocations only adds pauses. Objects alive after start-up are frozen
-            # out of its sight, and it runs far less often.
+            # out of its sight, and it runs less often. A pause grows with the young
+            # generations, which fill with session state in a login storm: at 50,000/20 a
+            # 10,000-session storm gave 20-30 ms gen0 and 400 ms gen1 pauses; at 10,000/10
+            # 2-4 ms and at most 66 ms, for the same CPU per message (bench/README.md).
             gc.freeze()
-            gc.set_threshold(50_000, 20, 100)
+            gc.set_threshold(10_000, 10, 100)
         self.ready.set()
         log.info(
             "Roost ready for %s on %s",
