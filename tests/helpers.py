@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import random
 import socket
 import ssl
 from collections.abc import Callable
@@ -44,11 +45,29 @@ def make_config(data_dir: Path, **sections: dict[str, Any]) -> Config:
     return config_from_dict(data, data_dir)
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A currently free loopback port (for Direct TLS, where 0 means "disabled")."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port for a listener given by number (Direct TLS, where 0 = disabled).
+
+    Picked below the ephemeral range: every outgoing test connection takes its local port
+    from that range, so a port found free there can be taken before the server binds it.
+    """
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 async def start_server(data_dir: Path, **sections: dict[str, Any]) -> Server:
