@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from roost.server.app import Server
-from tests.helpers import start_server
+from tests.helpers import PASSWORDS, start_server
 
-PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret"}
+__all__ = ["PASSWORDS", "server"]
 
 
 @pytest.fixture

@@ -27,6 +27,10 @@ STREAM_HEADER = (
     "xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
 )
 TIMEOUT = 5.0
+#: the accounts of the ``server`` fixture (tests/conftest.py)
+PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret"}
+#: time for work the server spawned (offline storage, presence) to finish
+SETTLE = 0.1
 
 
 def make_config(data_dir: Path, **sections: dict[str, Any]) -> Config:
@@ -277,6 +281,41 @@ async def drain(c: RawClient) -> list[Element]:
             assert el.get("type") == "result", serialize(el)
             return got
         got.append(el)
+
+
+async def quiet(*clients: RawClient, settle: float = SETTLE) -> None:
+    """Assert that nothing (more) arrives at any of ``clients``."""
+    await asyncio.sleep(settle)
+    for c in clients:
+        extra = await drain(c)
+        assert extra == [], f"{c.jid} got: {[serialize(e) for e in extra]}"
+
+
+class Logins:
+    """Logs clients of the test accounts in, and closes them all at the end of a test."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.made: list[RawClient] = []
+
+    async def __call__(
+        self, user: str, resource: str, priority: int | None = None, *, available: bool = True
+    ) -> RawClient:
+        """Log in ``user/resource``; unless ``available`` is false, send initial presence
+        (with ``priority``) and wait for it to come back (RFC 6121 §4.2.2)."""
+        c = await RawClient.connect(self.server.port())
+        self.made.append(c)
+        await c.login(user, PASSWORDS[user], resource)
+        if available:
+            prio = "" if priority is None else f"<priority>{priority}</priority>"
+            await c.send(f"<presence>{prio}</presence>")
+            await c.expect(lambda e: e.tag == "presence" and e.get("from") == c.jid)
+        return c
+
+    async def close(self) -> None:
+        for c in self.made:
+            if not c.writer.is_closing():
+                await c.close()
 
 
 def check_legacy_code(stanza: Element) -> None:

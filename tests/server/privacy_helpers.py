@@ -11,7 +11,6 @@ from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
 from roost.storage.api import RosterItem
-from tests.conftest import PASSWORDS
 from tests.helpers import RawClient, drain
 
 STANZAS = "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'"
@@ -21,29 +20,6 @@ SETTLE = 0.2  # time for spawned server work (subscriptions, offline storage) to
 _ids = itertools.count()
 
 Login = Callable[..., Awaitable[RawClient]]
-
-
-class Logins:
-    """Logs clients in and closes them all at the end of a test."""
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.made: list[RawClient] = []
-
-    async def __call__(self, user: str, resource: str, *, available: bool = True) -> RawClient:
-        """Log in ``user/resource``; unless ``available`` is false, send initial presence."""
-        c = await RawClient.connect(self.server.port())
-        self.made.append(c)
-        await c.login(user, PASSWORDS[user], resource)
-        if available:
-            await c.send("<presence/>")
-            await c.expect(lambda e: e.tag == "presence" and e.get("from") == c.jid)
-        return c
-
-    async def close(self) -> None:
-        for c in self.made:
-            if not c.writer.is_closing():
-                await c.close()
 
 
 async def settled(c: RawClient) -> list[str]:

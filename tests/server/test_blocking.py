@@ -18,14 +18,13 @@ import pytest
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
 from tests.conftest import PASSWORDS
-from tests.helpers import RawClient, start_server
+from tests.helpers import Logins, RawClient, start_server
 from tests.server.privacy_helpers import (
     BLOCKED_ERROR,
     BLOCKING,
     PRIVACY,
     UNAVAILABLE_ERROR,
     Login,
-    Logins,
     ask,
     block_push,
     chat,

@@ -18,10 +18,8 @@ from roost.core import ns
 from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
-from tests.conftest import PASSWORDS
-from tests.helpers import RawClient, drain
+from tests.helpers import SETTLE, Logins, RawClient, drain, quiet
 
-SETTLE = 0.1  # time for a spawned task (offline store, presence) to finish
 _ids = itertools.count()
 
 Connect = Callable[..., Awaitable[RawClient]]
@@ -30,33 +28,9 @@ Connect = Callable[..., Awaitable[RawClient]]
 @pytest.fixture
 async def connect(server: Server) -> AsyncIterator[Connect]:
     """Log in ``user/resource``; with ``priority`` (or ``available``) send initial presence."""
-    made: list[RawClient] = []
-
-    async def make(
-        user: str, resource: str, priority: int | None = None, *, available: bool = True
-    ) -> RawClient:
-        c = await RawClient.connect(server.port())
-        made.append(c)
-        await c.login(user, PASSWORDS[user], resource)
-        if available:
-            prio = "" if priority is None else f"<priority>{priority}</priority>"
-            await c.send(f"<presence>{prio}</presence>")
-            # §4.2.2: the initial presence comes back to the sending resource too.
-            await c.expect(lambda e: e.tag == "presence" and e.get("from") == c.jid)
-        return c
-
-    yield make
-    for c in made:
-        if not c.writer.is_closing():
-            await c.close()
-
-
-async def quiet(*clients: RawClient) -> None:
-    """Assert that nothing (more) arrives at any of ``clients``."""
-    await asyncio.sleep(SETTLE)
-    for c in clients:
-        extra = await drain(c)
-        assert extra == [], f"{c.jid} got: {[serialize(e) for e in extra]}"
+    logins = Logins(server)
+    yield logins
+    await logins.close()
 
 
 async def settle(*clients: RawClient) -> None:

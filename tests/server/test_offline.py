@@ -23,10 +23,9 @@ from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
 from tests.conftest import PASSWORDS
-from tests.helpers import RawClient, drain, start_server
+from tests.helpers import SETTLE, RawClient, drain, quiet, start_server
 from tests.server.test_cli import RoostProcess
 
-SETTLE = 0.1
 STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")  # XEP-0082 DateTime, UTC
 _ids = itertools.count()
 
@@ -74,13 +73,6 @@ async def login(
 async def send_presence(c: RawClient, presence: str = "<presence/>") -> None:
     await c.send(presence)
     await c.expect(lambda e: e.tag == "presence" and e.get("from") == c.jid)
-
-
-async def quiet(*clients: RawClient) -> None:
-    await asyncio.sleep(SETTLE)
-    for c in clients:
-        extra = await drain(c)
-        assert extra == [], f"{c.jid} got: {[serialize(e) for e in extra]}"
 
 
 async def no_messages(*clients: RawClient) -> None:

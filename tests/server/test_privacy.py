@@ -16,13 +16,12 @@ import pytest
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
 from roost.server.privacy_lists import MAX_ITEMS
-from tests.helpers import RawClient
+from tests.helpers import Logins, RawClient
 from tests.server.privacy_helpers import (
     BLOCKING,
     PRIVACY,
     UNAVAILABLE_ERROR,
     Login,
-    Logins,
     ask,
     block_push,
     chat,

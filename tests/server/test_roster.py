@@ -18,12 +18,11 @@ from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
 from tests.conftest import PASSWORDS
-from tests.helpers import RawClient, drain, start_server
+from tests.helpers import SETTLE, Logins, RawClient, drain, quiet, start_server
 
 MAX_ITEMS = 4
 MAX_NAME = 10
 MAX_GROUP = 8
-SETTLE = 0.1
 _ids = itertools.count()
 
 Connect = Callable[..., Awaitable[RawClient]]
@@ -44,35 +43,21 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
 @pytest.fixture
 async def connect(server: Server) -> AsyncIterator[Connect]:
     """Log in ``user/resource``; optionally send initial presence and fetch the roster."""
-    made: list[RawClient] = []
+    logins = Logins(server)
 
     async def make(
         user: str, resource: str, *, available: bool = False, roster: bool = True
     ) -> RawClient:
-        c = await RawClient.connect(server.port())
-        made.append(c)
-        await c.login(user, PASSWORDS[user], resource)
-        if available:
-            await c.send("<presence/>")
-            await c.expect(lambda e: e.tag == "presence" and e.get("from") == c.jid)
+        c = await logins(user, resource, available=available)
         if roster:
             await roster_get(c)
         return c
 
     yield make
-    for c in made:
-        if not c.writer.is_closing():
-            await c.close()
+    await logins.close()
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-
-async def quiet(*clients: RawClient) -> None:
-    await asyncio.sleep(SETTLE)
-    for c in clients:
-        extra = await drain(c)
-        assert extra == [], f"{c.jid} got: {[serialize(e) for e in extra]}"
 
 
 async def request(c: RawClient, iq: str, iid: str) -> tuple[Element, list[Element]]:

@@ -25,8 +25,7 @@ from roost.server.app import Server
 from roost.server.modules.private import MAX_FRAGMENT_SIZE, MAX_FRAGMENTS
 from roost.server.modules.vcard import MAX_VCARD_SIZE
 from roost.storage.api import RosterItem
-from tests.conftest import PASSWORDS
-from tests.helpers import TIMEOUT, RawClient, drain
+from tests.helpers import TIMEOUT, Logins, RawClient, drain
 
 _ids = itertools.count()
 STANZAS = "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'"
@@ -39,21 +38,9 @@ Login = Callable[..., Awaitable[RawClient]]
 @pytest.fixture
 async def login(server: Server) -> AsyncIterator[Login]:
     """Log in ``user/resource``; unless ``available`` is false, send initial presence."""
-    made: list[RawClient] = []
-
-    async def make(user: str, resource: str, *, available: bool = True) -> RawClient:
-        c = await RawClient.connect(server.port())
-        made.append(c)
-        await c.login(user, PASSWORDS[user], resource)
-        if available:
-            await c.send("<presence/>")
-            await c.expect(lambda e: e.tag == "presence" and e.get("from") == c.jid)
-        return c
-
-    yield make
-    for c in made:
-        if not c.writer.is_closing():
-            await c.close()
+    logins = Logins(server)
+    yield logins
+    await logins.close()
 
 
 async def ask(c: RawClient, xml: str) -> str:
