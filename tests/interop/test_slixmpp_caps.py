@@ -23,14 +23,14 @@ from roost.core.caps import Caps, caps_hash
 from roost.core.jid import JID
 from roost.server import events
 from roost.server.app import Server
-from roost.server.modules.caps import HOOK_PRIORITY, NODE, CapsModule
+from roost.server.modules.caps import NODE, CapsModule
 from tests.interop.test_slixmpp import TIMEOUT, Client
 
 SERVER = slixmpp.JID("localhost")
 
 
 def caps_module(server: Server) -> CapsModule:
-    return next(m for m in server._modules if isinstance(m, CapsModule))
+    return server.module(CapsModule)
 
 
 async def test_slixmpp_accepts_the_servers_caps(
@@ -67,14 +67,14 @@ async def test_roost_verifies_and_caches_slixmpp_caps(
     assert ver
     jid = JID.parse("alice@localhost/caps")
 
-    # a hook just after the caps module's: by then it has noted the caps and started the check
+    # an observer after the caps module's: by then it has noted the caps and started the check
     seen = asyncio.Event()
 
     def observe(stanza: Any, sender: JID, conn: Any) -> None:
         if sender == jid:
             seen.set()
 
-    remove = server.bus.on(events.PRESENCE_BROADCAST, observe, HOOK_PRIORITY - 1)
+    remove = server.bus.observe(events.PRESENCE_BROADCAST, observe, priority=-1)
     try:
         alice.xmpp.send_presence()
         await asyncio.wait_for(seen.wait(), TIMEOUT)

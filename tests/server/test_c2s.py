@@ -12,7 +12,7 @@ from roost.core import ns
 from roost.core.jid import JID
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
-from roost.server.c2s import C2SConnection
+from roost.server.streams.c2s import C2SConnection
 from tests.conftest import PASSWORDS
 from tests.helpers import STREAM_HEADER, RawClient, start_server
 
@@ -271,7 +271,7 @@ async def test_second_domain(server: Server) -> None:
 
 async def test_slow_reader_is_cut_off(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     """A client that stops reading cannot make the server buffer without bound."""
-    import roost.server.c2s as c2s
+    import roost.server.streams.c2s as c2s
 
     monkeypatch.setattr(c2s, "MAX_WRITE_BUFFER", 256 * 1024)
     slow = await RawClient.connect(server.port(), rcvbuf=4096)
@@ -310,7 +310,9 @@ async def test_idle_streams_hibernate_and_wake(tmp_path: Path) -> None:
         await bob.login("bob", "pw", "b")
 
         def conn(user: str) -> C2SConnection:
-            return next(c for c in srv.connections if c.jid_str.startswith(user + "@"))
+            return next(
+                c for c in srv.connections if c.session and c.session.jid_str.startswith(user + "@")
+            )
 
         await _until(lambda: conn("alice").asleep and conn("bob").asleep)
         assert conn("alice") not in srv.awake

@@ -36,7 +36,7 @@ Connect = Callable[..., Awaitable[tuple[RawClient, Element]]]
 
 
 def caps_module(server: Server) -> CapsModule:
-    return next(m for m in server._modules if isinstance(m, CapsModule))
+    return server.module(CapsModule)
 
 
 def presence_with_caps(ver: str = EXODUS_VER, node: str = EXODUS_NODE, algo: str = "sha-1") -> str:

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from roost.core.im.privacy import MAX_ITEMS
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
-from roost.server.privacy_lists import MAX_ITEMS
 from tests.helpers import Logins, RawClient
 from tests.server.privacy_helpers import (
     BLOCKING,
@@ -522,7 +522,7 @@ async def test_removing_the_default_list_declines_it(login: Login) -> None:
 
 
 async def test_too_many_lists(login: Login) -> None:
-    from roost.server.privacy_lists import MAX_LISTS
+    from roost.core.im.privacy import MAX_LISTS
 
     a = await login("alice", "a", available=False)
     for n in range(MAX_LISTS):

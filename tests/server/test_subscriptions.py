@@ -42,8 +42,8 @@ from roost.core.jid import JID
 from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
-from roost.server.presence import PresenceService
-from roost.server.rosters import Roster
+from roost.server.modules.presence import PresenceModule
+from roost.server.services import Roster
 from tests.conftest import PASSWORDS
 from tests.helpers import RawClient, drain
 
@@ -300,15 +300,15 @@ def arrivals(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str]]:
     (auto-replies) arrive here as well.
     """
     seen: list[dict[str, str]] = []
-    original = PresenceService._inbound_subscription
+    original = PresenceModule._inbound_subscription
 
     async def spy(
-        self: PresenceService, stanza: Element, sender: JID, user: JID, ptype: str
+        self: PresenceModule, stanza: Element, sender: JID, user: JID, ptype: str
     ) -> None:
         seen.append(dict(stanza.attrs))
         await original(self, stanza, sender, user, ptype)
 
-    monkeypatch.setattr(PresenceService, "_inbound_subscription", spy)
+    monkeypatch.setattr(PresenceModule, "_inbound_subscription", spy)
     return seen
 
 

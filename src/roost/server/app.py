@@ -14,50 +14,43 @@ import logging
 import secrets
 import ssl
 import time
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from roost.core.errors import StreamError, StreamErrorCondition
 from roost.core.stream.server import ServerStreamSettings
-from roost.core.xml.element import Element
 from roost.core.xml.parser import trim_shared_names
 from roost.server.accounts import Accounts
+from roost.server.api import Module, ModuleContext, Registry
 from roost.server.bus import EventBus
-from roost.server.c2s import C2SConnection
 from roost.server.config import Config
+from roost.server.loader import resolve_modules
 from roost.server.modules import default_modules
-from roost.server.modules.base import Module, ModuleContext, Registry
-from roost.server.presence import PresenceService
-from roost.server.rosters import RosterService
 from roost.server.router import Router
+from roost.server.services import ROSTERS, RosterService
 from roost.server.sessions import SessionManager
+from roost.server.streams.c2s import C2SConnection
+from roost.storage.api import Storage
 from roost.storage.sqlite import SQLiteStorage
 from roost.transport.certs import ensure_certificate, load_certificate_der, load_tls_context_server
 from roost.transport.heap import malloc_trim_function, serve_large_blocks_from_heap
+from roost.transport.listeners import Listener, listen
 from roost.transport.tls import limit_asyncio_tls_buffers
 
-__all__ = ["Listener", "Server"]
+__all__ = ["Server", "open_storage"]
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
 
-class Listener:
-    """One bound listening socket."""
 
-    __slots__ = ("direct_tls", "host", "port", "server")
-
-    def __init__(self, server: asyncio.Server, host: str, port: int, direct_tls: bool) -> None:
-        self.server = server
-        self.host = host
-        self.port = port
-        self.direct_tls = direct_tls
-
-    def __str__(self) -> str:
-        kind = "c2s direct TLS" if self.direct_tls else "c2s STARTTLS"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{kind} {host}:{self.port}"
+def open_storage(config: Config) -> Storage:
+    """The storage backend ``storage.backend`` names (only ``sqlite`` so far)."""
+    if config.storage.backend == "sqlite":
+        return SQLiteStorage(Path(config.data_dir) / "roost.db")
+    raise AssertionError(f"unknown storage backend {config.storage.backend!r}")  # config checks
 
 
 class Server:
@@ -69,9 +62,12 @@ class Server:
         modules: Sequence[Module] | None = None,
         *,
         owns_process: bool = False,
+        storage: Storage | None = None,
     ) -> None:
-        """``owns_process``: tune process-wide settings (GC, heap), as ``roost serve`` does;
-        never when the server is embedded in someone else's program."""
+        """``modules``: instead of the default set; ``storage``: instead of the backend
+        ``storage.backend`` names. ``owns_process``: tune process-wide settings (GC, heap,
+        asyncio's TLS buffers), as ``roost serve`` does; never when the server is embedded
+        in someone else's program. A bad ``[modules]`` table raises ``ConfigError``."""
         self.config = config
         self._owns_process = owns_process
         self._trim_handle: asyncio.TimerHandle | None = None
@@ -79,11 +75,24 @@ class Server:
         if owns_process:
             serve_large_blocks_from_heap()
         self.domains: frozenset[str] = frozenset(config.domains)
+        self._loaded = resolve_modules(config, default_modules() if modules is None else modules)
         self.bus = EventBus()
         self.registry = Registry()
+        self.services: dict[str, object] = {}
         self.sessions = SessionManager(self.new_id)
-        self.router = Router(self)
-        self.storage = SQLiteStorage(Path(config.data_dir) / "roost.db")
+        self._tasks: set[asyncio.Task[Any]] = set()
+        #: tasks that run for the server's life (timers): ``idle`` does not wait for them
+        self._daemons: set[asyncio.Task[Any]] = set()
+        self.router = Router(
+            self.domains,
+            self.default_domain,
+            self.sessions,
+            self.registry,
+            self.bus,
+            self.new_id,
+            self.spawn,
+        )
+        self.storage = open_storage(config) if storage is None else storage
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="roost-cpu")
         self.accounts = Accounts(self.storage, config.auth.scram_iterations, self.pool)
         self.ready = asyncio.Event()
@@ -91,14 +100,9 @@ class Server:
         self.listeners: list[Listener] = []
         self.connections: set[C2SConnection] = set()
         self.stream_settings = self._stream_settings()
-        self.rosters = RosterService(self)
-        #: presence and subscriptions: a service other modules call, loaded as a module
-        self.presence = PresenceService(self)
-        self._modules = [self.presence, *(default_modules() if modules is None else modules)]
         self._contexts: list[ModuleContext] = []
         self._tls: dict[str, ssl.SSLContext] = {}
         self._cert_der: dict[str, bytes] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._per_ip: collections.Counter[str] = collections.Counter()
         self._auth_failures: dict[str, collections.deque[float]] = {}
         self._stopping: asyncio.Event | None = None
@@ -106,6 +110,25 @@ class Server:
         self._hibernator: asyncio.Task[None] | None = None
         #: connections whose stream holds an XML parser (all but the hibernating ones)
         self.awake: set[C2SConnection] = set()
+
+    # -- what tests and tools look at -----------------------------------------------------
+
+    @property
+    def modules(self) -> list[Module]:
+        """The loaded modules, in load order."""
+        return [m.module for m in self._loaded]
+
+    def module(self, cls: type[_T]) -> _T:
+        """The loaded module of class ``cls``."""
+        return next(m for m in self.modules if isinstance(m, cls))
+
+    @property
+    def rosters(self) -> RosterService:
+        return cast(RosterService, self.services[ROSTERS.name])
+
+    @property
+    def preauth_timeout(self) -> float:
+        return self.config.c2s.preauth_timeout
 
     # -- identities -----------------------------------------------------------------------
 
@@ -164,24 +187,33 @@ class Server:
 
     async def start(self) -> None:
         """Open storage, load certificates and modules, and listen."""
-        limit_asyncio_tls_buffers()
+        if self._owns_process:
+            limit_asyncio_tls_buffers()
         Path(self.config.data_dir).mkdir(parents=True, exist_ok=True)
         # Certificates first: a bad configured file must fail before anything is created.
         await asyncio.get_running_loop().run_in_executor(self.pool, self._load_tls)
         await self.storage.open()
-        for module in self._modules:
-            ctx = ModuleContext(self, module.name)
-            module.setup(ctx)
+        for loaded in self._loaded:
+            ctx = ModuleContext(self, loaded.module.name, loaded.options)
+            loaded.module.setup(ctx)
             self._contexts.append(ctx)
         self.stream_settings = self._stream_settings()
         c2s = self.config.c2s
-        await self._listen(c2s.interfaces, c2s.port, direct_tls=False)
+        self.listeners += await listen(
+            "c2s", c2s.interfaces, c2s.port, lambda: C2SConnection(self, direct_tls=False)
+        )
         if c2s.direct_tls_port:
-            await self._listen(c2s.interfaces, c2s.direct_tls_port, direct_tls=True)
+            self.listeners += await listen(
+                "c2s",
+                c2s.interfaces,
+                c2s.direct_tls_port,
+                lambda: C2SConnection(self, direct_tls=True),
+                tls=self._tls[self.default_domain],
+            )
         self._stopping = asyncio.Event()
-        self._sweeper = asyncio.create_task(self._sweep())
+        self._sweeper = self.spawn(self._sweep(), daemon=True)
         if c2s.hibernate_after:
-            self._hibernator = asyncio.create_task(self._hibernate(c2s.hibernate_after))
+            self._hibernator = self.spawn(self._hibernate(c2s.hibernate_after), daemon=True)
         self.started_at = time.time()
         if self._owns_process:
             # Routing allocates short-lived, acyclic objects (elements, strings) that
@@ -200,39 +232,47 @@ class Server:
             ", ".join(str(lst) for lst in self.listeners),
         )
 
-    async def _listen(self, hosts: Iterable[str], port: int, *, direct_tls: bool) -> None:
-        loop = asyncio.get_running_loop()
-        ctx = self._tls[self.default_domain] if direct_tls else None
-        for host in hosts:
-            srv = await loop.create_server(
-                lambda: C2SConnection(self, direct_tls=direct_tls),
-                host,
-                port,
-                ssl=ctx,
-                ssl_handshake_timeout=30 if ctx else None,
-                reuse_address=True,
-                backlog=1024,
-            )
-            bound_port = srv.sockets[0].getsockname()[1]
-            self.listeners.append(Listener(srv, host, bound_port, direct_tls))
-
     def port(self, *, direct_tls: bool = False) -> int:
         """The first bound port of a kind (tests run on port 0)."""
         return next(lst.port for lst in self.listeners if lst.direct_tls == direct_tls)
 
     # -- tasks ----------------------------------------------------------------------------
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """Run ``coro`` as a tracked task (cancelled on shutdown, errors logged)."""
+    def spawn(self, coro: Coroutine[Any, Any, _T], *, daemon: bool = False) -> asyncio.Task[_T]:
+        """Run ``coro`` as a tracked task (cancelled on shutdown, errors logged).
+
+        ``daemon``: it runs for the server's life (a timer loop), so ``idle`` ignores it.
+        """
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
+        if daemon:
+            self._daemons.add(task)
         task.add_done_callback(self._task_done)
         return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
+        self._daemons.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("background task failed", exc_info=exc)
+
+    async def idle(self, timeout: float = 10.0) -> None:
+        """Wait until the work the server has spawned (storage writes, subscriptions,
+        offline delivery) is done, and what it wrote is flushed: a barrier for tests and
+        tools. ``TimeoutError`` if it is still busy after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            # Let ready callbacks run (flushes, tasks about to be spawned).
+            for _ in range(3):
+                await asyncio.sleep(0)
+            busy = self._tasks - self._daemons
+            if not busy:
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(f"still busy: {sorted(map(repr, busy))[:3]}")
+            await asyncio.wait(busy, timeout=remaining)
 
     # -- per-address limits ---------------------------------------------------------------
 
@@ -284,13 +324,6 @@ class Server:
             del self._auth_failures[ip]
             return False
         return len(q) >= self.config.c2s.max_auth_failures_per_ip
-
-    def preauth_stanza(self, conn: C2SConnection, stanza: Element) -> None:
-        """An iq before authentication that a module claimed (registration, legacy auth)."""
-        payload = stanza.find()
-        handler = self.registry.preauth_handlers.get(payload.ns if payload is not None else "")
-        if handler is not None:
-            handler(conn, stanza)
 
     # -- timers ---------------------------------------------------------------------------
 
@@ -351,9 +384,8 @@ class Server:
         """Stop accepting, send system-shutdown to everyone, drain, close storage."""
         for lst in self.listeners:
             lst.server.close()
-        for timer in (self._sweeper, self._hibernator):
-            if timer is not None:
-                timer.cancel()
+        for timer in list(self._daemons):
+            timer.cancel()
         if self._trim_handle is not None:
             self._trim_handle.cancel()
             self._trim_handle = None

@@ -1,56 +1,132 @@
-"""Event bus: named events, prioritised handlers, first non-None result wins.
+"""Event bus with two kinds of handlers: filters, which may take a stanza, and observers.
 
-A handler that raises is logged with its name and skipped, so one broken module cannot take
-the router down (ejabberd's ``safe_apply``). Event names are built in ``roost.server.events``.
+Events are typed (``roost.server.events``): an ``Filter[P]`` or ``Observer[P]`` carries the
+signature ``P`` its handlers have, so mypy checks every handler and every firing.
+
+* Filters run in priority order until one returns something true: it has taken the stanza
+  (routed, answered or refused it). A filter that raises takes it too, as ``FAILED``: the
+  stanza goes no further and the caller answers with an error. This is how privacy fails
+  closed; the module that failed is named in the log.
+* Observers all run, before the filters of the same event; they cannot take anything. One
+  that raises is logged and skipped (ejabberd's ``safe_apply``).
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, ParamSpec
 
-__all__ = ["EventBus", "Handler"]
+__all__ = ["FAILED", "TAKEN", "EventBus", "Filter", "Observer", "Outcome"]
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[..., Any]
+P = ParamSpec("P")
+
+
+class Filter(Generic[P]):
+    """An event whose handlers may take what it carries."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Filter({self.name!r})"
+
+
+class Observer(Generic[P]):
+    """An event whose handlers only watch."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Observer({self.name!r})"
+
+
+class Outcome(enum.Enum):
+    TAKEN = "taken"
+    #: a filter raised: the stanza is refused (fail closed)
+    FAILED = "failed"
+
+
+TAKEN = Outcome.TAKEN
+FAILED = Outcome.FAILED
+
+_Entry = tuple[int, Callable[..., Any], str]
 
 
 class EventBus:
     """Synchronous hooks; handlers needing I/O schedule their own tracked work."""
 
-    __slots__ = ("_handlers",)
+    __slots__ = ("_filters", "_observers")
 
     def __init__(self) -> None:
-        self._handlers: dict[str, list[tuple[int, Handler]]] = {}
+        self._filters: dict[str, list[_Entry]] = {}
+        self._observers: dict[str, list[_Entry]] = {}
 
-    def on(self, event: str, handler: Handler, priority: int = 0) -> Callable[[], None]:
-        """Register ``handler``; higher priority runs first. Returns an unregister function."""
-        entries = self._handlers.setdefault(event, [])
-        entry = (priority, handler)
+    @staticmethod
+    def _add(table: dict[str, list[_Entry]], name: str, entry: _Entry) -> Callable[[], None]:
+        entries = table.setdefault(name, [])
         entries.append(entry)
         entries.sort(key=lambda e: -e[0])
 
         def remove() -> None:
             if entry in entries:
                 entries.remove(entry)
+            if not entries and table.get(name) is entries:
+                del table[name]
 
         return remove
 
-    def has(self, event: str) -> bool:
-        return bool(self._handlers.get(event))
+    def filter(
+        self, event: Filter[P], handler: Callable[P, object], priority: int = 0, owner: str = "?"
+    ) -> Callable[[], None]:
+        """Add a filter (higher priority first); returns the function that removes it."""
+        return self._add(self._filters, event.name, (priority, handler, owner))
 
-    def fire(self, event: str, *args: Any) -> Any:
-        """Call handlers in priority order until one returns something other than None."""
-        for _, handler in self._handlers.get(event, ()):
+    def observe(
+        self, event: Filter[P] | Observer[P], handler: Callable[P, object], priority: int = 0,
+        owner: str = "?",
+    ) -> Callable[[], None]:
+        """Add an observer (higher priority first); returns the function that removes it."""
+        return self._add(self._observers, event.name, (priority, handler, owner))
+
+    def has(self, event: Filter[Any] | Observer[Any]) -> bool:
+        return event.name in self._filters or event.name in self._observers
+
+    def run(self, event: Filter[P], *args: P.args, **kwargs: P.kwargs) -> Outcome | None:
+        """Observers, then filters until one takes; ``None`` when none did."""
+        name = event.name
+        observers = self._observers.get(name)
+        if observers:
+            self._notify(name, observers, args, kwargs)
+        for _, handler, owner in self._filters.get(name, ()):
             try:
-                result = handler(*args)
+                if handler(*args, **kwargs):
+                    return TAKEN
             except Exception:
-                log.exception(
-                    "handler %s for %s failed", getattr(handler, "__qualname__", handler), event
-                )
-                continue
-            if result is not None:
-                return result
+                log.exception("module %s failed on %s; the stanza is refused", owner, name)
+                return FAILED
         return None
+
+    def notify(self, event: Observer[P], *args: P.args, **kwargs: P.kwargs) -> None:
+        """Call every observer of ``event``."""
+        observers = self._observers.get(event.name)
+        if observers:
+            self._notify(event.name, observers, args, kwargs)
+
+    @staticmethod
+    def _notify(
+        name: str, observers: list[_Entry], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        for _, handler, owner in list(observers):
+            try:
+                handler(*args, **kwargs)
+            except Exception:
+                log.exception("module %s failed observing %s (ignored)", owner, name)

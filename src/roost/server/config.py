@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import ipaddress
 import math
 import tomllib
@@ -18,7 +17,11 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from roost.core.jid import JID, InvalidJID
+from roost.core.sasl import MECHANISMS as _SASL_MECHANISMS
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -30,12 +33,13 @@ __all__ = [
     "ConfigError",
     "LegacyAuthConfig",
     "LogConfig",
+    "ModulesConfig",
     "OfflineConfig",
     "RegistrationConfig",
     "RosterConfig",
-    "S2SConfig",
     "StorageConfig",
     "TLSConfig",
+    "build_section",
     "config_from_dict",
     "load_config",
 ]
@@ -74,35 +78,11 @@ def _ip_address(value: str) -> str:
 
 
 def _domain(value: str) -> str:
-    """Normalise a domainpart (RFC 7622 §3.2), preferring roost.core.jid when present."""
+    """Normalise a domainpart (RFC 7622 §3.2)."""
     try:
-        jid_module: Any = importlib.import_module("roost.core.jid")
-    except ModuleNotFoundError as exc:
-        if exc.name != "roost.core.jid":
-            raise
-        jid_module = None
-    if jid_module is not None:
-        try:
-            return str(jid_module.JID.make(None, value).domain)
-        except ValueError as exc:  # roost.core.jid.InvalidJID names the domainpart itself
-            raise ValueError(str(exc)) from None
-    import idna
-
-    # RFC 7622 §3.2: a trailing dot is removed; the domainpart is an IDNA2008 name.
-    name = value.lower().removesuffix(".")
-    try:
-        return str(idna.decode(idna.encode(name, uts46=True)))
-    except idna.IDNAError as exc:
-        raise ValueError(f"invalid domain {value!r}: {exc}") from None
-
-
-_SASL_MECHANISMS = (
-    "SCRAM-SHA-256-PLUS",
-    "SCRAM-SHA-1-PLUS",
-    "SCRAM-SHA-256",
-    "SCRAM-SHA-1",
-    "PLAIN",
-)
+        return str(JID.make(None, value).domain)
+    except InvalidJID as exc:  # names the domainpart itself
+        raise ValueError(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,11 +166,18 @@ class OfflineConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class S2SConfig:
-    """Server-to-server listener."""
+class ModulesConfig:
+    """``[modules]``: which feature modules to leave out, and their option tables.
 
-    port: int = _opt(5269, lo=0, hi=65535)  # 0 disables the listener
-    enabled: bool = False
+    ``disabled`` names modules (checked against the modules there are when the server is
+    built); every other key is a module's ``[modules.NAME]`` table, validated against that
+    module's ``Options`` when it loads.
+    """
+
+    disabled: tuple[str, ...] = ()
+    options: Mapping[str, Mapping[str, object]] = field(
+        default_factory=lambda: MappingProxyType({}), metadata={"internal": True}
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +203,7 @@ class Config:
     legacy_auth: LegacyAuthConfig = field(default_factory=LegacyAuthConfig)
     roster: RosterConfig = field(default_factory=RosterConfig)
     offline: OfflineConfig = field(default_factory=OfflineConfig)
-    s2s: S2SConfig = field(default_factory=S2SConfig)
+    modules: ModulesConfig = field(default_factory=ModulesConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: Path | None = field(default=None, metadata={"internal": True})
@@ -247,9 +234,32 @@ def config_from_dict(data: Mapping[str, object], base_dir: Path) -> Config:
 _D = TypeVar("_D", bound="DataclassInstance")
 
 
+def build_section(cls: type[_D], data: object, base_dir: Path, prefix: str) -> _D:
+    """Validate one table against a dataclass of settings (a module's ``Options``, say);
+    ``prefix`` is the dotted key of the table, with a trailing dot."""
+    return _build(cls, data, base_dir, prefix)
+
+
+def _modules(data: Mapping[str, object], base_dir: Path, prefix: str) -> ModulesConfig:
+    options: dict[str, Mapping[str, object]] = {}
+    for key, value in data.items():
+        if key == "disabled":
+            continue
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{prefix}{key}", f"must be a table of module options, got {value!r}")
+        options[str(key)] = MappingProxyType(dict(value))
+    disabled = _convert(
+        tuple[str, ...], data.get("disabled", []), f"{prefix}disabled", {}, base_dir
+    )
+    assert isinstance(disabled, tuple)
+    return ModulesConfig(disabled, MappingProxyType(options))
+
+
 def _build(cls: type[_D], data: object, base_dir: Path, prefix: str) -> _D:
     if not isinstance(data, Mapping):
         raise ConfigError(prefix.rstrip("."), f"must be a table, got {data!r}")
+    if cls is ModulesConfig:
+        return _modules(data, base_dir, prefix)  # type: ignore[return-value]
     hints = typing.get_type_hints(cls)
     fields = [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
     names = [f.name for f in fields]

@@ -1,12 +1,22 @@
-"""Event names, built here and nowhere else (house style: no loose strings in modules).
+"""The server's events, built here and nowhere else, each typed by its handlers' signature.
 
-Each routing event is fired with the stanza and its addresses; the first handler that
-returns something other than None has taken the stanza.
+*Filters* (``Filter``) carry a stanza that one handler may take by returning true; a raised
+exception refuses it (see ``roost.server.bus``). *Observers* (``Observer``) only watch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from functools import cache
+from typing import TYPE_CHECKING, Final
+
+from roost.server.bus import Filter, Observer
+
+if TYPE_CHECKING:
+    from roost.core.errors import StreamError
+    from roost.core.jid import JID
+    from roost.core.xml.element import Element
+    from roost.server.session import Session
 
 __all__ = [
     "IQ_RESPONSE",
@@ -18,51 +28,59 @@ __all__ = [
     "PRIVACY_OUT",
     "RESOURCE_DELIVERABLE",
     "ROUTE_REMOTE",
+    "SESSION_ABANDONED",
     "SESSION_BOUND",
     "SESSION_CLOSED",
+    "SESSION_OPENING",
     "to_bare",
     "to_full",
     "to_host",
 ]
 
-#: (stanza, sender, conn): presence with no 'to' (RFC 6121 §4.2, §4.4)
-PRESENCE_BROADCAST = "presence/broadcast"
+#: (stanza, sender, session): presence with no 'to' (RFC 6121 §4.2, §4.4)
+PRESENCE_BROADCAST: Final[Filter[[Element, JID, Session | None]]] = Filter("presence/broadcast")
 #: (stanza, sender, to): an iq result or error addressed to the server or an account
-IQ_RESPONSE = "iq/response"
-#: (stanza, sender, to): a stanza for a domain this server does not serve
-ROUTE_REMOTE = "route/remote"
-#: (stanza, sender, to, conn): presence with a 'to' from a local client, before routing
-PRESENCE_OUTBOUND = "presence/outbound"
-#: (conn): a session sent its initial presence (RFC 6121 §4.2); offline messages follow
-PRESENCE_INITIAL = "presence/initial"
-#: (conn): a resource became available with a non-negative priority (XEP-0160 §2)
-RESOURCE_DELIVERABLE = "presence/deliverable"
+IQ_RESPONSE: Final[Filter[[Element, JID, JID]]] = Filter("iq/response")
+#: (stanza, sender or None for the server's own errors, to): for a domain not served here
+ROUTE_REMOTE: Final[Filter[[Element, JID | None, JID]]] = Filter("route/remote")
+#: (stanza, sender, to, session): presence with a 'to' from a local client, before routing
+PRESENCE_OUTBOUND: Final[Filter[[Element, JID, JID, Session]]] = Filter("presence/outbound")
 #: (stanza, sender, to): a chat/normal message for a user with no available resource
-MESSAGE_OFFLINE = "message/offline"
-#: (stanza, sender, to): a stanza from a local user, before routing; a handler returning
-#: non-None has blocked it (and sent any error itself) — XEP-0191, XEP-0016
-PRIVACY_OUT = "privacy/out"
+MESSAGE_OFFLINE: Final[Filter[[Element, JID, JID]]] = Filter("message/offline")
+#: (stanza, sender, to): a stanza from a local user, before routing; a filter that takes
+#: it has refused it (and sent any error itself) — XEP-0191, XEP-0016
+PRIVACY_OUT: Final[Filter[[Element, JID, JID]]] = Filter("privacy/out")
 #: (stanza, sender, to): a stanza for a local user, before delivery; same contract
-PRIVACY_IN = "privacy/in"
-#: (conn): a client bound a resource
-SESSION_BOUND = "session/bound"
-#: (conn, jid, error): a bound client's session ended (stream closed, or replaced)
-SESSION_CLOSED = "session/closed"
+PRIVACY_IN: Final[Filter[[Element, JID, JID]]] = Filter("privacy/in")
+
+#: (session): a session sent its initial presence (RFC 6121 §4.2); offline messages follow
+PRESENCE_INITIAL: Final[Observer[[Session]]] = Observer("presence/initial")
+#: (session): a resource became available with a non-negative priority (XEP-0160 §2)
+RESOURCE_DELIVERABLE: Final[Observer[[Session]]] = Observer("presence/deliverable")
+#: (session, waits): a session is about to be bound; observers that must load something
+#: first (the roster, privacy lists) append an awaitable to ``waits``
+SESSION_OPENING: Final[Observer[[Session, list[Awaitable[object]]]]] = Observer("session/opening")
+#: (session): an opening session was given up before it was bound (its stream closed)
+SESSION_ABANDONED: Final[Observer[[Session]]] = Observer("session/abandoned")
+#: (session): a client bound a resource
+SESSION_BOUND: Final[Observer[[Session]]] = Observer("session/bound")
+#: (session, error): a bound session ended (stream closed, or replaced)
+SESSION_CLOSED: Final[Observer[[Session, StreamError | None]]] = Observer("session/closed")
 
 
 @cache
-def to_host(tag: str) -> str:
-    """(stanza, sender, conn): a message or presence to the server's own JID."""
-    return f"{tag}/host"
+def to_host(tag: str) -> Filter[[Element, JID, Session | None]]:
+    """(stanza, sender, session): a message or presence to the server's own JID."""
+    return Filter(f"{tag}/host")
 
 
 @cache
-def to_bare(tag: str) -> str:
+def to_bare(tag: str) -> Filter[[Element, JID, JID]]:
     """(stanza, sender, to): a message or presence to an account's bare JID."""
-    return f"{tag}/bare"
+    return Filter(f"{tag}/bare")
 
 
 @cache
-def to_full(tag: str) -> str:
+def to_full(tag: str) -> Filter[[Element, JID, JID, Session | None]]:
     """(stanza, sender, to, session or None): a stanza to a full JID."""
-    return f"{tag}/full"
+    return Filter(f"{tag}/full")

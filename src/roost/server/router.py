@@ -1,48 +1,72 @@
 """Stanza routing in three stages (Prosody's): process, classify, deliver.
 
 *process* checks what a client sent (addresses, iq shape) and stamps ``from``; *classify*
-decides whether the stanza is for the server, an account it answers for, a local session, or
-a remote domain; *deliver* writes it to sessions or hands it to modules. Routing to an online
-user touches only in-memory maps. A raised ``StanzaError`` becomes the error reply here, and
-only here.
+decides whether the stanza is for the server, an account it answers for, a local session, a
+hosted service domain, or a remote domain; *deliver* hands it to ``roost.server.delivery``
+(the one writer to sessions) or to modules. Routing to an online user touches only in-memory
+maps. A raised ``StanzaError`` becomes the error reply here, and only here; so does a filter
+that failed (the stanza is refused: ``internal-server-error``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from roost.core import ns
 from roost.core.errors import StanzaError, StanzaErrorCondition, error_reply
 from roost.core.jid import JID, InvalidJID
 from roost.core.xml.element import Element
-from roost.core.xml.writer import serialize
 from roost.server import events
-from roost.server.modules.base import EMPTY, HANDLED, IqRequest, IqResult, IqTarget, is_awaitable
-
-if TYPE_CHECKING:
-    from roost.server.app import Server
-    from roost.server.c2s import C2SConnection
+from roost.server.api import EMPTY, HANDLED, IqRequest, IqResult, IqTarget, Registry, is_awaitable
+from roost.server.bus import FAILED, EventBus, Outcome
+from roost.server.delivery import deliver, deliver_all
+from roost.server.session import Session
+from roost.server.sessions import SessionManager
 
 __all__ = ["Router"]
 
 log = logging.getLogger(__name__)
 _C = StanzaErrorCondition
 IQ_TYPES = frozenset(("get", "set", "result", "error"))
+#: message types nobody answers with an error when undeliverable (RFC 6120 §10.3.2)
+_NO_BOUNCE = frozenset(("error", "groupchat", "headline"))
 PRESENCE_HANDLED = frozenset(("subscribe", "subscribed", "unsubscribe", "unsubscribed", "probe"))
 
 
 class Router:
-    """Routes stanzas between local sessions, modules and (later) other servers."""
+    """Routes stanzas between local sessions, modules, hosted services and other servers."""
 
-    __slots__ = ("_pending", "domains", "server", "sessions")
+    __slots__ = (
+        "_bus",
+        "_default_domain",
+        "_new_id",
+        "_pending",
+        "_registry",
+        "_spawn",
+        "domains",
+        "sessions",
+    )
 
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.sessions = server.sessions
-        self.domains = server.domains
+    def __init__(
+        self,
+        domains: frozenset[str],
+        default_domain: str,
+        sessions: SessionManager,
+        registry: Registry,
+        bus: EventBus,
+        new_id: Callable[[], str],
+        spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
+    ) -> None:
+        self.domains = domains
+        self._default_domain = default_domain
+        self.sessions = sessions
+        self._registry = registry
+        self._bus = bus
+        self._new_id = new_id
+        self._spawn = spawn
         self._pending: dict[tuple[str, JID], asyncio.Future[Element]] = {}
 
     async def request(self, iq: Element, to: JID, timeout: float = 30.0) -> Element:
@@ -50,11 +74,10 @@ class Router:
 
         Raises ``TimeoutError`` when no answer comes within ``timeout`` seconds.
         """
-        iq_id = iq.attrs.setdefault("id", self.server.new_id())
+        iq_id = iq.attrs.setdefault("id", self._new_id())
         iq.attrs["to"] = str(to)
-        iq.attrs.setdefault(
-            "from", to.domain if to.domain in self.domains else self.server.default_domain
-        )
+        local = to.domain if to.domain in self.domains else self._default_domain
+        iq.attrs.setdefault("from", local)
         future: asyncio.Future[Element] = asyncio.get_running_loop().create_future()
         key = (iq_id, to)
         self._pending[key] = future
@@ -66,12 +89,11 @@ class Router:
 
     # -- stage 1: process -----------------------------------------------------------------
 
-    def from_client(self, conn: C2SConnection, stanza: Element) -> None:
+    def from_client(self, session: Session, stanza: Element) -> None:
         """A stanza from a bound client: stamp ``from`` (no spoofing), validate, route."""
-        sender = conn.jid
-        assert sender is not None
+        sender = session.jid
         # RFC 6120 §8.1.2.1: the server stamps the full JID, overriding whatever was sent.
-        stanza.attrs["from"] = conn.jid_str
+        stanza.attrs["from"] = session.jid_str
         to: JID | None = None
         to_attr = stanza.attrs.get("to")
         if to_attr is not None:
@@ -93,28 +115,28 @@ class Router:
                     stanza, StanzaError(_C.BAD_REQUEST, "iq get/set needs one payload"), sender
                 )
                 return
-        elif (
-            stanza.tag == "presence"
-            and to is not None
-            and self.server.bus.fire(events.PRESENCE_OUTBOUND, stanza, sender, to, conn) is not None
-        ):
-            return
-        self.route(stanza, sender, to, conn)
+        elif stanza.tag == "presence" and to is not None:
+            outcome = self._bus.run(events.PRESENCE_OUTBOUND, stanza, sender, to, session)
+            if outcome is not None:
+                self._failed(outcome, stanza, sender)
+                return
+        self.route(stanza, sender, to, session)
 
     # -- stage 2: classify ----------------------------------------------------------------
 
     def route(
-        self, stanza: Element, sender: JID, to: JID | None, conn: C2SConnection | None = None
+        self, stanza: Element, sender: JID, to: JID | None, session: Session | None = None
     ) -> None:
         """Route a processed stanza (``from`` already set) to where ``to`` points."""
         tag = stanza.tag
         if to is None:
             # RFC 6120 §10.3.3: no 'to' means the sender's own account handles it.
             if tag == "presence":
-                self.server.bus.fire(events.PRESENCE_BROADCAST, stanza, sender, conn)
+                outcome = self._bus.run(events.PRESENCE_BROADCAST, stanza, sender, session)
+                self._failed(outcome, stanza, sender)
                 return
             if tag == "iq":
-                self._iq(stanza, sender, sender.bare, "account", conn)
+                self._iq(stanza, sender, sender.bare, "account", session)
                 return
             to = sender.bare
         if sender.bare != to.bare and (
@@ -122,134 +144,132 @@ class Router:
         ):
             return
         if to.domain not in self.domains:
-            # Server-to-server federation is not available yet.
-            if self.server.bus.fire(events.ROUTE_REMOTE, stanza, sender, to) is None:
+            hosted = self._registry.hosted.get(to.domain)
+            if hosted is not None:
+                hosted[0].receive(stanza, sender, to)
+                return
+            outcome = self._bus.run(events.ROUTE_REMOTE, stanza, sender, to)
+            if outcome is None:
+                # Server-to-server federation is not available yet.
                 self.reply_error(stanza, StanzaError(_C.REMOTE_SERVER_NOT_FOUND), sender)
+            else:
+                self._failed(outcome, stanza, sender)
             return
         if to.local is None:
             if to.resource is None:
-                self._to_host(stanza, sender, to, conn)
-            else:
-                self._to_host_resource(stanza, sender, to)
+                self._to_host(stanza, sender, to, session)
+            elif tag == "iq" and stanza.attrs.get("type") in ("get", "set"):
+                self.reply_error(stanza, StanzaError(_C.SERVICE_UNAVAILABLE), sender)
             return
         if to.resource is None:
-            self._to_bare(stanza, sender, to, conn)
+            self._to_bare(stanza, sender, to, session)
         else:
-            self._to_full(stanza, sender, to, conn)
+            self._to_full(stanza, sender, to, session)
+
+    def _failed(self, outcome: Outcome | None, stanza: Element, sender: JID) -> None:
+        """A filter raised: the stanza is refused, and its sender told (never for presence)."""
+        if outcome is FAILED and stanza.tag != "presence":
+            self.reply_error(stanza, StanzaError(_C.INTERNAL_SERVER_ERROR), sender)
 
     # -- stage 3: deliver -----------------------------------------------------------------
 
-    def _to_host(self, stanza: Element, sender: JID, to: JID, conn: C2SConnection | None) -> None:
+    def _to_host(self, stanza: Element, sender: JID, to: JID, session: Session | None) -> None:
         tag = stanza.tag
         if tag == "iq":
-            self._iq(stanza, sender, to, "host", conn)
-        elif self.server.bus.fire(events.to_host(tag), stanza, sender, conn) is None and (
-            tag == "message" and stanza.attrs.get("type") not in ("error", "groupchat", "headline")
-        ):
+            self._iq(stanza, sender, to, "host", session)
+            return
+        outcome = self._bus.run(events.to_host(tag), stanza, sender, session)
+        if outcome is not None:
+            self._failed(outcome, stanza, sender)
+        elif tag == "message" and stanza.attrs.get("type") not in _NO_BOUNCE:
             # A message to the server that nothing handles (RFC 6120 §10.3.2).
             self.reply_error(stanza, StanzaError(_C.SERVICE_UNAVAILABLE), sender)
 
-    def _to_host_resource(self, stanza: Element, sender: JID, to: JID) -> None:
-        if stanza.tag == "iq" and stanza.attrs.get("type") in ("get", "set"):
-            self.reply_error(stanza, StanzaError(_C.SERVICE_UNAVAILABLE), sender)
-
-    def _to_full(self, stanza: Element, sender: JID, to: JID, conn: C2SConnection | None) -> None:
+    def _to_full(self, stanza: Element, sender: JID, to: JID, session: Session | None) -> None:
         target = self.sessions.get(to)
         tag = stanza.tag
-        if target is not None and target.interested(stanza):
-            if (
-                tag == "iq"
-                and stanza.attrs.get("type") in ("get", "set")
-                and not self._shares_presence(target, sender, to)
+        if target is not None:
+            if tag == "message" or (
+                tag == "presence" and stanza.attrs.get("type") not in PRESENCE_HANDLED
             ):
-                # RFC 6121 §8.5.3.1: no iq requests from those who cannot see our presence.
-                self.reply_error(stanza, StanzaError(_C.SERVICE_UNAVAILABLE), sender)
+                deliver(target, stanza)
                 return
-            if tag != "presence" or stanza.attrs.get("type") not in PRESENCE_HANDLED:
-                target.send_stanza(stanza)
-                return
-            # subscription stanzas and probes are the server's to handle (§8.5.3.1)
-            if self.server.bus.fire(events.to_full(tag), stanza, sender, to, target) is None:
-                target.send_stanza(stanza)
+            # iq requests (RFC 6121 §8.5.3.1), subscription stanzas and probes: the IM
+            # modules may take them; what they leave goes to the session.
+            outcome = self._bus.run(events.to_full(tag), stanza, sender, to, target)
+            if outcome is None:
+                deliver(target, stanza)
+            else:
+                self._failed(outcome, stanza, sender)
             return
-        if self.server.bus.fire(events.to_full(tag), stanza, sender, to, None) is not None:
+        outcome = self._bus.run(events.to_full(tag), stanza, sender, to, None)
+        if outcome is not None:
+            self._failed(outcome, stanza, sender)
             return
         # RFC 6121 §8.5.3.2: no such resource.
         if tag == "message":
             if stanza.attrs.get("type") in (None, "normal", "chat", "headline"):
-                self._to_bare(stanza, sender, to.bare, conn)
+                self._to_bare(stanza, sender, to.bare, session)
             elif stanza.attrs.get("type") == "groupchat":
                 self.reply_error(stanza, StanzaError(_C.SERVICE_UNAVAILABLE), sender)
         elif tag == "iq":
             if stanza.attrs.get("type") in ("get", "set"):
                 self.reply_error(stanza, StanzaError(_C.SERVICE_UNAVAILABLE), sender)
         elif stanza.attrs.get("type") in ("subscribe", "subscribed", "unsubscribe", "unsubscribed"):
-            self._to_bare(stanza, sender, to.bare, conn)
+            self._to_bare(stanza, sender, to.bare, session)
         # other presence to an unavailable resource is dropped silently (§8.5.3.2.1)
 
     def privacy_out(self, stanza: Element, sender: JID, to: JID) -> bool:
         """The sender's privacy rules (XEP-0191, XEP-0016): True when they stopped it.
 
-        Whoever stopped the stanza has sent any error. Also used by services that deliver
-        outside ``route`` (presence at login, stored offline messages).
+        Whoever stopped the stanza has sent any error; a privacy filter that failed stops
+        it too (fail closed). Also used by modules that deliver outside ``route``
+        (presence at login, stored offline messages).
         """
-        bus = self.server.bus
-        return (
-            sender.bare != to.bare
-            and sender.local is not None
-            and sender.domain in self.domains
-            and bus.has(events.PRIVACY_OUT)
-            and bus.fire(events.PRIVACY_OUT, stanza, sender, to) is not None
-        )
+        if (
+            sender.bare == to.bare
+            or sender.local is None
+            or sender.domain not in self.domains
+            or not self._bus.has(events.PRIVACY_OUT)
+        ):
+            return False
+        outcome = self._bus.run(events.PRIVACY_OUT, stanza, sender, to)
+        self._failed(outcome, stanza, sender)
+        return outcome is not None
 
     def privacy_in(self, stanza: Element, sender: JID, to: JID) -> bool:
         """The recipient's privacy rules: True when they stopped the stanza."""
-        bus = self.server.bus
-        return (
-            sender.bare != to.bare
-            and to.local is not None
-            and to.domain in self.domains
-            and bus.has(events.PRIVACY_IN)
-            and bus.fire(events.PRIVACY_IN, stanza, sender, to) is not None
-        )
+        if (
+            sender.bare == to.bare
+            or to.local is None
+            or to.domain not in self.domains
+            or not self._bus.has(events.PRIVACY_IN)
+        ):
+            return False
+        outcome = self._bus.run(events.PRIVACY_IN, stanza, sender, to)
+        self._failed(outcome, stanza, sender)
+        return outcome is not None
 
-    def _shares_presence(self, target: C2SConnection, sender: JID, to: JID) -> bool:
-        """Whether ``sender`` may see ``to``'s presence: same account, subscription, directed."""
-        if sender.bare == to.bare or (sender.local is None and sender.domain in self.domains):
-            return True
-        if sender in target.directed or sender.bare in target.directed:
-            return True
-        roster = self.server.rosters.cached(to.bare)
-        return roster is not None and roster.state(str(sender.bare)).has_from
-
-    def _to_bare(self, stanza: Element, sender: JID, to: JID, conn: C2SConnection | None) -> None:
+    def _to_bare(self, stanza: Element, sender: JID, to: JID, session: Session | None) -> None:
         tag = stanza.tag
         if tag == "iq":
             # RFC 6121 §8.5.2.1.3: the server answers iqs to an account on its behalf.
-            self._iq(stanza, sender, to, "account", conn)
+            self._iq(stanza, sender, to, "account", session)
             return
-        if self.server.bus.fire(events.to_bare(tag), stanza, sender, to) is not None:
+        outcome = self._bus.run(events.to_bare(tag), stanza, sender, to)
+        if outcome is not None:
+            self._failed(outcome, stanza, sender)
             return
         resources = self.sessions.resources(to)
         if tag == "message":
-            # The IM delivery rules replace this simple fallback (RFC 6121 §8.5.2).
+            # The IM delivery rules (the message module) replace this simple fallback.
             if resources:
-                data = self._bytes(stanza)
-                for target in resources.values():
-                    target.send_raw(data)
-                return
-            self._offline_account(stanza, sender, to)
+                deliver_all(resources.values(), stanza)
+            elif stanza.attrs.get("type") not in _NO_BOUNCE:
+                self.reply_error(stanza, StanzaError(_C.SERVICE_UNAVAILABLE), sender)
             return
         # presence with no IM module loaded: to every resource of the account.
-        if resources:
-            data = self._bytes(stanza)
-            for target in resources.values():
-                target.send_raw(data)
-
-    def _offline_account(self, stanza: Element, sender: JID, to: JID) -> None:
-        if stanza.attrs.get("type") in ("error", "groupchat", "headline"):
-            return
-        self.reply_error(stanza, StanzaError(_C.SERVICE_UNAVAILABLE), sender)
+        deliver_all(resources.values(), stanza)
 
     # -- iq handling ----------------------------------------------------------------------
 
@@ -259,7 +279,7 @@ class Router:
         sender: JID,
         to: JID,
         target: IqTarget,
-        conn: C2SConnection | None,
+        session: Session | None,
     ) -> None:
         iq_type = stanza.attrs.get("type")
         if iq_type not in ("get", "set"):
@@ -267,18 +287,18 @@ class Router:
             if pending is not None and not pending.done():
                 pending.set_result(stanza)
             else:
-                self.server.bus.fire(events.IQ_RESPONSE, stanza, sender, to)
+                self._bus.run(events.IQ_RESPONSE, stanza, sender, to)
             return
         payload = stanza.find()
         if payload is None:
             self.reply_error(stanza, StanzaError(_C.BAD_REQUEST), sender)
             return
-        handler = self.server.registry.iq_handlers.get((target, iq_type, payload.ns, payload.tag))
+        handler = self._registry.iq_handlers.get((target, iq_type, payload.ns, payload.tag))
         if handler is None:
             # RFC 6120 §8.4: nobody claims it.
             self.reply_error(stanza, StanzaError(_C.SERVICE_UNAVAILABLE), sender)
             return
-        request = IqRequest(stanza, payload, sender, to, conn)
+        request = IqRequest(stanza, payload, sender, to, session)
         try:
             result = handler(request)
         except StanzaError as err:
@@ -289,9 +309,9 @@ class Router:
             self.reply_error(stanza, StanzaError(_C.INTERNAL_SERVER_ERROR), sender)
             return
         if is_awaitable(result):
-            task = self.server.spawn(self._iq_async(request, result))  # type: ignore[arg-type]
-            if conn is not None:
-                conn.hold(task)  # RFC 6120 §10.1: in order
+            task = self._spawn(self._iq_async(request, result))  # type: ignore[arg-type]
+            if session is not None:
+                session.hold(task)  # RFC 6120 §10.1: in order
         else:
             self._iq_reply(request, result)  # type: ignore[arg-type]
 
@@ -324,20 +344,14 @@ class Router:
 
     # -- helpers --------------------------------------------------------------------------
 
-    @staticmethod
-    def _bytes(stanza: Element) -> bytes:
-        return serialize(stanza).encode()
-
     def deliver_local(self, stanza: Element, to: JID) -> None:
         """Write a server-made stanza to a local full JID, or to all resources of a bare one."""
         if to.resource is not None:
             target = self.sessions.get(to)
             if target is not None:
-                target.send_stanza(stanza)
+                deliver(target, stanza)
             return
-        data = self._bytes(stanza)
-        for target in self.sessions.resources(to).values():
-            target.send_raw(data)
+        deliver_all(self.sessions.resources(to).values(), stanza)
 
     def reply_error(self, stanza: Element, err: StanzaError, sender: JID) -> None:
         """Answer ``stanza`` with ``err`` (never an error to an error, RFC 6120 §8.3.1)."""
@@ -355,10 +369,12 @@ class Router:
             return
         if "from" not in reply.attrs:
             reply.attrs["from"] = (
-                sender.domain if sender.domain in self.domains else next(iter(self.domains))
+                sender.domain if sender.domain in self.domains else self._default_domain
             )
         reply.attrs["to"] = str(sender)
         if sender.domain in self.domains:
             self.deliver_local(reply, sender)
+        elif (hosted := self._registry.hosted.get(sender.domain)) is not None:
+            hosted[0].receive(reply, JID.parse(reply.attrs["from"]), sender)
         else:
-            self.server.bus.fire(events.ROUTE_REMOTE, reply, None, sender)
+            self._bus.run(events.ROUTE_REMOTE, reply, None, sender)

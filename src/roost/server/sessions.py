@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from roost.core.jid import JID
-
-if TYPE_CHECKING:
-    from roost.server.c2s import C2SConnection
+from roost.server.session import Session
 
 __all__ = ["SessionManager"]
 
@@ -19,25 +16,26 @@ class SessionManager:
     __slots__ = ("_by_bare", "_by_full", "_new_resource")
 
     def __init__(self, new_resource: Callable[[], str]) -> None:
-        self._by_full: dict[JID, C2SConnection] = {}
-        self._by_bare: dict[JID, dict[str, C2SConnection]] = {}
+        self._by_full: dict[JID, Session] = {}
+        self._by_bare: dict[JID, dict[str, Session]] = {}
         self._new_resource = new_resource
 
     def __len__(self) -> int:
         return len(self._by_full)
 
-    def get(self, full: JID) -> C2SConnection | None:
+    def get(self, full: JID) -> Session | None:
         return self._by_full.get(full)
 
-    def resources(self, bare: JID) -> dict[str, C2SConnection]:
+    def resources(self, bare: JID) -> dict[str, Session]:
         """The bound sessions of an account, by resource (empty when offline)."""
         return self._by_bare.get(bare, {})
 
     def is_online(self, bare: JID) -> bool:
         return bare in self._by_bare
 
-    def all(self) -> Iterator[C2SConnection]:
-        return iter(list(self._by_full.values()))
+    def all(self) -> list[Session]:
+        """Every bound session (a copy: safe to close sessions while iterating)."""
+        return list(self._by_full.values())
 
     def pick_resource(self, bare: JID, wanted: str | None) -> JID:
         """The full JID to bind: the one asked for, or a fresh server-generated resource."""
@@ -48,17 +46,17 @@ class SessionManager:
             if full not in self._by_full:
                 return full
 
-    def bind(self, full: JID, conn: C2SConnection) -> C2SConnection | None:
-        """Bind ``conn`` to ``full``; return the session it replaces (RFC 6120 §7.7.2.2)."""
+    def bind(self, full: JID, session: Session) -> Session | None:
+        """Bind ``session`` to ``full``; return the session it replaces (RFC 6120 §7.7.2.2)."""
         old = self._by_full.get(full)
-        self._by_full[full] = conn
+        self._by_full[full] = session
         assert full.resource is not None
-        self._by_bare.setdefault(full.bare, {})[full.resource] = conn
+        self._by_bare.setdefault(full.bare, {})[full.resource] = session
         return old
 
-    def unbind(self, full: JID, conn: C2SConnection) -> bool:
-        """Forget ``conn`` if it still holds ``full``; True when it did."""
-        if self._by_full.get(full) is not conn:
+    def unbind(self, full: JID, session: Session) -> bool:
+        """Forget ``session`` if it still holds ``full``; True when it did."""
+        if self._by_full.get(full) is not session:
             return False
         del self._by_full[full]
         bare = full.bare

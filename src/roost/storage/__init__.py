@@ -5,6 +5,7 @@ from roost.storage.api import (
     Account,
     AccountExists,
     AccountStore,
+    HostDataStore,
     KeyValueStore,
     NoSuchAccount,
     OfflineStore,
@@ -15,6 +16,7 @@ from roost.storage.api import (
     Storage,
     StorageError,
     StoredCredentials,
+    StoreSchema,
     check_credentials,
 )
 from roost.storage.sqlite import SQLiteStorage
@@ -24,6 +26,7 @@ __all__ = [
     "Account",
     "AccountExists",
     "AccountStore",
+    "HostDataStore",
     "KeyValueStore",
     "NoSuchAccount",
     "OfflineStore",
@@ -34,6 +37,7 @@ __all__ = [
     "SchemaError",
     "Storage",
     "StorageError",
+    "StoreSchema",
     "StoredCredentials",
     "check_credentials",
 ]

@@ -16,6 +16,7 @@ __all__ = [
     "Account",
     "AccountExists",
     "AccountStore",
+    "HostDataStore",
     "KeyValueStore",
     "NoSuchAccount",
     "OfflineStore",
@@ -25,6 +26,7 @@ __all__ = [
     "SchemaError",
     "Storage",
     "StorageError",
+    "StoreSchema",
     "StoredCredentials",
     "check_credentials",
 ]
@@ -121,6 +123,32 @@ class RosterData:
     pending_in: dict[str, str]
 
 
+@dataclass(frozen=True, slots=True)
+class StoreSchema:
+    """The schema of a store owned by a feature module, registered with
+    ``Storage.register_schema``.
+
+    ``migrations`` is the store's history, oldest first, like the server's own: migration N
+    (1-based) brings the store from version N-1 to N. Never edit one that has shipped;
+    append. Each is an SQL script of one or more statements; keep to what every backend
+    accepts (``CREATE TABLE`` / ``CREATE INDEX`` with TEXT, INTEGER and REAL columns), and
+    prefix table and index names with the store's name, which is global to the database.
+    """
+
+    name: str
+    migrations: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("store name must not be empty")
+        if not isinstance(self.migrations, tuple):
+            # Accept any iterable of scripts, but keep the value immutable and hashable.
+            object.__setattr__(self, "migrations", tuple(self.migrations))
+        for script in self.migrations:
+            if not isinstance(script, str):
+                raise TypeError(f"store migrations must be str, got {type(script).__name__}")
+
+
 class StorageError(Exception):
     """Base of every error a storage backend raises on purpose."""
 
@@ -200,10 +228,6 @@ class RosterStore(Protocol):
         ``NoSuchAccount`` if the account is absent; removing never does."""
         ...
 
-    async def count_roster_items(self, username: str, domain: str) -> int:
-        """How many items the roster has (``pending_in`` not counted)."""
-        ...
-
 
 class OfflineStore(Protocol):
     """Messages stored for a user while offline (XEP-0160), oldest first."""
@@ -247,11 +271,42 @@ class KeyValueStore(Protocol):
         ...
 
 
-class Storage(AccountStore, RosterStore, OfflineStore, KeyValueStore, Protocol):
+class HostDataStore(Protocol):
+    """Small documents owned by a feature module and keyed by a host-scoped id rather than an
+    account: ``host`` is e.g. a MUC room JID or a pubsub node on a service domain, ``store``
+    names the feature and ``key`` is its own business. Values are text, committed before
+    the call returns; nothing here depends on any account existing."""
+
+    async def get_host_data(self, host: str, store: str, key: str) -> str | None:
+        """The value, or ``None`` if absent."""
+        ...
+
+    async def set_host_data(self, host: str, store: str, key: str, value: str | None) -> None:
+        """Store (replacing) or, with ``None``, delete the value (deleting an absent one is
+        harmless)."""
+        ...
+
+    async def list_host_data(self, host: str, store: str) -> dict[str, str]:
+        """Every ``key -> value`` of one store for the host (empty if none)."""
+        ...
+
+
+class Storage(AccountStore, RosterStore, OfflineStore, KeyValueStore, HostDataStore, Protocol):
     """Everything a server needs from its database, with an explicit lifetime."""
 
     async def open(self) -> None:
         """Connect and bring the schema up to date."""
+        ...
+
+    async def register_schema(self, schema: StoreSchema) -> None:
+        """Bring a feature module's own store up to date (call after ``open``, every start).
+
+        Applies the migrations the database does not have yet, with the store's new version,
+        in one transaction; does nothing if it is current, so it is safe to call every time
+        and from several processes. Raise ``SchemaError`` if the database has a newer version
+        of the store than ``schema`` knows, or if a migration fails (then nothing of it is
+        applied and the version is unchanged).
+        """
         ...
 
     async def close(self) -> None:

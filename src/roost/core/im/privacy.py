@@ -22,6 +22,8 @@ from roost.core.xml.element import Element
 __all__ = [
     "BLOCKING",
     "BLOCKING_ERRORS",
+    "MAX_ITEMS",
+    "MAX_LISTS",
     "OTHER",
     "PRIVACY",
     "SUBSCRIPTIONS",
@@ -30,6 +32,7 @@ __all__ = [
     "Kind",
     "PrivacyItem",
     "PrivacyList",
+    "UserPrivacy",
     "blocked_error",
     "jid_matches",
     "list_element",
@@ -48,6 +51,10 @@ BLOCKING_ERRORS: Final = "urn:xmpp:blocking:errors"
 SUBSCRIPTIONS: Final = frozenset({"none", "to", "from", "both"})
 
 _C = StanzaErrorCondition
+
+#: limits on what a user can store (everything a peer controls is bounded)
+MAX_LISTS: Final = 50
+MAX_ITEMS: Final = 1000
 
 #: (subscription, groups) of a contact in the user's roster, looked up by bare JID
 Contact = tuple[str, Sequence[str]]
@@ -353,3 +360,39 @@ def list_from_json(name: str, text: str) -> PrivacyList:
             )
         )
     return PrivacyList(name, tuple(items))
+
+
+class UserPrivacy:
+    """One user's lists, default list and per-session state (active lists, interest)."""
+
+    __slots__ = ("active", "blocklist_requested", "default", "lists", "quiet")
+
+    def __init__(self, lists: dict[str, PrivacyList], default: str | None) -> None:
+        self.lists = lists
+        self.default = default if default in lists else None
+        #: resource -> name of the session's active list (XEP-0016 §2.3)
+        self.active: dict[str, str] = {}
+        #: resources that asked for the blocklist and so get its pushes (XEP-0191 §3.3)
+        self.blocklist_requested: set[str] = set()
+        #: nothing to enforce: no active list and no (non-empty) default list
+        self.quiet = True
+        self.refresh()
+
+    def refresh(self) -> None:
+        default = self.default_list()
+        self.quiet = not self.active and (default is None or not default.items)
+
+    def default_list(self) -> PrivacyList | None:
+        return None if self.default is None else self.lists.get(self.default)
+
+    def list_for(self, resource: str | None) -> PrivacyList | None:
+        """§2.2 rules 1-2: the session's active list, else the default list."""
+        if resource is not None and self.active:
+            name = self.active.get(resource)
+            if name is not None:
+                return self.lists.get(name)
+        return self.default_list()
+
+    def blocklist(self) -> list[str]:
+        default = self.default_list()
+        return [] if default is None else default.blocked()

@@ -24,6 +24,7 @@ from roost.core.sasl.scram_server import ScramServer
 __all__ = [
     "HASHES",
     "MAX_ITERATIONS",
+    "MECHANISMS",
     "Challenge",
     "Failure",
     "NeedCredentials",
@@ -42,3 +43,12 @@ __all__ = [
     "salted_password",
     "verify_password",
 ]
+
+#: Every mechanism Roost implements, best first: the default offer and preference.
+MECHANISMS = (
+    "SCRAM-SHA-256-PLUS",
+    "SCRAM-SHA-1-PLUS",
+    "SCRAM-SHA-256",
+    "SCRAM-SHA-1",
+    "PLAIN",
+)

@@ -19,7 +19,7 @@ from enum import Enum, auto
 
 from roost.core import ns
 from roost.core.errors import StreamError, StreamErrorCondition
-from roost.core.sasl import HASHES, PlainClient, SaslClientError, ScramClient
+from roost.core.sasl import HASHES, MECHANISMS, PlainClient, SaslClientError, ScramClient
 from roost.core.xml.element import Element
 from roost.core.xml.parser import StanzaReceived as _Parsed
 from roost.core.xml.parser import StreamClosed, StreamOpened, XMLStreamParser
@@ -48,13 +48,7 @@ REGISTER = "jabber:iq:register"
 SASL_CB = "urn:xmpp:sasl-cb:0"  # XEP-0440
 #: Channel-binding types we can use for -PLUS, best first (RFC 9266, RFC 5929).
 CB_PREFERENCE = ("tls-exporter", "tls-server-end-point")
-DEFAULT_MECHANISMS = (
-    "SCRAM-SHA-256-PLUS",
-    "SCRAM-SHA-1-PLUS",
-    "SCRAM-SHA-256",
-    "SCRAM-SHA-1",
-    "PLAIN",
-)
+DEFAULT_MECHANISMS = MECHANISMS
 _BIND_ID = "bind_1"
 _SESSION_ID = "session_1"
 _REGISTER_ID = "register_1"

@@ -23,6 +23,7 @@ from roost.core.errors import (
     error_reply,
 )
 from roost.core.sasl import (
+    MECHANISMS,
     Challenge,
     Failure,
     NeedCredentials,
@@ -191,13 +192,7 @@ class ServerStreamSettings:
     default_domain: str = "localhost"
     require_encryption: bool = True
     tls_available: bool = True
-    mechanisms: Sequence[str] = (
-        "SCRAM-SHA-256-PLUS",
-        "SCRAM-SHA-1-PLUS",
-        "SCRAM-SHA-256",
-        "SCRAM-SHA-1",
-        "PLAIN",
-    )
+    mechanisms: Sequence[str] = MECHANISMS
     max_stanza_size: int = 262144
     max_depth: int = 64
     max_sasl_attempts: int = 3

@@ -1,14 +1,15 @@
-"""Feature modules: one file per feature, each registering through its ``ModuleContext``."""
+"""Feature modules: one file per feature, each registering through its ``ModuleContext``
+(``roost.server.api``). Names here are what ``[modules] disabled`` takes."""
 
 from __future__ import annotations
 
-from roost.server.modules.base import Module
+from roost.server.api import Module
 
 __all__ = ["default_modules"]
 
 
 def default_modules() -> list[Module]:
-    """The modules a server loads unless told otherwise."""
+    """The modules a server loads unless told otherwise (a module after those it needs)."""
     from roost.server.modules.blocking import BlockingModule
     from roost.server.modules.caps import CapsModule
     from roost.server.modules.disco import DiscoModule
@@ -17,7 +18,9 @@ def default_modules() -> list[Module]:
     from roost.server.modules.message import MessageModule
     from roost.server.modules.offline import OfflineModule
     from roost.server.modules.ping import PingModule
+    from roost.server.modules.presence import PresenceModule
     from roost.server.modules.privacy import PrivacyModule
+    from roost.server.modules.privacy_lists import PrivacyLists
     from roost.server.modules.private import PrivateModule
     from roost.server.modules.register import RegisterModule
     from roost.server.modules.roster import RosterModule
@@ -25,18 +28,16 @@ def default_modules() -> list[Module]:
     from roost.server.modules.time import TimeModule
     from roost.server.modules.vcard import VCardModule
     from roost.server.modules.version import VersionModule
-    from roost.server.privacy_lists import PrivacyLists
 
-    # XEP-0016 and XEP-0191 share one back end (XEP-0191 §5), loaded before both.
-    privacy_lists = PrivacyLists()
     return [
+        RosterModule(),
+        PresenceModule(),
         SessionModule(),
         RegisterModule(),
         LegacyAuthModule(),
         DiscoModule(),
         CapsModule(),
         PingModule(),
-        RosterModule(),
         MessageModule(),
         OfflineModule(),
         VersionModule(),
@@ -44,7 +45,8 @@ def default_modules() -> list[Module]:
         LastActivityModule(),
         VCardModule(),
         PrivateModule(),
-        privacy_lists,
-        PrivacyModule(privacy_lists),
-        BlockingModule(privacy_lists),
+        # XEP-0016 and XEP-0191 share one back end (XEP-0191 §5), loaded before both.
+        PrivacyLists(),
+        PrivacyModule(),
+        BlockingModule(),
     ]

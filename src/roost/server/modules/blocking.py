@@ -22,8 +22,8 @@ from roost.core.errors import StanzaError, StanzaErrorCondition
 from roost.core.im.privacy import BLOCKING
 from roost.core.jid import JID, InvalidJID
 from roost.core.xml.element import Element
-from roost.server.modules.base import EMPTY, IqRequest, IqResult, ModuleContext
-from roost.server.privacy_lists import PrivacyLists, own_session
+from roost.server.api import EMPTY, IqRequest, IqResult, ModuleContext
+from roost.server.services import PRIVACY_LISTS, own_session
 
 __all__ = ["BlockingModule"]
 
@@ -46,13 +46,10 @@ def _jids(payload: Element) -> list[str]:
 
 class BlockingModule:
     name = "blocking"
-
-    def __init__(self, lists: PrivacyLists) -> None:
-        self.lists = lists
+    depends = ("privacy_lists",)
 
     def setup(self, ctx: ModuleContext) -> None:
-        if not self.lists.loaded:
-            raise RuntimeError("the blocking module needs the privacy_lists module loaded first")
+        self.lists = ctx.service(PRIVACY_LISTS)
         # §3.1: urn:xmpp:blocking is advertised (with the first handler).
         ctx.iq("account", "get", BLOCKING, "blocklist", self.get)
         ctx.iq("account", "set", BLOCKING, "block", self.block, advertise=False)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from roost.core import ns
 from roost.core.caps import (
@@ -32,11 +33,8 @@ from roost.core.errors import StanzaError, StanzaErrorCondition
 from roost.core.jid import JID
 from roost.core.xml.element import Element
 from roost.server import events
-from roost.server.modules.base import ModuleContext
-
-if TYPE_CHECKING:
-    from roost.server.app import Server
-    from roost.server.c2s import C2SConnection
+from roost.server.api import ModuleContext
+from roost.server.session import Session
 
 __all__ = ["NODE", "CapsModule"]
 
@@ -44,8 +42,6 @@ log = logging.getLogger(__name__)
 
 #: the caps node naming this software (§4: a URL about the product)
 NODE: Final = "https://roost.im"
-#: runs before the presence service (priority 0), which takes the stanza; returns None
-HOOK_PRIORITY: Final = 10
 QUERY_TIMEOUT: Final = 15.0
 #: distinct 'ver's being checked at once; more are skipped until a slot frees
 MAX_PENDING: Final = 128
@@ -80,29 +76,32 @@ class CapsModule:
         self._failed: OrderedDict[tuple[str, str, JID], None] = OrderedDict()
         self._own_s: str | None = None
         self._own: Caps | None = None
+        self._remove_node: Callable[[], object] | None = None
 
     def setup(self, ctx: ModuleContext) -> None:
-        self.server: Server = ctx.server
         self._ctx = ctx
         ctx.feature(CAPS)  # §7: an entity supporting caps advertises it
         ctx.stream_feature(lambda: self.server_caps().to_element(), pre_auth=False)
-        ctx.hook(events.PRESENCE_BROADCAST, self._presence, HOOK_PRIORITY)
-        ctx.hook(events.SESSION_CLOSED, self._session_closed)
+        # an observer: the presence module takes the stanza, caps only notes what it says
+        ctx.observe(events.PRESENCE_BROADCAST, self._presence)
+        ctx.observe(events.SESSION_CLOSED, self._session_closed)
 
     # -- the server's own caps -------------------------------------------------------------
 
     def server_caps(self) -> Caps:
         """The server's caps, recomputed when its disco#info changed (modules loaded)."""
-        info = self.server.registry.server_info()
+        info = self._ctx.registry.server_info()
         s = verification_string(info)
         if s != self._own_s or self._own is None:
             old = self._own
             own = Caps(self.node, caps_hash(info), "sha-1")
             self._own_s, self._own = s, own
             if old is None or old.ver != own.ver:
-                if old is not None:
-                    self.server.registry.disco_nodes.pop(old.disco_node, None)
-                self._ctx.disco_node(own.disco_node, lambda: self._node_info(own.ver))
+                if self._remove_node is not None:
+                    self._remove_node()
+                self._remove_node = self._ctx.disco_node(
+                    own.disco_node, lambda: self._node_info(own.ver)
+                )
         return self._own
 
     def _node_info(self, ver: str) -> Element:
@@ -110,7 +109,7 @@ class CapsModule:
         own = self.server_caps()
         if own.ver != ver:  # registrations changed since this node was announced
             raise StanzaError(StanzaErrorCondition.ITEM_NOT_FOUND)
-        return self.server.registry.server_info(own.disco_node)
+        return self._ctx.registry.server_info(own.disco_node)
 
     # -- clients' caps ---------------------------------------------------------------------
 
@@ -135,9 +134,9 @@ class CapsModule:
             await asyncio.shield(pending.task)  # a cancelled waiter must not stop the check
         return self.cache.get(caps.ver, caps.algo)
 
-    def _presence(self, stanza: Element, sender: JID, conn: C2SConnection | None) -> None:
-        """PRESENCE_BROADCAST observer: note the caps, check a new 'ver'. Never takes it."""
-        if conn is None or sender.resource is None:
+    def _presence(self, stanza: Element, sender: JID, session: Session | None) -> None:
+        """PRESENCE_BROADCAST observer: note the caps, check a new 'ver'."""
+        if session is None or sender.resource is None:
             return None
         ptype = stanza.get("type")
         if ptype == "unavailable":
@@ -158,8 +157,8 @@ class CapsModule:
             self._check(caps, sender)
         return None
 
-    def _session_closed(self, conn: C2SConnection, jid: JID, error: object) -> None:
-        self._by_jid.pop(jid, None)
+    def _session_closed(self, session: Session, error: object) -> None:
+        self._by_jid.pop(session.jid, None)
 
     def _check(self, caps: Caps, jid: JID) -> None:
         assert caps.algo is not None
@@ -179,14 +178,14 @@ class CapsModule:
             return
         pending = _Pending(deque([(jid, caps.node)]))
         self._pending[key] = pending
-        pending.task = self.server.spawn(self._verify(key, pending))
+        pending.task = self._ctx.spawn(self._verify(key, pending))
 
     async def _verify(self, key: tuple[str, str], pending: _Pending) -> Element | None:
         algo, ver = key
         try:
             while pending.candidates:
                 jid, node = pending.candidates.popleft()
-                if self.server.sessions.get(jid) is None:
+                if self._ctx.sessions.get(jid) is None:
                     continue  # gone meanwhile
                 query = await self._fetch(jid, f"{node}#{ver}")
                 if query is not None and verify(query, ver, algo):
@@ -209,7 +208,7 @@ class CapsModule:
         iq = Element("iq", ns.CLIENT, {"type": "get"})
         iq.sub("query", ns.DISCO_INFO, {"node": node})
         try:
-            reply = await self.server.router.request(iq, jid, QUERY_TIMEOUT)
+            reply = await self._ctx.request(iq, jid, QUERY_TIMEOUT)
         except TimeoutError:
             return None
         if reply.get("type") != "result":

@@ -10,7 +10,8 @@ from __future__ import annotations
 from roost.core import ns
 from roost.core.errors import StanzaError, StanzaErrorCondition
 from roost.core.xml.element import Element
-from roost.server.modules.base import IqRequest, IqResult, ModuleContext
+from roost.server.api import IqRequest, IqResult, ModuleContext
+from roost.server.services import ROSTERS
 
 __all__ = ["DiscoModule"]
 
@@ -19,9 +20,11 @@ _C = StanzaErrorCondition
 
 class DiscoModule:
     name = "disco"
+    depends = ("roster",)
 
     def setup(self, ctx: ModuleContext) -> None:
-        self.server = ctx.server
+        self.ctx = ctx
+        self.rosters = ctx.service(ROSTERS)
         ctx.iq("host", "get", ns.DISCO_INFO, "query", self.server_info)
         ctx.iq("host", "get", ns.DISCO_ITEMS, "query", self.server_items)
         ctx.iq("account", "get", ns.DISCO_INFO, "query", self.account_info, advertise=False)
@@ -32,8 +35,8 @@ class DiscoModule:
     def server_info(self, req: IqRequest) -> IqResult:
         node = req.payload.get("node")
         if node is None:
-            return self.server.registry.server_info()
-        build = self.server.registry.disco_nodes.get(node)
+            return self.ctx.registry.server_info()
+        build = self.ctx.registry.disco_nodes.get(node)
         if build is None:
             raise StanzaError(_C.ITEM_NOT_FOUND)
         return build()
@@ -41,7 +44,11 @@ class DiscoModule:
     def server_items(self, req: IqRequest) -> IqResult:
         if req.payload.get("node") is not None:
             raise StanzaError(_C.ITEM_NOT_FOUND)
-        return Element("query", ns.DISCO_ITEMS)  # no services (MUC, upload...) yet
+        # XEP-0030 §4: the services hosted here (group chat, pubsub, upload...)
+        query = Element("query", ns.DISCO_ITEMS)
+        for domain, (_, name) in sorted(self.ctx.registry.hosted.items()):
+            query.sub("item", attrs={"jid": domain, "name": name} if name else {"jid": domain})
+        return query
 
     # -- accounts (XEP-0030 §8) ------------------------------------------------------------
 
@@ -50,9 +57,9 @@ class DiscoModule:
         if req.sender.bare == user:
             return True
         assert user.local is not None
-        if not await self.server.accounts.exists(user.local, user.domain):
+        if not await self.ctx.accounts.exists(user.local, user.domain):
             return False
-        roster = await self.server.rosters.get(user)
+        roster = await self.rosters.get(user)
         return roster.state(str(req.sender.bare)).has_from
 
     async def account_info(self, req: IqRequest) -> IqResult:
@@ -63,7 +70,7 @@ class DiscoModule:
             raise StanzaError(_C.ITEM_NOT_FOUND)
         query = Element("query", ns.DISCO_INFO)
         query.sub("identity", attrs={"category": "account", "type": "registered"})
-        for var in sorted(self.server.registry.account_features):
+        for var in sorted(self.ctx.registry.account_features):
             query.sub("feature", attrs={"var": var})
         return query
 
@@ -72,7 +79,7 @@ class DiscoModule:
         if req.payload.get("node") is not None or not await self._may_see(req):
             return query  # §8 rule 2: an empty result
         # the account's available resources, to those allowed to see its presence
-        for conn in self.server.sessions.resources(req.to).values():
-            if conn.available:
-                query.sub("item", attrs={"jid": conn.jid_str})
+        for session in self.ctx.sessions.resources(req.to).values():
+            if session.available:
+                query.sub("item", attrs={"jid": session.jid_str})
         return query

@@ -10,18 +10,17 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from roost.core import ns
 from roost.core.errors import StanzaError, StanzaErrorCondition
 from roost.core.jid import JID
 from roost.core.xml.element import Element
 from roost.server import events
-from roost.server.modules.base import IqRequest, IqResult, ModuleContext
+from roost.server.api import IqRequest, IqResult, ModuleContext
+from roost.server.services import PRESENCE, ROSTERS
+from roost.server.session import Session
 from roost.storage.api import NoSuchAccount
-
-if TYPE_CHECKING:
-    from roost.server.c2s import C2SConnection
 
 __all__ = ["LAST", "LastActivityModule"]
 
@@ -35,21 +34,24 @@ _C = StanzaErrorCondition
 
 class LastActivityModule:
     name = "last"
+    depends = ("roster", "presence")
 
     def setup(self, ctx: ModuleContext) -> None:
-        self.server = ctx.server
+        self.ctx = ctx
+        self.rosters = ctx.service(ROSTERS)
+        self.presence = ctx.service(PRESENCE)
         #: logouts whose write is still under way, so a query right after sees them
         self._writing: dict[JID, tuple[float, str | None]] = {}
         ctx.iq("host", "get", LAST, "query", self.uptime)
         ctx.iq("account", "get", LAST, "query", self.last_logout)
         ctx.account_feature(LAST)
         # After the presence service (priority 0), which records the unavailable presence.
-        ctx.hook(events.SESSION_CLOSED, self.session_closed, priority=-10)
+        ctx.observe(events.SESSION_CLOSED, self.session_closed, priority=-10)
 
     # -- the server (XEP-0012 §5) ------------------------------------------------------------
 
     def uptime(self, req: IqRequest) -> IqResult:
-        seconds = max(0, int(time.time() - self.server.started_at))
+        seconds = max(0, int(time.time() - self.ctx.started_at))
         return Element("query", LAST, {"seconds": str(seconds)})
 
     # -- an account (XEP-0012 §3) ------------------------------------------------------------
@@ -58,16 +60,16 @@ class LastActivityModule:
         user = req.to
         assert user.local is not None
         if req.sender.bare != user:
-            if not self.server.sessions.is_online(user) and not await self.server.accounts.exists(
+            if not self.ctx.sessions.is_online(user) and not await self.ctx.accounts.exists(
                 user.local, user.domain
             ):
                 # RFC 6121 §8.5.1: no such account.
                 raise StanzaError(_C.SERVICE_UNAVAILABLE)
-            roster = await self.server.rosters.get(user)
+            roster = await self.rosters.get(user)
             if not roster.state(str(req.sender.bare)).has_from:
                 # XEP-0012 §3: not allowed to see the user's presence.
                 raise StanzaError(_C.FORBIDDEN)
-        if any(c.available for c in self.server.sessions.resources(user).values()):
+        if any(c.available for c in self.ctx.sessions.resources(user).values()):
             # XEP-0012 §3: an online user has been gone 0 seconds. "Online" is judged by
             # available presence, as the contact sees it; a connected but unavailable
             # session does not count, so it is not revealed here.
@@ -82,7 +84,7 @@ class LastActivityModule:
 
     async def _stored(self, user: JID) -> tuple[float, str | None] | None:
         assert user.local is not None
-        raw = await self.server.storage.get_data(user.local, user.domain, _STORE, _KEY)
+        raw = await self.ctx.storage.get_data(user.local, user.domain, _STORE, _KEY)
         if raw is None:
             return None
         try:
@@ -95,19 +97,19 @@ class LastActivityModule:
 
     # -- recording logouts -------------------------------------------------------------------
 
-    def session_closed(self, conn: C2SConnection, jid: JID, error: object) -> None:
-        user = jid.bare
-        if self.server.sessions.resources(user):
+    def session_closed(self, session: Session, error: object) -> None:
+        user = session.bare
+        if self.ctx.sessions.resources(user):
             return  # not the last session of the account
         status: str | None = None
-        last = self.server.presence.last_unavailable.get(user)
+        last = self.presence.last_unavailable(user)
         if last is not None:
             # XEP-0012 §3: the status of the last unavailable presence (the first <status/>).
-            el = last[0].find("status", ns.CLIENT)
+            el = last.find("status", ns.CLIENT)
             status = (el.text or None) if el is not None else None
         entry = (time.time(), status)
         self._writing[user] = entry
-        self.server.spawn(self._record(user, entry))
+        self.ctx.spawn(self._record(user, entry))
         # returns None: other handlers of the event run too
 
     async def _record(self, user: JID, entry: tuple[float, str | None]) -> None:
@@ -115,7 +117,7 @@ class LastActivityModule:
         stamp, status = entry
         value = json.dumps({"stamp": stamp, "status": status})
         try:
-            await self.server.storage.set_data(user.local, user.domain, _STORE, _KEY, value)
+            await self.ctx.storage.set_data(user.local, user.domain, _STORE, _KEY, value)
         except NoSuchAccount:
             pass  # the account was deleted meanwhile
         finally:

@@ -9,17 +9,12 @@ for the bare JID, normal and groupchat bounce, headline and error are dropped.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from roost.core.errors import StanzaError, StanzaErrorCondition
 from roost.core.jid import JID
 from roost.core.xml.element import Element
-from roost.core.xml.writer import serialize
 from roost.server import events
-from roost.server.modules.base import ModuleContext
-
-if TYPE_CHECKING:
-    from roost.server.c2s import C2SConnection
+from roost.server.api import ModuleContext
+from roost.server.session import Session
 
 __all__ = ["MessageModule"]
 
@@ -30,12 +25,12 @@ class MessageModule:
     name = "message"
 
     def setup(self, ctx: ModuleContext) -> None:
-        self.server = ctx.server
-        ctx.hook(events.to_bare("message"), self.to_bare)
-        ctx.hook(events.to_full("message"), self.to_full)
+        self.ctx = ctx
+        ctx.filter(events.to_bare("message"), self.to_bare)
+        ctx.filter(events.to_full("message"), self.to_full)
 
     def _bounce(self, stanza: Element, sender: JID) -> None:
-        self.server.router.reply_error(stanza, StanzaError(_UNAVAILABLE), sender)
+        self.ctx.reply_error(stanza, StanzaError(_UNAVAILABLE), sender)
 
     def to_bare(self, stanza: Element, sender: JID, to: JID) -> bool:
         mtype = stanza.attrs.get("type") or "normal"
@@ -47,22 +42,23 @@ class MessageModule:
         # §8.5.2.1.1: never to a negative-priority resource.
         ready = [
             c
-            for c in self.server.sessions.resources(to).values()
+            for c in self.ctx.sessions.resources(to).values()
             if c.available and c.priority >= 0
         ]
         if ready:
             if mtype != "headline":
                 top = max(c.priority for c in ready)
                 ready = [c for c in ready if c.priority == top]
-            self._deliver(stanza, ready)
+            # §8.5.2.1.1: the 'to' stays the bare JID; serialised once for every resource.
+            self.ctx.deliver_all(ready, stanza)
             return True
         if mtype == "headline":
             return True  # §8.5.2.2.1: silently ignored
-        if self.server.bus.fire(events.MESSAGE_OFFLINE, stanza, sender, to) is None:
+        if not self.ctx.run(events.MESSAGE_OFFLINE, stanza, sender, to):
             self._bounce(stanza, sender)
         return True
 
-    def to_full(self, stanza: Element, sender: JID, to: JID, target: C2SConnection | None) -> bool:
+    def to_full(self, stanza: Element, sender: JID, to: JID, target: Session | None) -> bool:
         # only called when no connected resource matches (§8.5.3.2.1)
         mtype = stanza.attrs.get("type") or "normal"
         if mtype == "chat":
@@ -71,10 +67,3 @@ class MessageModule:
             self._bounce(stanza, sender)
         # headline and error: silently ignored
         return True
-
-    @staticmethod
-    def _deliver(stanza: Element, targets: list[C2SConnection]) -> None:
-        # §8.5.2.1.1: the 'to' stays the bare JID; serialised once for every resource.
-        data = serialize(stanza).encode()
-        for conn in targets:
-            conn.send_raw(data)

@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
 
+from roost.core.delay import delay_element
 from roost.core.errors import StanzaError, StanzaErrorCondition
 from roost.core.jid import JID, InvalidJID
 from roost.core.xml.element import Element
 from roost.core.xml.parser import parse_fragment
 from roost.core.xml.writer import serialize
 from roost.server import events
-from roost.server.modules.base import ModuleContext
-from roost.server.presence import delay_element
-
-if TYPE_CHECKING:
-    from roost.server.c2s import C2SConnection
+from roost.server.api import ModuleContext
+from roost.server.session import Session
 
 __all__ = ["OfflineModule"]
 
@@ -34,48 +31,46 @@ class OfflineModule:
     name = "offline"
 
     def setup(self, ctx: ModuleContext) -> None:
-        self.server = ctx.server
-        self.limit = ctx.server.config.offline.max_messages
+        self.ctx = ctx
+        self.limit = ctx.config.offline.max_messages
         if self.limit == 0:
             return
         ctx.feature(FEATURE)
-        ctx.hook(events.MESSAGE_OFFLINE, self.store)
-        ctx.hook(events.RESOURCE_DELIVERABLE, self.deliver)
+        ctx.filter(events.MESSAGE_OFFLINE, self.store)
+        ctx.observe(events.RESOURCE_DELIVERABLE, self.deliver)
 
     def store(self, stanza: Element, sender: JID, to: JID) -> bool:
-        self.server.spawn(self._store(stanza, sender, to))
+        self.ctx.spawn(self._store(stanza, sender, to))
         return True
 
     async def _store(self, stanza: Element, sender: JID, to: JID) -> None:
         assert to.local is not None
-        accounts = self.server.accounts
-        if not await accounts.exists(to.local, to.domain):
+        if not await self.ctx.accounts.exists(to.local, to.domain):
             ok = False  # §8.5.1: no such user
         else:
-            ok = await self.server.storage.push_offline(
+            ok = await self.ctx.storage.push_offline(
                 to.local, to.domain, serialize(stanza), time.time(), self.limit
             )
         if not ok:
             err = StanzaError(StanzaErrorCondition.SERVICE_UNAVAILABLE)
-            self.server.router.reply_error(stanza, err, sender)
+            self.ctx.reply_error(stanza, err, sender)
             return
         # A resource may have sent initial presence while we were writing: flush to the
         # best one now rather than at the next login.
         ready = [
             c
-            for c in self.server.sessions.resources(to).values()
+            for c in self.ctx.sessions.resources(to).values()
             if c.available and c.priority >= 0
         ]
         if ready:
             await self._flush_queue(max(ready, key=lambda c: c.priority), to)
 
-    def deliver(self, conn: C2SConnection) -> None:
-        if conn.jid is not None:
-            self.server.spawn(self._flush_queue(conn, conn.jid.bare))
+    def deliver(self, session: Session) -> None:
+        self.ctx.spawn(self._flush_queue(session, session.bare))
 
-    async def _flush_queue(self, conn: C2SConnection, user: JID) -> None:
+    async def _flush_queue(self, session: Session, user: JID) -> None:
         assert user.local is not None
-        stored = await self.server.storage.take_offline(user.local, user.domain)
+        stored = await self.ctx.storage.take_offline(user.local, user.domain)
         for text, stamp in stored:
             try:
                 stanza = parse_fragment(text)
@@ -87,9 +82,9 @@ class OfflineModule:
                 sender = JID.parse(stanza.attrs.get("from") or user.domain)
             except InvalidJID:
                 sender = JID.parse(user.domain)
-            if self.server.router.privacy_in(stanza, sender, user):
+            if self.ctx.privacy_in(stanza, sender, user):
                 continue  # blocked since it was stored (XEP-0191 §3.3, XEP-0016)
-            if conn.available and conn.transport is not None:
-                conn.send_stanza(stanza)
+            if session.available and self.ctx.sessions.get(session.jid) is session:
+                self.ctx.deliver(session, stanza)
             else:  # gone meanwhile: route it again (another resource, or back to storage)
-                self.server.router.route(stanza, sender, user)
+                self.ctx.route(stanza, sender, user)

@@ -8,16 +8,12 @@ connection is closed with ``connection-timeout``.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from roost.core import ns
 from roost.core.errors import StreamError, StreamErrorCondition
-from roost.core.stream.server import State
 from roost.core.xml.element import Element
-from roost.server.modules.base import EMPTY, IqRequest, IqResult, ModuleContext
-
-if TYPE_CHECKING:
-    from roost.server.c2s import C2SConnection
+from roost.server.api import EMPTY, IqRequest, IqResult, ModuleContext
+from roost.server.session import Session
 
 __all__ = ["PingModule"]
 
@@ -26,10 +22,10 @@ class PingModule:
     name = "ping"
 
     def setup(self, ctx: ModuleContext) -> None:
-        self.server = ctx.server
-        self._pinging: set[C2SConnection] = set()
+        self.ctx = ctx
+        self._pinging: set[Session] = set()
         ctx.iq("host", "get", ns.PING, "ping", self.pong)
-        interval = ctx.server.config.c2s.ping_interval
+        interval = ctx.config.c2s.ping_interval
         if interval:
             ctx.every(max(0.2, min(interval / 4, 30.0)), self._check)
 
@@ -39,30 +35,27 @@ class PingModule:
         return EMPTY
 
     def _check(self) -> None:
-        c2s = self.server.config.c2s
+        c2s = self.ctx.config.c2s
         now = time.monotonic()
-        for conn in list(self.server.connections):
+        for session in self.ctx.sessions.all():
+            stream = session.stream
             if (
-                conn not in self._pinging
-                and conn.jid is not None
-                and conn.stream.state is State.READY
-                and now - conn.last_rx > c2s.ping_interval
+                session not in self._pinging
+                and stream is not None
+                and now - stream.last_rx > c2s.ping_interval
             ):
-                self._pinging.add(conn)
-                self.server.spawn(self._ping(conn))
+                self._pinging.add(session)
+                self.ctx.spawn(self._ping(session))
 
-    async def _ping(self, conn: C2SConnection) -> None:
-        jid = conn.jid
+    async def _ping(self, session: Session) -> None:
         try:
-            if jid is None:
-                return
             iq = Element("iq", ns.CLIENT, {"type": "get"}, [Element("ping", ns.PING)])
             try:
-                await self.server.router.request(iq, jid, self.server.config.c2s.ping_timeout)
+                await self.ctx.request(iq, session.jid, self.ctx.config.c2s.ping_timeout)
             except TimeoutError:
-                if conn.jid == jid:
-                    conn.close(
+                if self.ctx.sessions.get(session.jid) is session:
+                    session.close(
                         StreamError(StreamErrorCondition.CONNECTION_TIMEOUT, "no answer to ping")
                     )
         finally:
-            self._pinging.discard(conn)
+            self._pinging.discard(session)

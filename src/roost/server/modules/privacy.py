@@ -20,11 +20,18 @@ them to routed stanzas and sends the pushes. Choices where the specification lea
 from __future__ import annotations
 
 from roost.core.errors import StanzaError, StanzaErrorCondition
-from roost.core.im.privacy import PRIVACY, ItemType, PrivacyList, list_element, parse_list
+from roost.core.im.privacy import (
+    MAX_ITEMS,
+    PRIVACY,
+    ItemType,
+    PrivacyList,
+    list_element,
+    parse_list,
+)
 from roost.core.jid import JID
 from roost.core.xml.element import Element
-from roost.server.modules.base import EMPTY, IqRequest, IqResult, ModuleContext
-from roost.server.privacy_lists import MAX_ITEMS, PrivacyLists, own_session
+from roost.server.api import EMPTY, IqRequest, IqResult, ModuleContext
+from roost.server.services import PRIVACY_LISTS, ROSTERS, own_session
 
 __all__ = ["PrivacyModule"]
 
@@ -33,14 +40,11 @@ _C = StanzaErrorCondition
 
 class PrivacyModule:
     name = "privacy"
-
-    def __init__(self, lists: PrivacyLists) -> None:
-        self.lists = lists
+    depends = ("privacy_lists", "roster")
 
     def setup(self, ctx: ModuleContext) -> None:
-        if not self.lists.loaded:
-            raise RuntimeError("the privacy module needs the privacy_lists module loaded first")
-        self.server = ctx.server
+        self.lists = ctx.service(PRIVACY_LISTS)
+        self.rosters = ctx.service(ROSTERS)
         ctx.iq("account", "get", PRIVACY, "query", self.get)
         ctx.iq("account", "set", PRIVACY, "query", self.set, advertise=False)
 
@@ -94,7 +98,7 @@ class PrivacyModule:
         wanted = {i.value for i in lst.items if i.type is ItemType.GROUP and i.value is not None}
         if not wanted:
             return
-        roster = await self.server.rosters.get(user)
+        roster = await self.rosters.get(user)
         groups = {g for item in roster.items.values() for g in item.groups}
         missing = sorted(g for g in wanted if g not in groups)
         if missing:

@@ -26,7 +26,7 @@ from roost.core.jid import JID
 from roost.core.xml.element import Element
 from roost.core.xml.parser import parse_fragment
 from roost.core.xml.writer import serialize
-from roost.server.modules.base import EMPTY, IqRequest, IqResult, ModuleContext
+from roost.server.api import EMPTY, IqRequest, IqResult, ModuleContext
 
 __all__ = ["MAX_FRAGMENTS", "MAX_FRAGMENT_SIZE", "PRIVATE", "PrivateModule"]
 
@@ -60,7 +60,7 @@ class PrivateModule:
     name = "private"
 
     def setup(self, ctx: ModuleContext) -> None:
-        self.server = ctx.server
+        self.ctx = ctx
         ctx.iq("account", "get", PRIVATE, "query", self.get)
         ctx.iq("account", "set", PRIVATE, "query", self.set, advertise=False)
 
@@ -77,7 +77,7 @@ class PrivateModule:
         assert user.local is not None
         result = Element("query", PRIVATE)
         for wanted in _fragments(req.payload):
-            raw = await self.server.storage.get_data(user.local, user.domain, _STORE, _key(wanted))
+            raw = await self.ctx.storage.get_data(user.local, user.domain, _STORE, _key(wanted))
             found: Element | None = None
             if raw is not None:
                 try:
@@ -102,7 +102,7 @@ class PrivateModule:
             if len(value.encode()) > MAX_FRAGMENT_SIZE:
                 raise StanzaError(_C.NOT_ACCEPTABLE, f"{key} is too large")
             changes[key] = value
-        storage = self.server.storage
+        storage = self.ctx.storage
         stored = await storage.list_data(user.local, user.domain, _STORE)
         after = set(stored) | {k for k, v in changes.items() if v is not None}
         after -= {k for k, v in changes.items() if v is None}

@@ -11,18 +11,15 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from typing import TYPE_CHECKING
 
 from roost.core import ns
 from roost.core.errors import StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition
 from roost.core.jid import JID
 from roost.core.xml.element import Element
 from roost.server.accounts import InvalidUsername
-from roost.server.modules.base import EMPTY, HANDLED, IqRequest, IqResult, ModuleContext
+from roost.server.api import EMPTY, HANDLED, IqRequest, IqResult, ModuleContext, PreAuthStream
+from roost.server.services import PRESENCE, ROSTERS
 from roost.storage.api import AccountExists, NoSuchAccount
-
-if TYPE_CHECKING:
-    from roost.server.c2s import C2SConnection
 
 __all__ = ["RegisterModule"]
 
@@ -72,10 +69,12 @@ def _registration_form() -> Element:
 
 class RegisterModule:
     name = "register"
+    depends = ("roster",)
 
     def setup(self, ctx: ModuleContext) -> None:
-        self.server = ctx.server
-        self.config = ctx.server.config.registration
+        self.ctx = ctx
+        self.rosters = ctx.service(ROSTERS)
+        self.config = ctx.config.registration
         self._recent: dict[str, collections.deque[float]] = {}
         ctx.preauth_iq(REGISTER, self.preauth)
         for target in ("host", "account"):
@@ -86,19 +85,18 @@ class RegisterModule:
 
     # -- before authentication: creating an account ---------------------------------------
 
-    def preauth(self, conn: C2SConnection, stanza: Element) -> None:
-        self.server.spawn(self._preauth(conn, stanza))
+    def preauth(self, conn: PreAuthStream, stanza: Element) -> None:
+        self.ctx.spawn(self._preauth(conn, stanza))
 
-    async def _preauth(self, conn: C2SConnection, stanza: Element) -> None:
-        domain = conn.stream.domain or self.server.default_domain
+    async def _preauth(self, conn: PreAuthStream, stanza: Element) -> None:
         query = stanza.find("query", REGISTER)
         try:
-            conn.answer_preauth(stanza, await self._create(conn, stanza, query, domain))
+            conn.answer(stanza, await self._create(conn, stanza, query, conn.domain))
         except StanzaError as err:
-            conn.answer_preauth(stanza, err)
+            conn.answer(stanza, err)
 
     async def _create(
-        self, conn: C2SConnection, stanza: Element, query: Element | None, domain: str
+        self, conn: PreAuthStream, stanza: Element, query: Element | None, domain: str
     ) -> Element | None:
         if not self.config.enabled:
             raise StanzaError(_C.SERVICE_UNAVAILABLE)  # XEP-0077 §3.1: not supported here
@@ -119,7 +117,7 @@ class RegisterModule:
         if not self._allow(conn.peer_ip):
             raise StanzaError(_C.NOT_ACCEPTABLE, "too many registrations from your address")
         try:
-            account = await self.server.accounts.create(username, domain, password)
+            account = await self.ctx.accounts.create(username, domain, password)
         except AccountExists:
             raise StanzaError(_C.CONFLICT, "that username is taken") from None
         except (InvalidUsername, ValueError) as exc:
@@ -146,7 +144,7 @@ class RegisterModule:
 
     @staticmethod
     def _own(req: IqRequest) -> JID:
-        if req.conn is None or (req.to.local is not None and req.to != req.sender.bare):
+        if req.session is None or (req.to.local is not None and req.to != req.sender.bare):
             raise StanzaError(_C.FORBIDDEN)
         return req.sender.bare
 
@@ -176,11 +174,11 @@ class RegisterModule:
         if not password:
             # XEP-0077 §3.3: an empty password keeps the existing one.
             raise StanzaError(_C.NOT_ACCEPTABLE, "the password must not be empty")
-        assert req.conn is not None
-        if not req.conn.stream.encrypted:
+        assert req.session is not None
+        if not req.session.encrypted:
             raise StanzaError(_C.NOT_AUTHORIZED, "change passwords only over TLS")  # §3.3
         try:
-            await self.server.accounts.set_password(user.local, user.domain, password)
+            await self.ctx.accounts.set_password(user.local, user.domain, password)
         except NoSuchAccount:
             raise StanzaError(_C.REGISTRATION_REQUIRED) from None
         except ValueError as exc:
@@ -190,19 +188,19 @@ class RegisterModule:
     async def _cancel(self, req: IqRequest, user: JID) -> None:
         """XEP-0077 §3.2: remove the account and its data; tell contacts; end sessions."""
         assert user.local is not None
-        roster = await self.server.rosters.get(user)
-        # every contact in the roster, and everyone still waiting for an answer
-        for contact in {**roster.items, **roster.pending_in}:
-            self.server.presence.cancel_subscriptions(
-                user, JID.parse(contact), roster.state(contact)
-            )
-        if not await self.server.storage.delete_account(user.local, user.domain):
+        roster = await self.rosters.get(user)
+        presence = self.ctx.maybe_service(PRESENCE)
+        if presence is not None:
+            # every contact in the roster, and everyone still waiting for an answer
+            for contact in {**roster.items, **roster.pending_in}:
+                presence.cancel_subscriptions(user, JID.parse(contact), roster.state(contact))
+        if not await self.ctx.storage.delete_account(user.local, user.domain):
             raise StanzaError(_C.REGISTRATION_REQUIRED)
         log.info("account %s removed in-band", user)
         reply = Element(
             "iq", ns.CLIENT, {"type": "result", "id": req.stanza.attrs["id"], "to": str(req.sender)}
         )
-        self.server.router.deliver_local(reply, req.sender)
+        self.ctx.deliver_to(req.sender, reply)
         gone = StreamError(StreamErrorCondition.NOT_AUTHORIZED, "the account was removed")
-        for conn in list(self.server.sessions.resources(user).values()):
-            conn.close(gone)
+        for session in list(self.ctx.sessions.resources(user).values()):
+            session.close(gone)

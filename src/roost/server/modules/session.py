@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from roost.core import ns
-from roost.server.modules.base import EMPTY, IqRequest, IqResult, ModuleContext
+from roost.server.api import EMPTY, IqRequest, IqResult, ModuleContext
 
 __all__ = ["SessionModule"]
 

@@ -5,18 +5,13 @@ from __future__ import annotations
 import datetime
 from typing import Final
 
+from roost.core.delay import xep0082_datetime
 from roost.core.xml.element import Element
-from roost.server.modules.base import IqRequest, IqResult, ModuleContext
+from roost.server.api import IqRequest, IqResult, ModuleContext
 
-__all__ = ["TIME", "TimeModule", "xep0082_datetime"]
+__all__ = ["TIME", "TimeModule"]
 
 TIME: Final = "urn:xmpp:time"
-
-
-def xep0082_datetime(stamp: float) -> str:
-    """XEP-0082 §3.2 DateTime in UTC with milliseconds, e.g. ``2006-12-19T17:58:35.123Z``."""
-    when = datetime.datetime.fromtimestamp(stamp, datetime.UTC)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 class TimeModule:

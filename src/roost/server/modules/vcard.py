@@ -21,7 +21,7 @@ from roost.core.jid import JID
 from roost.core.xml.element import Element
 from roost.core.xml.parser import parse_fragment
 from roost.core.xml.writer import serialize
-from roost.server.modules.base import EMPTY, IqRequest, IqResult, ModuleContext
+from roost.server.api import EMPTY, IqRequest, IqResult, ModuleContext
 
 __all__ = ["MAX_VCARD_SIZE", "VCARD", "VCardModule"]
 
@@ -39,7 +39,7 @@ class VCardModule:
     name = "vcard"
 
     def setup(self, ctx: ModuleContext) -> None:
-        self.server = ctx.server
+        self.ctx = ctx
         ctx.iq("account", "get", VCARD, "vCard", self.get)
         ctx.iq("account", "set", VCARD, "vCard", self.set, advertise=False)
         ctx.account_feature(VCARD)
@@ -49,11 +49,11 @@ class VCardModule:
         assert user.local is not None
         if (
             req.sender.bare != user
-            and not self.server.sessions.is_online(user)
-            and not await self.server.accounts.exists(user.local, user.domain)
+            and not self.ctx.sessions.is_online(user)
+            and not await self.ctx.accounts.exists(user.local, user.domain)
         ):
             raise StanzaError(_C.SERVICE_UNAVAILABLE)  # RFC 6121 §8.5.1: no such account
-        raw = await self.server.storage.get_data(user.local, user.domain, _STORE, _KEY)
+        raw = await self.ctx.storage.get_data(user.local, user.domain, _STORE, _KEY)
         if raw is not None:
             try:
                 return parse_fragment(raw)
@@ -73,5 +73,5 @@ class VCardModule:
             if len(value.encode()) > MAX_VCARD_SIZE:
                 raise StanzaError(_C.NOT_ACCEPTABLE, "the vCard is too large")
         # An empty vCard removes the stored one: a get answers an empty vCard either way.
-        await self.server.storage.set_data(user.local, user.domain, _STORE, _KEY, value)
+        await self.ctx.storage.set_data(user.local, user.domain, _STORE, _KEY, value)
         return EMPTY

@@ -10,7 +10,7 @@ from typing import Final
 
 import roost
 from roost.core.xml.element import Element
-from roost.server.modules.base import IqRequest, IqResult, ModuleContext
+from roost.server.api import IqRequest, IqResult, ModuleContext
 
 __all__ = ["VERSION", "VersionModule"]
 

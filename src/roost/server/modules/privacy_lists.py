@@ -10,7 +10,7 @@ also fires for the deliveries it makes outside the router.
 Caching, so routing never waits on the database:
 
 * A user's lists are read when a session binds; until they are in memory nothing more from
-  that client is handled (``C2SConnection.hold``), so its own stanzas never wait.
+  that client is handled (``Session.hold``), so its own stanzas never wait.
 * Lists of offline users are read on first need and kept in a bounded cache (the oldest
   read is dropped first). A stanza that needs rules not yet in memory (or the roster of an
   offline user whose list has group or subscription items) is deferred: queued in arrival
@@ -26,19 +26,22 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Final, Literal
+from typing import Final, Literal
 
 from roost.core import ns
 from roost.core.errors import StanzaError, StanzaErrorCondition
 from roost.core.im.privacy import (
     BLOCKING,
+    MAX_ITEMS,
+    MAX_LISTS,
     PRIVACY,
     Contact,
     Kind,
     PrivacyItem,
     PrivacyList,
+    UserPrivacy,
     blocked_error,
     jid_matches,
     list_from_json,
@@ -49,23 +52,15 @@ from roost.core.im.privacy import (
 )
 from roost.core.jid import JID
 from roost.core.xml.element import Element
-from roost.core.xml.writer import serialize
 from roost.server import events
-from roost.server.modules.base import IqRequest, ModuleContext
-
-if TYPE_CHECKING:
-    from roost.server.app import Server
-    from roost.server.c2s import C2SConnection
-    from roost.server.rosters import Roster
+from roost.server.api import ModuleContext
+from roost.server.services import PRESENCE, PRIVACY_LISTS, ROSTERS, Roster
+from roost.server.session import Session
 
 __all__ = [
     "BLOCKLIST_NAME",
-    "MAX_ITEMS",
-    "MAX_LISTS",
     "STORE",
     "PrivacyLists",
-    "UserPrivacy",
-    "own_session",
 ]
 
 log = logging.getLogger(__name__)
@@ -75,9 +70,6 @@ _C = StanzaErrorCondition
 STORE: Final = "privacy"
 _DEFAULT_KEY: Final = "default"
 _LIST_PREFIX: Final = "list:"
-#: limits on what a user can store (everything a peer controls is bounded)
-MAX_LISTS: Final = 50
-MAX_ITEMS: Final = 1000
 #: the default list a block command creates when the user has none
 BLOCKLIST_NAME: Final = "blocklist"
 #: offline users whose lists stay in memory after a look-up
@@ -86,13 +78,6 @@ OFFLINE_CACHE: Final = 10_000
 MAX_DEFERRED: Final = 10_000
 #: presence an account with no session drops anyway (RFC 6121 §8.5.2.2.2, §8.5.3.2.2)
 _DROPPED_WHEN_OFFLINE: Final = frozenset({None, "unavailable", "error"})
-
-
-def own_session(req: IqRequest) -> tuple[JID, str]:
-    """The user and resource behind a request about one's own lists (local sessions only)."""
-    if req.sender.bare != req.to or req.conn is None or req.sender.resource is None:
-        raise StanzaError(_C.FORBIDDEN)
-    return req.to, req.sender.resource
 
 
 def _no_contacts(contact: str) -> Contact | None:
@@ -118,42 +103,6 @@ def _bounceable(stanza: Element) -> bool:
     if tag == "iq":
         return stype in ("get", "set")
     return tag == "message" and stype != "error"
-
-
-class UserPrivacy:
-    """One user's lists, default list and per-session state (active lists, interest)."""
-
-    __slots__ = ("active", "blocklist_requested", "default", "lists", "quiet")
-
-    def __init__(self, lists: dict[str, PrivacyList], default: str | None) -> None:
-        self.lists = lists
-        self.default = default if default in lists else None
-        #: resource -> name of the session's active list (XEP-0016 §2.3)
-        self.active: dict[str, str] = {}
-        #: resources that asked for the blocklist and so get its pushes (XEP-0191 §3.3)
-        self.blocklist_requested: set[str] = set()
-        #: nothing to enforce: no active list and no (non-empty) default list
-        self.quiet = True
-        self.refresh()
-
-    def refresh(self) -> None:
-        default = self.default_list()
-        self.quiet = not self.active and (default is None or not default.items)
-
-    def default_list(self) -> PrivacyList | None:
-        return None if self.default is None else self.lists.get(self.default)
-
-    def list_for(self, resource: str | None) -> PrivacyList | None:
-        """§2.2 rules 1-2: the session's active list, else the default list."""
-        if resource is not None and self.active:
-            name = self.active.get(resource)
-            if name is not None:
-                return self.lists.get(name)
-        return self.default_list()
-
-    def blocklist(self) -> list[str]:
-        default = self.default_list()
-        return [] if default is None else default.blocked()
 
 
 class _Loaded:
@@ -190,26 +139,18 @@ class PrivacyLists:
         self._worker: asyncio.Task[None] | None = None
         #: the stanza being routed again after its deferred check, and where to
         self._passing: tuple[Element, JID] | None = None
-        self._server: Server | None = None
 
     def setup(self, ctx: ModuleContext) -> None:
-        self._server = ctx.server
-        self.domains = ctx.server.domains
-        ctx.hook(events.PRIVACY_OUT, self.check_out)
-        ctx.hook(events.PRIVACY_IN, self.check_in)
-        ctx.hook(events.SESSION_BOUND, self.session_bound)
+        self.ctx = ctx
+        self.domains = ctx.domains
+        self.rosters = ctx.service(ROSTERS)
+        ctx.provide(PRIVACY_LISTS, self)
+        ctx.filter(events.PRIVACY_OUT, self.check_out)
+        ctx.filter(events.PRIVACY_IN, self.check_in)
+        ctx.observe(events.SESSION_OPENING, self.session_opening)
+        ctx.observe(events.SESSION_ABANDONED, self.session_abandoned)
         # After the presence service, whose unavailable broadcast still uses this session.
-        ctx.hook(events.SESSION_CLOSED, self.session_closed, priority=-10)
-
-    @property
-    def server(self) -> Server:
-        if self._server is None:
-            raise RuntimeError("the privacy_lists module is not loaded")
-        return self._server
-
-    @property
-    def loaded(self) -> bool:
-        return self._server is not None
+        ctx.observe(events.SESSION_CLOSED, self.session_closed, priority=-10)
 
     # -- enforcement (the hot path) -------------------------------------------------------
 
@@ -249,7 +190,7 @@ class PrivacyLists:
             if (
                 stanza.tag == "presence"
                 and stanza.attrs.get("type") in _DROPPED_WHEN_OFFLINE
-                and not self.server.sessions.is_online(user)
+                and not self.ctx.sessions.is_online(user)
             ):
                 return None  # dropped for want of a session whatever the lists say
             return self._defer(stanza, sender, to)
@@ -263,7 +204,7 @@ class PrivacyLists:
         """The item of ``lst`` that decides; ``False`` when the roster must be read first."""
         roster = None
         if lst.needs_roster:
-            roster = self.server.rosters.cached(owner)
+            roster = self.rosters.cached(owner)
             if roster is None:
                 if loaded is None:
                     return False
@@ -285,7 +226,7 @@ class PrivacyLists:
         # Presence is dropped quietly: the server fans it out to subscribers, and an error
         # for each blocked one on every broadcast would be noise.
         if _bounceable(stanza):
-            self.server.router.reply_error(stanza, blocked_error(blocklist=item.blocks), sender)
+            self.ctx.reply_error(stanza, blocked_error(blocklist=item.blocks), sender)
         return True
 
     def _judge_in(
@@ -313,7 +254,7 @@ class PrivacyLists:
         # and iq requests with service-unavailable, so the user looks offline, not hiding.
         if _bounceable(stanza):
             err = StanzaError(_C.SERVICE_UNAVAILABLE)
-            self.server.router.reply_error(stanza, err, sender)
+            self.ctx.reply_error(stanza, err, sender)
 
     def _to_sessions(
         self,
@@ -329,12 +270,12 @@ class PrivacyLists:
         when no session is available (the default list decides)."""
         targets = [
             c
-            for c in self.server.sessions.resources(user).values()
+            for c in self.ctx.sessions.resources(user).values()
             if c.available and c.jid is not None
         ]
         if not targets:
             return False
-        allowed: list[C2SConnection] = []
+        allowed: list[Session] = []
         for conn in targets:
             assert conn.jid is not None
             lst = st.list_for(conn.jid.resource)
@@ -355,9 +296,7 @@ class PrivacyLists:
         if not allowed:
             self._refuse_in(stanza, sender)
             return True
-        data = serialize(stanza).encode()
-        for conn in allowed:
-            conn.send_raw(data)
+        self.ctx.deliver_all(allowed, stanza)
         return True
 
     # -- deferred checks ------------------------------------------------------------------
@@ -367,13 +306,13 @@ class PrivacyLists:
             log.warning("too many stanzas waiting for privacy lists; refusing one")
             if _bounceable(stanza):
                 err = StanzaError(_C.RESOURCE_CONSTRAINT)
-                self.server.router.reply_error(stanza, err, sender)
+                self.ctx.reply_error(stanza, err, sender)
             return True
         self._deferred.append((stanza, sender, to))
         self._queued[sender.bare] += 1
         self._queued[to.bare] += 1
         if self._worker is None:
-            self._worker = self.server.spawn(self._drain())
+            self._worker = self.ctx.spawn(self._drain())
         return True
 
     async def _drain(self) -> None:
@@ -407,7 +346,7 @@ class PrivacyLists:
                 continue
             st = await self._load(user)
             loaded.users[user] = st
-            rosters = self.server.rosters
+            rosters = self.rosters
             if rosters.cached(user) is None and any(lst.needs_roster for lst in st.lists.values()):
                 loaded.rosters[user] = await rosters.get(user)
         return loaded
@@ -435,7 +374,7 @@ class PrivacyLists:
             return
         self._passing = (stanza, to)
         try:
-            self.server.router.route(stanza, sender, to)
+            self.ctx.route(stanza, sender, to)
         finally:
             self._passing = None
 
@@ -447,14 +386,14 @@ class PrivacyLists:
             return st
         task = self._loading.get(user)
         if task is None:
-            task = self._loading[user] = self.server.spawn(self._read(user))
+            task = self._loading[user] = self.ctx.spawn(self._read(user))
         # shielded: one waiter being cancelled must not cancel the read the others share
         return await asyncio.shield(task)
 
     async def _read(self, user: JID) -> UserPrivacy:
         assert user.local is not None
         try:
-            data = await self.server.storage.list_data(user.local, user.domain, STORE)
+            data = await self.ctx.storage.list_data(user.local, user.domain, STORE)
             lists: dict[str, PrivacyList] = {}
             for key, value in data.items():
                 if not key.startswith(_LIST_PREFIX):
@@ -465,7 +404,7 @@ class PrivacyLists:
                 except (ValueError, KeyError, TypeError, AttributeError):
                     log.warning("ignoring an unreadable privacy list %r of %s", name, user)
             st = UserPrivacy(lists, data.get(_DEFAULT_KEY))
-            if self.server.sessions.is_online(user):
+            if self.ctx.sessions.is_online(user):
                 self._online[user] = st
             else:
                 self._remember_offline(user, st)
@@ -479,21 +418,30 @@ class PrivacyLists:
         while len(self._offline) > OFFLINE_CACHE:
             self._offline.popitem(last=False)
 
-    def session_bound(self, conn: C2SConnection) -> None:
-        jid = conn.jid
-        if jid is None:
-            return
-        user = jid.bare
+    def session_opening(self, session: Session, waits: list[Awaitable[object]]) -> None:
+        user = session.bare
         if user in self._online:
             return
         st = self._offline.pop(user, None)
         if st is not None:
             self._online[user] = st
             return
-        # Handle nothing more from this client until its rules are in memory, so none of
-        # its stanzas waits for the database or is deferred (the hold is one storage read;
-        # RFC 6120 §7.1 lets it send nothing before the bind result anyway).
-        conn.hold(self.server.spawn(self._load_quietly(user)))
+        # The session is bound once its rules are in memory, so none of its stanzas waits
+        # for the database or is deferred (one storage read, beside the roster's).
+        waits.append(self._load_online(user))
+
+    async def _load_online(self, user: JID) -> None:
+        await self._load_quietly(user)
+        st = self._offline.pop(user, None)  # read before the session was bound
+        if st is not None:
+            self._online[user] = st
+
+    def session_abandoned(self, session: Session) -> None:
+        user = session.bare
+        st = self._online.get(user)
+        if st is not None and not self.ctx.sessions.is_online(user):
+            del self._online[user]
+            self._remember_offline(user, st)
 
     async def _load_quietly(self, user: JID) -> None:
         try:
@@ -502,7 +450,8 @@ class PrivacyLists:
             # checks of this user's stanzas are deferred and try again
             log.exception("cannot load the privacy lists of %s", user)
 
-    def session_closed(self, conn: C2SConnection, jid: JID, error: object) -> None:
+    def session_closed(self, session: Session, error: object) -> None:
+        jid = session.jid
         user = jid.bare
         st = self._online.get(user)
         if st is None:
@@ -511,7 +460,7 @@ class PrivacyLists:
         if st.active.pop(jid.resource, None) is not None:
             st.refresh()  # §2.2 rule 1: an active list lasts for the session only
         st.blocklist_requested.discard(jid.resource)
-        if not self.server.sessions.is_online(user):
+        if not self.ctx.sessions.is_online(user):
             del self._online[user]
             self._remember_offline(user, st)
 
@@ -544,11 +493,11 @@ class PrivacyLists:
 
     async def _store(self, user: JID, key: str, value: str | None) -> None:
         assert user.local is not None
-        await self.server.storage.set_data(user.local, user.domain, STORE, key, value)
+        await self.ctx.storage.set_data(user.local, user.domain, STORE, key, value)
 
     def _in_use_elsewhere(self, user: JID, st: UserPrivacy, name: str, resource: str) -> bool:
         """§2.2 rule 11: whether ``name`` applies to a session other than ``resource``."""
-        for other in self.server.sessions.resources(user):
+        for other in self.ctx.sessions.resources(user):
             if other == resource:
                 continue
             active = st.active.get(other)
@@ -590,7 +539,7 @@ class PrivacyLists:
                 return
             if st.default is not None and any(
                 other != resource and other not in st.active
-                for other in self.server.sessions.resources(user)
+                for other in self.ctx.sessions.resources(user)
             ):
                 raise StanzaError(_C.CONFLICT, "the default list applies to another session")
             await self._store(user, _DEFAULT_KEY, name)
@@ -684,31 +633,32 @@ class PrivacyLists:
     def _hide_from(self, user: JID, blocked: JID) -> None:
         """XEP-0191 §3.3: unavailable from each available resource to the blocked JID, if
         it may see the user's presence (a subscriber, or sent directed presence)."""
-        roster = self.server.rosters.cached(user)
+        roster = self.rosters.cached(user)
         subscribers = [] if roster is None else [JID.parse(c) for c in roster.subscribers()]
         watching = [c for c in subscribers if jid_matches(blocked, c)]
-        for conn in list(self.server.sessions.resources(user).values()):
+        for conn in list(self.ctx.sessions.resources(user).values()):
             if not conn.available or conn.jid is None:
                 continue
             directed = [d for d in conn.directed if jid_matches(blocked, d)]
             conn.directed.difference_update(directed)
             for target in dict.fromkeys([*watching, *directed]):
                 attrs = {"type": "unavailable", "from": conn.jid_str, "to": str(target)}
-                self.server.router.route(Element("presence", ns.CLIENT, attrs), conn.jid, target)
+                self.ctx.route(Element("presence", ns.CLIENT, attrs), conn.jid, target)
 
     def _show_to(self, user: JID, unblocked: JID) -> None:
         """XEP-0191 §3.4: current presence again to the subscribers it covered."""
-        roster = self.server.rosters.cached(user)
+        roster = self.rosters.cached(user)
         if roster is None:
             return
         for contact in roster.subscribers():
             cjid = JID.parse(contact)
-            if jid_matches(unblocked, cjid):
-                self.server.presence.send_current_presence(user, cjid)
+            presence = self.ctx.maybe_service(PRESENCE)
+            if jid_matches(unblocked, cjid) and presence is not None:
+                presence.send_current_presence(user, cjid)
 
     def _push_blocklist(self, user: JID, st: UserPrivacy, verb: str, jids: list[str]) -> None:
         """XEP-0191 §3.3-3.5: to each session that requested the blocklist."""
-        sessions = self.server.sessions.resources(user)
+        sessions = self.ctx.sessions.resources(user)
         for resource in st.blocklist_requested:
             conn = sessions.get(resource)
             if conn is None:
@@ -716,12 +666,12 @@ class PrivacyLists:
             payload = Element(verb, BLOCKING)
             for jid in jids:
                 payload.sub("item", attrs={"jid": jid})
-            attrs = {"type": "set", "id": self.server.new_id(), "to": conn.jid_str}
-            conn.send_stanza(Element("iq", ns.CLIENT, attrs, [payload]))
+            attrs = {"type": "set", "id": self.ctx.new_id(), "to": conn.jid_str}
+            self.ctx.deliver(conn, Element("iq", ns.CLIENT, attrs, [payload]))
 
     def _push_list(self, user: JID, name: str) -> None:
         """XEP-0016 §2.2 rule 10: the list's name to every connected resource."""
-        for conn in self.server.sessions.resources(user).values():
+        for conn in self.ctx.sessions.resources(user).values():
             query = Element("query", PRIVACY, None, [Element("list", PRIVACY, {"name": name})])
-            attrs = {"type": "set", "id": self.server.new_id(), "to": conn.jid_str}
-            conn.send_stanza(Element("iq", ns.CLIENT, attrs, [query]))
+            attrs = {"type": "set", "id": self.ctx.new_id(), "to": conn.jid_str}
+            self.ctx.deliver(conn, Element("iq", ns.CLIENT, attrs, [query]))

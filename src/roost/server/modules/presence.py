@@ -7,12 +7,11 @@ broadcast reads only cached rosters and the session map.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import time
-from typing import TYPE_CHECKING
 
 from roost.core import ns
+from roost.core.delay import delay_element
 from roost.core.errors import StanzaError, StanzaErrorCondition
 from roost.core.im.subscription import INBOUND, OUTBOUND, Subscription, SubState
 from roost.core.jid import JID
@@ -20,24 +19,15 @@ from roost.core.xml.element import Element
 from roost.core.xml.parser import parse_fragment
 from roost.core.xml.writer import serialize
 from roost.server import events
-from roost.server.modules.base import ModuleContext
+from roost.server.api import ModuleContext
+from roost.server.services import PRESENCE, ROSTERS
+from roost.server.session import Session
 
-if TYPE_CHECKING:
-    from roost.server.app import Server
-    from roost.server.c2s import C2SConnection
-
-__all__ = ["PresenceService", "delay_element"]
+__all__ = ["PresenceModule"]
 
 log = logging.getLogger(__name__)
 SUBSCRIPTION_TYPES = frozenset(("subscribe", "subscribed", "unsubscribe", "unsubscribed"))
 PRE_APPROVAL = "urn:xmpp:features:pre-approval"
-
-
-def delay_element(stamp: float, from_: str, reason: str | None = None) -> Element:
-    """XEP-0203 ``<delay/>`` with an XEP-0082 UTC timestamp."""
-    when = datetime.datetime.fromtimestamp(stamp, datetime.UTC)
-    text = when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    return Element("delay", ns.DELAY, {"from": from_, "stamp": text}, [reason] if reason else None)
 
 
 def _priority(stanza: Element) -> int:
@@ -51,63 +41,88 @@ def _priority(stanza: Element) -> int:
         return 0
 
 
-class PresenceService:
-    """The presence and subscription logic; registered as the ``presence`` module."""
+class PresenceModule:
+    """The presence and subscription logic; provides the ``presence`` service."""
 
     name = "presence"
+    depends = ("roster",)
 
-    def __init__(self, server: Server) -> None:
-        self.server = server
+    def __init__(self) -> None:
         #: last unavailable presence of users with no available resource (§4.3.2 rule 3)
-        self.last_unavailable: dict[JID, tuple[Element, float]] = {}
+        self._last_unavailable: dict[JID, tuple[Element, float]] = {}
 
     def setup(self, ctx: ModuleContext) -> None:
-        ctx.hook(events.PRESENCE_OUTBOUND, self.outbound)
-        ctx.hook(events.PRESENCE_BROADCAST, self.broadcast)
-        ctx.hook(events.to_bare("presence"), self.inbound_bare)
-        ctx.hook(events.to_full("presence"), self.inbound_full)
-        ctx.hook(events.SESSION_CLOSED, self.session_closed)
+        self.ctx = ctx
+        self.rosters = ctx.service(ROSTERS)
+        ctx.provide(PRESENCE, self)
+        ctx.filter(events.PRESENCE_OUTBOUND, self.outbound)
+        ctx.filter(events.PRESENCE_BROADCAST, self.broadcast)
+        ctx.filter(events.to_bare("presence"), self.inbound_bare)
+        ctx.filter(events.to_full("presence"), self.inbound_full)
+        ctx.filter(events.to_full("iq"), self.iq_to_full)
+        ctx.observe(events.SESSION_CLOSED, self.session_closed)
         # RFC 6121 §3.4: subscription pre-approval is supported.
         ctx.stream_feature(lambda: Element("sub", PRE_APPROVAL), pre_auth=False)
 
+    def last_unavailable(self, user: JID) -> Element | None:
+        last = self._last_unavailable.get(user)
+        return None if last is None else last[0]
+
     # -- helpers --------------------------------------------------------------------------
 
-    def _send_to_resources(
-        self, user: JID, stanza: Element, *, only: C2SConnection | None = None
-    ) -> None:
-        """Deliver to all available resources of ``user`` (or just ``only``)."""
-        data = serialize(stanza).encode()
-        targets = [only] if only is not None else self.server.sessions.resources(user).values()
-        for conn in targets:
-            if conn.available:
-                conn.send_raw(data)
+    def _send_to_resources(self, user: JID, stanza: Element) -> None:
+        """Deliver to all available resources of ``user``."""
+        sessions = self.ctx.sessions.resources(user).values()
+        self.ctx.deliver_all([s for s in sessions if s.available], stanza)
 
     def _route(self, stanza: Element, sender: JID, to: JID) -> None:
-        self.server.router.route(stanza, sender, to)
+        self.ctx.route(stanza, sender, to)
 
     # XEP-0016 / XEP-0191 for what this service delivers or processes outside the router.
 
     def _privacy_out(self, stanza: Element, sender: JID, to: JID) -> bool:
-        return self.server.router.privacy_out(stanza, sender, to)
+        return self.ctx.privacy_out(stanza, sender, to)
 
     def _privacy_in(self, stanza: Element, sender: JID, to: JID) -> bool:
-        return self.server.router.privacy_in(stanza, sender, to)
+        return self.ctx.privacy_in(stanza, sender, to)
 
     async def _exists(self, user: JID) -> bool:
-        if self.server.sessions.is_online(user):
+        if self.ctx.sessions.is_online(user):
             return True
         assert user.local is not None
-        return await self.server.accounts.exists(user.local, user.domain)
+        return await self.ctx.accounts.exists(user.local, user.domain)
+
+    # -- iq requests to a full JID (RFC 6121 §8.5.3.1) ------------------------------------
+
+    def iq_to_full(self, stanza: Element, sender: JID, to: JID, target: Session | None) -> bool:
+        """No iq requests from those who cannot see the user's presence."""
+        if (
+            target is None
+            or stanza.attrs.get("type") not in ("get", "set")
+            or self._shares_presence(target, sender, to)
+        ):
+            return False
+        self.ctx.reply_error(stanza, StanzaError(StanzaErrorCondition.SERVICE_UNAVAILABLE), sender)
+        return True
+
+    def _shares_presence(self, target: Session, sender: JID, to: JID) -> bool:
+        """Whether ``sender`` may see ``to``'s presence: same account, subscription, directed."""
+        if sender.bare == to.bare or self.ctx.is_server(sender):
+            return True
+        if sender in target.directed or sender.bare in target.directed:
+            return True
+        roster = self.rosters.cached(to.bare)
+        return roster is not None and roster.state(str(sender.bare)).has_from
 
     # -- outbound (from a local client, with a 'to') ---------------------------------------
 
-    def outbound(self, stanza: Element, sender: JID, to: JID, conn: C2SConnection) -> bool:
+    def outbound(self, stanza: Element, sender: JID, to: JID, conn: Session) -> bool:
         ptype = stanza.attrs.get("type")
         if ptype in SUBSCRIPTION_TYPES:
             # XEP-0016 §2.2 rule 4: privacy lists come before subscription handling, so the
             # user's own rules are checked before the roster changes.
             if not self._privacy_out(stanza, sender, to):
-                conn.hold(self.server.spawn(self._outbound_subscription(stanza, sender, to, ptype)))
+                conn.hold(self.ctx.spawn(self._outbound_subscription(stanza, sender, to, ptype)))
         elif ptype is None or ptype == "unavailable":
             # RFC 6121 §4.6: directed presence; remember it to send unavailable later.
             if to.bare != sender.bare:
@@ -119,7 +134,7 @@ class PresenceService:
         elif ptype == "error":
             self._route(stanza, sender, to)
         elif ptype != "probe":  # §4.3: clients do not send probes; dropped
-            self.server.router.reply_error(
+            self.ctx.reply_error(
                 stanza,
                 StanzaError(StanzaErrorCondition.BAD_REQUEST, "unknown presence type"),
                 sender,
@@ -131,7 +146,7 @@ class PresenceService:
     ) -> None:
         user, contact = sender.bare, to.bare
         key = str(contact)
-        rosters = self.server.rosters
+        rosters = self.rosters
         async with rosters.changing(user) as roster:
             before = roster.state(key)
             row = OUTBOUND[ptype][before]
@@ -143,7 +158,7 @@ class PresenceService:
                 elif row.cancel_preapproval and key in roster.items and roster.items[key].approved:
                     await rosters.set_approved(user, roster, key, False)
             except StanzaError as err:  # the roster is full: nothing is sent
-                self.server.router.reply_error(stanza, err, sender)
+                self.ctx.reply_error(stanza, err, sender)
                 return
             after = roster.state(key)
         if row.route:
@@ -154,7 +169,7 @@ class PresenceService:
                 {**stanza.attrs, "from": str(user), "to": key},
                 stanza.children,
             )
-            if contact.domain in self.server.domains and contact.local is not None:
+            if contact.domain in self.ctx.domains and contact.local is not None:
                 # Local contact: process it now, so it is ordered before the presence below,
                 # unless the contact's rules refuse it (the user is not told: XEP-0191 §3.3).
                 if not self._privacy_in(out, user, contact):
@@ -186,15 +201,15 @@ class PresenceService:
             self.send_unavailable(user, contact)
 
     def send_current_presence(self, user: JID, contact: JID) -> None:
-        for conn in self.server.sessions.resources(user).values():
+        for conn in self.ctx.sessions.resources(user).values():
             if conn.available and conn.presence is not None:
                 p = conn.presence.copy()
                 p.attrs["to"] = str(contact)
-                self._route(p, conn.jid or user, contact)
+                self._route(p, conn.jid, contact)
 
     def send_unavailable(self, user: JID, contact: JID) -> None:
-        for conn in self.server.sessions.resources(user).values():
-            if conn.available and conn.jid is not None:
+        for conn in self.ctx.sessions.resources(user).values():
+            if conn.available:
                 p = Element(
                     "presence",
                     ns.CLIENT,
@@ -204,7 +219,7 @@ class PresenceService:
 
     # -- broadcast (from a local client, no 'to'; §4.2, §4.4, §4.5) ------------------------
 
-    def broadcast(self, stanza: Element, sender: JID, conn: C2SConnection | None) -> bool:
+    def broadcast(self, stanza: Element, sender: JID, conn: Session | None) -> bool:
         if conn is None:
             return True
         ptype = stanza.attrs.get("type")
@@ -216,18 +231,18 @@ class PresenceService:
             conn.presence = stanza
             self._broadcast(stanza, sender)
             if first:
-                self.last_unavailable.pop(sender.bare, None)
+                self._last_unavailable.pop(sender.bare, None)
                 self._initial(conn, sender)
             if not was_deliverable and conn.priority >= 0:
                 # RFC 6121 §8.5.2.1.1: messages may now go to it (stored ones first).
-                self.server.bus.fire(events.RESOURCE_DELIVERABLE, conn)
+                self.ctx.notify(events.RESOURCE_DELIVERABLE, conn)
         elif ptype == "unavailable":
             self._went_unavailable(conn, sender, stanza)
         return True
 
     def _broadcast(self, stanza: Element, sender: JID) -> None:
         user = sender.bare
-        roster = self.server.rosters.cached(user)
+        roster = self.rosters.cached(user)
         if roster is not None:
             for contact in roster.subscribers():
                 p = stanza.copy()
@@ -235,19 +250,19 @@ class PresenceService:
                 self._route(p, sender, JID.parse(contact))
         # §4.2.2 / §4.4.2: the user's own available resources get it too.
         own = stanza.copy()
-        for other in self.server.sessions.resources(user).values():
+        for other in self.ctx.sessions.resources(user).values():
             if other.available:
                 own.attrs["to"] = other.jid_str
-                other.send_stanza(own)
+                self.ctx.deliver(other, own)
 
-    def _initial(self, conn: C2SConnection, sender: JID) -> None:
+    def _initial(self, conn: Session, sender: JID) -> None:
         """§4.2: probes for the contacts' presence, other resources, pending requests."""
         user = sender.bare
-        roster = self.server.rosters.cached(user)
+        roster = self.rosters.cached(user)
         if roster is not None:
             for contact in roster.subscriptions():
                 cjid = JID.parse(contact)
-                if cjid.domain in self.server.domains:
+                if cjid.domain in self.ctx.domains:
                     self._answer_probe(cjid, user, reply_to=conn)
                 else:
                     probe = Element(
@@ -263,16 +278,16 @@ class PresenceService:
                     log.warning("dropping an unreadable stored subscription request")
                     continue
                 # not from someone blocked since the request was stored (XEP-0191 §3.3)
-                if conn.jid is None or not self._privacy_in(request, requester, conn.jid):
-                    conn.send_stanza(request)
-        for other in self.server.sessions.resources(user).values():
+                if not self._privacy_in(request, requester, conn.jid):
+                    self.ctx.deliver(conn, request)
+        for other in self.ctx.sessions.resources(user).values():
             if other is not conn and other.available and other.presence is not None:
                 p = other.presence.copy()
                 p.attrs["to"] = conn.jid_str
-                conn.send_stanza(p)
-        self.server.bus.fire(events.PRESENCE_INITIAL, conn)
+                self.ctx.deliver(conn, p)
+        self.ctx.notify(events.PRESENCE_INITIAL, conn)
 
-    def _went_unavailable(self, conn: C2SConnection, sender: JID, stanza: Element | None) -> None:
+    def _went_unavailable(self, conn: Session, sender: JID, stanza: Element | None) -> None:
         """§4.5: unavailable to subscribers, own resources and directed-presence recipients."""
         if not conn.available:
             return
@@ -286,7 +301,7 @@ class PresenceService:
         )
         out.attrs["from"] = str(sender)
         sent: set[JID] = set()
-        roster = self.server.rosters.cached(user)
+        roster = self.rosters.cached(user)
         if roster is not None:
             for contact in roster.subscribers():
                 cjid = JID.parse(contact)
@@ -301,44 +316,43 @@ class PresenceService:
                 self._route(p, sender, target)
         conn.directed.clear()
         own = out.copy()
-        for other in self.server.sessions.resources(user).values():
+        for other in self.ctx.sessions.resources(user).values():
             if other.available:
                 own.attrs["to"] = other.jid_str
-                other.send_stanza(own)
-        if not any(c.available for c in self.server.sessions.resources(user).values()):
-            self.last_unavailable[user] = (out, time.time())
+                self.ctx.deliver(other, own)
+        if not any(c.available for c in self.ctx.sessions.resources(user).values()):
+            self._last_unavailable[user] = (out, time.time())
 
-    def session_closed(self, conn: C2SConnection, jid: JID, error: object) -> None:
-        """A dropped session goes unavailable (RFC 6121 §4.5.2) and releases its roster."""
-        self._went_unavailable(conn, jid, None)
-        self.server.rosters.release(jid.bare)
+    def session_closed(self, session: Session, error: object) -> None:
+        """A dropped session goes unavailable (RFC 6121 §4.5.2)."""
+        self._went_unavailable(session, session.jid, None)
 
     # -- inbound (to a local user) --------------------------------------------------------
 
     def inbound_bare(self, stanza: Element, sender: JID, to: JID) -> bool:
         ptype = stanza.attrs.get("type")
         if ptype in SUBSCRIPTION_TYPES:
-            self.server.spawn(self._inbound_subscription(stanza, sender, to, ptype))
+            self.ctx.spawn(self._inbound_subscription(stanza, sender, to, ptype))
         elif ptype == "probe":
-            self.server.spawn(self._probe(sender, to))
+            self.ctx.spawn(self._probe(sender, to))
         else:
             # §8.5.2.1.2: available, unavailable (and errors) to all available resources.
             self._send_to_resources(to, stanza)
         return True
 
     def inbound_full(
-        self, stanza: Element, sender: JID, to: JID, target: C2SConnection | None
+        self, stanza: Element, sender: JID, to: JID, target: Session | None
     ) -> bool:
         ptype = stanza.attrs.get("type")
         if ptype in SUBSCRIPTION_TYPES:
             # §8.5.3: handled as for the bare JID (ignored when no resource matches,
             # except subscribe).
             if target is not None or ptype == "subscribe":
-                self.server.spawn(self._inbound_subscription(stanza, sender, to.bare, ptype))
+                self.ctx.spawn(self._inbound_subscription(stanza, sender, to.bare, ptype))
         elif ptype == "probe":
-            self.server.spawn(self._probe(sender, to))
+            self.ctx.spawn(self._probe(sender, to))
         elif target is not None:
-            target.send_stanza(stanza)
+            self.ctx.deliver(target, stanza)
         # else §8.5.3.2.2: silently ignored
         return True
 
@@ -349,7 +363,7 @@ class PresenceService:
             return  # §8.5.1: silently ignored
         contact = sender.bare
         key = str(contact)
-        rosters = self.server.rosters
+        rosters = self.rosters
         auto_reply: str | None
         async with rosters.changing(user) as roster:
             before = roster.state(key)
@@ -396,21 +410,21 @@ class PresenceService:
         user: JID,
         prober: JID,
         *,
-        reply_to: C2SConnection | None = None,
+        reply_to: Session | None = None,
         only_resource: str | None = None,
     ) -> None:
-        roster = self.server.rosters.cached(user)
+        roster = self.rosters.cached(user)
         if roster is None:
-            self.server.spawn(self._answer_probe_offline(user, prober, reply_to))
+            self.ctx.spawn(self._answer_probe_offline(user, prober, reply_to))
             return
         self._answer_probe_with(
             user, prober, roster.state(str(prober.bare)), reply_to, only_resource
         )
 
     async def _answer_probe_offline(
-        self, user: JID, prober: JID, reply_to: C2SConnection | None
+        self, user: JID, prober: JID, reply_to: Session | None
     ) -> None:
-        roster = await self.server.rosters.get(user)
+        roster = await self.rosters.get(user)
         self._answer_probe_with(user, prober, roster.state(str(prober.bare)), reply_to, None)
 
     def _answer_probe_with(
@@ -418,7 +432,7 @@ class PresenceService:
         user: JID,
         prober: JID,
         state: SubState,
-        reply_to: C2SConnection | None,
+        reply_to: Session | None,
         only_resource: str | None,
     ) -> None:
         to = reply_to.jid_str if reply_to is not None else str(prober)
@@ -434,7 +448,7 @@ class PresenceService:
                 self._privacy_out(p, sender, target) or self._privacy_in(p, sender, target)
             ):
                 return
-            reply_to.send_stanza(p)
+            self.ctx.deliver(reply_to, p)
 
         if not state.has_from:
             # rule 1: not subscribed: unsubscribed from the bare JID (a reply to a real probe)
@@ -448,7 +462,7 @@ class PresenceService:
             return
         available = [
             c
-            for c in self.server.sessions.resources(user).values()
+            for c in self.ctx.sessions.resources(user).values()
             if c.available
             and c.presence is not None
             and (only_resource is None or (c.jid is not None and c.jid.resource == only_resource))
@@ -458,11 +472,11 @@ class PresenceService:
                 assert conn.presence is not None
                 p = conn.presence.copy()
                 p.attrs["to"] = to
-                send(p, conn.jid or user)
+                send(p, conn.jid)
             return
         # rule 3: unavailable from the bare JID, with when it happened
         p = Element("presence", ns.CLIENT, {"type": "unavailable", "from": str(user), "to": to})
-        last = self.last_unavailable.get(user)
+        last = self._last_unavailable.get(user)
         if last is not None:
             p.append(delay_element(last[1], str(user)))
         send(p, user)

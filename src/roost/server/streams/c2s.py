@@ -1,9 +1,11 @@
-"""The client connection driver: asyncio transport <-> sans-IO stream <-> router.
+"""The client stream driver: asyncio transport <-> sans-IO stream <-> session and router.
 
 One ``C2SConnection`` per TCP connection. It feeds bytes to ``ServerStream``, acts on its
-events (TLS upgrade, credential look-ups, binding) and writes what the stream buffered. A
-``StreamError`` that escapes anything here ends the stream: this is the one place where that
-conversion happens for clients.
+events (TLS upgrade, credential look-ups, binding) and writes what the stream buffered.
+Once a resource is bound it carries a ``Session``; everything written to the client, from
+the negotiation or from ``roost.server.delivery``, goes through the stream's one output
+buffer, flushed once per event-loop turn. A ``StreamError`` that escapes anything here
+ends the stream: this is the one place where that conversion happens for clients.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import collections
 import logging
 import ssl
 import time
-from typing import TYPE_CHECKING, cast
+from collections.abc import Awaitable, Coroutine
+from typing import Any, Protocol, cast
 
 from roost.core import ns
 from roost.core.errors import (
@@ -24,6 +27,7 @@ from roost.core.errors import (
     error_reply,
 )
 from roost.core.jid import JID, InvalidJID
+from roost.core.sasl import ScramCredentials
 from roost.core.stream.server import (
     Authenticated,
     AuthFailed,
@@ -32,6 +36,7 @@ from roost.core.stream.server import (
     PasswordCheckNeeded,
     PreAuthStanza,
     ServerStream,
+    ServerStreamSettings,
     StanzaArrived,
     State,
     StreamEnded,
@@ -41,12 +46,14 @@ from roost.core.stream.server import (
 from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
 from roost.server import events
+from roost.server.api import Registry
+from roost.server.bus import EventBus
+from roost.server.router import Router
+from roost.server.session import Session
+from roost.server.sessions import SessionManager
 from roost.transport.tls import channel_bindings
 
-if TYPE_CHECKING:
-    from roost.server.app import Server
-
-__all__ = ["C2SConnection"]
+__all__ = ["C2SConnection", "C2SHost"]
 
 log = logging.getLogger(__name__)
 _SC = StreamErrorCondition
@@ -57,67 +64,119 @@ MAX_WRITE_BUFFER = 4 * 1024 * 1024
 MAX_BACKLOG = 256
 
 
+class _Accounts(Protocol):
+    async def scram_credentials(
+        self, username: str, domain: str, hash_name: str
+    ) -> ScramCredentials | None: ...
+
+    async def check_password(self, username: str, domain: str, password: str) -> bool: ...
+
+
+class C2SHost(Protocol):
+    """What a client connection needs from the server that accepted it."""
+
+    stream_settings: ServerStreamSettings
+    sessions: SessionManager
+    router: Router
+    bus: EventBus
+    registry: Registry
+    awake: set[C2SConnection]
+
+    @property
+    def accounts(self) -> _Accounts: ...
+
+    @property
+    def default_domain(self) -> str: ...
+
+    @property
+    def preauth_timeout(self) -> float: ...
+
+    def new_id(self) -> str: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
+
+    def tls_context(self, domain: str | None) -> ssl.SSLContext: ...
+
+    def cert_der(self, domain: str | None) -> bytes | None: ...
+
+    def connection_opened(self, conn: C2SConnection) -> bool: ...
+
+    def connection_closed(self, conn: C2SConnection) -> None: ...
+
+    def note_churn(self) -> None: ...
+
+    def auth_failed(self, ip: str) -> None: ...
+
+    def auth_blocked(self, ip: str) -> bool: ...
+
+
 class C2SConnection(asyncio.Protocol):
-    """A client connection: transport, stream state, bound JID, presence bookkeeping."""
+    """A client connection: transport, stream state, and the session once bound."""
 
     __slots__ = (
         "_backlog",
         "_closing",
+        "_flush_scheduled",
         "_held",
         "_loop",
-        "_out",
         "_out_size",
         "_tls_pending",
         "asleep",
-        "available",
-        "directed",
-        "jid",
-        "jid_str",
+        "host",
         "last_rx",
         "last_tx",
         "peer_ip",
         "preauth_timer",
-        "presence",
-        "priority",
         "registered_here",
-        "roster_requested",
-        "server",
+        "session",
         "stream",
         "transport",
     )
 
-    def __init__(self, server: Server, *, direct_tls: bool) -> None:
-        self.server = server
+    def __init__(self, host: C2SHost, *, direct_tls: bool) -> None:
+        self.host = host
         self.transport: asyncio.Transport | None = None
-        self.stream = ServerStream(server.stream_settings, server.new_id, encrypted=direct_tls)
-        self.jid: JID | None = None
-        self.jid_str = ""
+        self.stream = ServerStream(host.stream_settings, host.new_id, encrypted=direct_tls)
+        self.session: Session | None = None
         self.peer_ip = "?"
         self.last_rx = self.last_tx = time.monotonic()
-        #: RFC 6121 §4: available after initial presence; its last broadcast presence
-        self.available = False
-        self.priority = 0
-        self.presence: Element | None = None
-        #: RFC 6121 §4.6: JIDs this session sent directed presence to
-        self.directed: set[JID] = set()
-        #: RFC 6121 §2.1.6: an "interested resource" (asked for the roster)
-        self.roster_requested = False
         #: XEP-0077: this connection already registered an account before authenticating
         self.registered_here = False
         self.preauth_timer: asyncio.TimerHandle | None = None
         self._closing = False
         self._loop = asyncio.get_running_loop()
-        self._out: list[bytes] = []
+        #: bytes of stanzas queued in the stream since the last flush
         self._out_size = 0
+        self._flush_scheduled = False
         self._held: asyncio.Task[object] | None = None
         #: stanzas waiting behind a held one; created on first use (most sessions never hold)
         self._backlog: collections.deque[Element] | None = None
         self._tls_pending: list[bytes] | None = None
-        #: the stream's XML parser is hibernating (``Server.awake`` does not hold us)
+        #: the stream's XML parser is hibernating (``awake`` does not hold us)
         self.asleep = False
 
     def __repr__(self) -> str:
-        return f"<C2S {self.jid_str or self.peer_ip}>"
+        return f"<C2S {self.session.jid_str if self.session else self.peer_ip}>"
+
+    # -- what the session and the pre-auth modules see ------------------------------------
+
+    @property
+    def encrypted(self) -> bool:
+        return self.stream.encrypted
+
+    @property
+    def domain(self) -> str:
+        return self.stream.domain or self.host.default_domain
+
+    @property
+    def authenticating(self) -> bool:
+        return self.stream.state is State.PRE_AUTH
+
+    def auth_blocked(self) -> bool:
+        return self.host.auth_blocked(self.peer_ip)
+
+    def auth_failed(self) -> None:
+        self.host.auth_failed(self.peer_ip)
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -128,21 +187,19 @@ class C2SConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if peer else "?"
         transport.set_write_buffer_limits(high=256 * 1024)
-        if not self.server.connection_opened(self):
+        if not self.host.connection_opened(self):
             self.close(StreamError(_SC.POLICY_VIOLATION, "too many connections from your address"))
             return
         ssl_obj = transport.get_extra_info("ssl_object")
         if ssl_obj is not None:
             self.stream.tls_started(self._bindings(ssl_obj))
-        self.preauth_timer = asyncio.get_running_loop().call_later(
-            self.server.config.c2s.preauth_timeout, self._preauth_expired
-        )
+        self.preauth_timer = self._loop.call_later(self.host.preauth_timeout, self._preauth_expired)
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
         if self.asleep:
             self.asleep = False
-            self.server.awake.add(self)
+            self.host.awake.add(self)
         if self._tls_pending is not None:
             # Decrypted bytes can arrive before start_tls() returns to us: hold them.
             self._tls_pending.append(data)
@@ -156,7 +213,7 @@ class C2SConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.preauth_timer is not None:
             self.preauth_timer.cancel()
-        self.server.connection_closed(self)
+        self.host.connection_closed(self)
         if self.stream.state is not State.CLOSED:
             self.stream.close(None)
         self._unbind(None)
@@ -169,77 +226,56 @@ class C2SConnection(asyncio.Protocol):
 
     # -- output ---------------------------------------------------------------------------
 
-    def _flush(self) -> None:
-        self._write_out()  # stanzas queued before the stream's own output
-        data = self.stream.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-            self.last_tx = time.monotonic()
-            if self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
-                self.close(StreamError(_SC.RESOURCE_CONSTRAINT, "you are not reading fast enough"))
-
-    def send_stanza(self, stanza: Element) -> None:
-        """Write a stanza to this client now."""
-        self.send_raw(serialize(stanza).encode())
-
-    def send_raw(self, data: bytes) -> None:
-        """Queue already-serialised stanza bytes; written once per loop iteration.
+    def write(self, data: bytes) -> None:
+        """Queue serialised stanza bytes in the stream; written once per loop iteration.
 
         Coalescing turns many small writes (each a TLS record and a syscall) into one per
         connection per event-loop turn, the largest single cost when routing messages.
         """
         if self.transport is None or self._closing:
             return
-        out = self._out
-        out.append(data)
-        if len(out) == 1:
-            self._out_size = len(data)
-            self._loop.call_soon(self._write_out)
-        else:
-            self._out_size += len(data)
-            if self._out_size > MAX_WRITE_BUFFER:
-                self.close(StreamError(_SC.RESOURCE_CONSTRAINT, "you are not reading fast enough"))
+        self.stream.send_raw(data)
+        self._out_size += len(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        elif self._out_size > MAX_WRITE_BUFFER:
+            self.close(StreamError(_SC.RESOURCE_CONSTRAINT, "you are not reading fast enough"))
 
-    def _write_out(self) -> None:
-        out = self._out
-        if not out:
-            return
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
+    def _flush(self) -> None:
+        """Write what the stream has buffered (stanzas and negotiation alike, in order)."""
+        self._flush_scheduled = False
+        self._out_size = 0
+        data = self.stream.data_to_send()
         t = self.transport
-        if t is None or self._closing or t.is_closing():
+        if not data or t is None or t.is_closing():
             return
         t.write(data)
         self.last_tx = time.monotonic()
         if t.get_write_buffer_size() > MAX_WRITE_BUFFER:
             self.close(StreamError(_SC.RESOURCE_CONSTRAINT, "you are not reading fast enough"))
 
-    def answer_preauth(self, iq: Element, result: Element | StanzaError | None) -> None:
+    def answer(self, iq: Element, result: Element | StanzaError | None) -> None:
         """Answer an iq taken before authentication (XEP-0077, XEP-0078).
 
         The client has no JID yet, so the reply carries no ``to``; it comes from our domain.
         """
-        domain = self.stream.domain or self.server.default_domain
         if isinstance(result, StanzaError):
             reply = error_reply(iq, result)
-            reply.attrs["from"] = domain
+            reply.attrs["from"] = self.domain
         else:
-            reply = Element("iq", ns.CLIENT, {"type": "result", "from": domain})
+            reply = Element("iq", ns.CLIENT, {"type": "result", "from": self.domain})
             if (iq_id := iq.get("id")) is not None:
                 reply.attrs["id"] = iq_id
             if result is not None:
                 reply.append(result)
-        self.send_stanza(reply)
+        self.write(serialize(reply).encode())
 
     def send_whitespace(self) -> None:
         """A whitespace keepalive (RFC 6120 §4.6.1)."""
         if self.transport is not None and self.stream.state is State.READY:
             self.transport.write(b" ")
             self.last_tx = time.monotonic()
-
-    def interested(self, stanza: Element) -> bool:
-        """Whether a stanza addressed to this full JID should be written to it."""
-        return self.stream.state is State.READY
 
     def hold(self, task: asyncio.Task[object]) -> None:
         """Process nothing more from this client until ``task`` is done.
@@ -256,8 +292,8 @@ class C2SConnection(asyncio.Protocol):
             return
         self._held = None
         backlog = self._backlog
-        while backlog and self._held is None and not self._closing:
-            self.server.router.from_client(self, backlog.popleft())
+        while backlog and self._held is None and not self._closing and self.session is not None:
+            self.host.router.from_client(self.session, backlog.popleft())
         if not backlog:
             self._backlog = None  # a deque keeps a 0.5 KB block even when empty
         if self._held is None and self.transport is not None and not self._closing:
@@ -292,28 +328,32 @@ class C2SConnection(asyncio.Protocol):
                 self._backlog.append(ev.element)
                 if len(self._backlog) >= MAX_BACKLOG and self.transport is not None:
                     self.transport.pause_reading()
-            else:
-                self.server.router.from_client(self, ev.element)
+            elif self.session is not None:
+                self.host.router.from_client(self.session, ev.element)
         elif isinstance(ev, TLSRequested):
             self._flush()
             if self.transport is not None:
                 # The TLS handshake must not reach the XML parser.
                 self.transport.pause_reading()
                 self._tls_pending = []
-            self.server.spawn(self._start_tls())
+            self.host.spawn(self._start_tls())
         elif isinstance(ev, CredentialsNeeded):
-            self.server.spawn(self._credentials(ev))
+            self.host.spawn(self._credentials(ev))
         elif isinstance(ev, PasswordCheckNeeded):
-            self.server.spawn(self._check_password(ev))
+            self.host.spawn(self._check_password(ev))
         elif isinstance(ev, Authenticated):
             log.info("%s authenticated as %s with %s", self.peer_ip, ev.username, ev.mechanism)
         elif isinstance(ev, AuthFailed):
             log.info("%s failed to authenticate (%s)", self.peer_ip, ev.condition)
-            self.server.auth_failed(self.peer_ip)
+            self.host.auth_failed(self.peer_ip)
         elif isinstance(ev, BindRequested):
             self._bind(ev)
         elif isinstance(ev, PreAuthStanza):
-            self.server.preauth_stanza(self, ev.element)
+            payload = ev.element.find()
+            handlers = self.host.registry.preauth_handlers
+            handler = handlers.get(payload.ns if payload is not None else "")
+            if handler is not None:
+                handler(self, ev.element)
         elif isinstance(ev, StreamEnded):
             self._end(ev.error)
 
@@ -332,18 +372,17 @@ class C2SConnection(asyncio.Protocol):
 
     def _bindings(self, ssl_obj: ssl.SSLObject) -> dict[str, bytes]:
         return channel_bindings(
-            ssl_obj, server_side=True, local_cert_der=self.server.cert_der(self.stream.domain)
+            ssl_obj, server_side=True, local_cert_der=self.host.cert_der(self.stream.domain)
         )
 
     async def _start_tls(self) -> None:
-        loop = asyncio.get_running_loop()
         transport = self.transport
         if transport is None:
             return
-        ctx = self.server.tls_context(self.stream.domain)
+        ctx = self.host.tls_context(self.stream.domain)
         try:
             new = await asyncio.wait_for(
-                loop.start_tls(transport, self, ctx, server_side=True), timeout=30
+                self._loop.start_tls(transport, self, ctx, server_side=True), timeout=30
             )
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
             log.info("%s: TLS negotiation failed: %s", self.peer_ip, exc)
@@ -360,20 +399,20 @@ class C2SConnection(asyncio.Protocol):
             self.data_received(data)
 
     async def _credentials(self, ev: CredentialsNeeded) -> None:
-        if self.server.auth_blocked(self.peer_ip):
+        if self.host.auth_blocked(self.peer_ip):
             self.close(StreamError(_SC.POLICY_VIOLATION, "too many failed logins, try later"))
             return
-        creds = await self.server.accounts.scram_credentials(
+        creds = await self.host.accounts.scram_credentials(
             ev.username, self.stream.domain or "", ev.hash_name
         )
         if not self._closing:
             self._handle(self.stream.provide_credentials(creds))
 
     async def _check_password(self, ev: PasswordCheckNeeded) -> None:
-        if self.server.auth_blocked(self.peer_ip):
+        if self.host.auth_blocked(self.peer_ip):
             self.close(StreamError(_SC.POLICY_VIOLATION, "too many failed logins, try later"))
             return
-        ok = await self.server.accounts.check_password(
+        ok = await self.host.accounts.check_password(
             ev.username, self.stream.domain or "", ev.password
         )
         if not self._closing:
@@ -386,43 +425,75 @@ class C2SConnection(asyncio.Protocol):
         assert stream.username is not None and stream.domain is not None
         try:
             bare = JID.make(stream.username, stream.domain)
-            full = self.server.sessions.pick_resource(bare, ev.resource)
+            full = self.host.sessions.pick_resource(bare, ev.resource)
         except InvalidJID:
             stream.bind_failed(ev.iq_id, StanzaError(StanzaErrorCondition.BAD_REQUEST))
             return
-        self.server.spawn(self._bind_after_load(full, ev.iq_id))
+        self.host.spawn(self._open_session(full, ev.iq_id))
 
-    async def _bind_after_load(self, full: JID, iq_id: str | None) -> None:
-        """Load the roster into memory first, so routing to this session never waits."""
-        await self.server.rosters.acquire(full.bare)
-        if self._closing or self.transport is None:
-            self.server.rosters.release(full.bare)
-            return
-        self.bound(full, iq_id)
+    async def _open_session(self, full: JID, iq_id: str | None) -> None:
+        session = Session(self.host.new_id(), full, self)
+        if await self._prepare(session):
+            self._bound(session, iq_id)
+            self._flush()
+
+    async def _prepare(self, session: Session) -> bool:
+        """Let the modules load what routing to the session needs (its roster, its privacy
+        lists) before it is bound, so routing never waits; False if the stream went away."""
+        waits: list[Awaitable[object]] = []
+        self.host.bus.notify(events.SESSION_OPENING, session, waits)
+        failed = False
+        try:
+            for wait in waits:
+                await wait
+        except Exception:
+            log.exception("%r: cannot open the session of %s", self, session.jid)
+            failed = True
+        if failed or self._closing or self.transport is None:
+            session.detach()
+            self.host.bus.notify(events.SESSION_ABANDONED, session)
+            if failed:
+                self.close(StreamError(_SC.INTERNAL_SERVER_ERROR))
+            return False
+        return True
+
+    async def bind_legacy(self, full: JID, iq: Element) -> bool:
+        """XEP-0078: authenticate as ``full``, answer ``iq`` and bind, as SASL logins do."""
+        assert full.local is not None
+        session = Session(self.host.new_id(), full, self)
+        if not await self._prepare(session):
+            return False
+        if self.stream.state is not State.PRE_AUTH:  # authenticated otherwise meanwhile
+            session.detach()
+            self.host.bus.notify(events.SESSION_ABANDONED, session)
+            return False
+        self.stream.legacy_authenticated(full.local, str(full))
+        self.answer(iq, None)
+        self._bound(session, None)
         self._flush()
+        return True
 
-    def bound(self, full: JID, iq_id: str | None) -> None:
-        """Take ``full``; an older session holding it gets ``conflict`` (RFC 6120 §7.7.2.2)."""
+    def _bound(self, session: Session, iq_id: str | None) -> None:
+        """Take the JID; an older session holding it gets ``conflict`` (RFC 6120 §7.7.2.2)."""
         if self.preauth_timer is not None:
             self.preauth_timer.cancel()
             self.preauth_timer = None
-        self.jid = full
-        self.jid_str = str(full)
-        old = self.server.sessions.bind(full, self)
+        self.session = session
+        old = self.host.sessions.bind(session.jid, session)
         if iq_id is not None:
-            self.stream.bind_succeeded(iq_id, self.jid_str)
-        if old is not None and old is not self:
+            self.stream.bind_succeeded(iq_id, session.jid_str)
+        if old is not None and old is not session:
             conflict = StreamError(_SC.CONFLICT, "replaced by a new session")
-            old.jid = None  # it no longer owns the binding
-            self.server.bus.fire(events.SESSION_CLOSED, old, full, conflict)
+            self.host.bus.notify(events.SESSION_CLOSED, old, conflict)
             old.close(conflict)
-        self.server.note_churn()
-        self.server.bus.fire(events.SESSION_BOUND, self)
+        self.host.note_churn()
+        self.host.bus.notify(events.SESSION_BOUND, session)
 
     def _unbind(self, error: StreamError | None) -> None:
-        jid = self.jid
-        if jid is None:
+        session = self.session
+        if session is None:
             return
-        self.jid = None
-        if self.server.sessions.unbind(jid, self):
-            self.server.bus.fire(events.SESSION_CLOSED, self, jid, error)
+        self.session = None
+        session.detach()
+        if self.host.sessions.unbind(session.jid, session):
+            self.host.bus.notify(events.SESSION_CLOSED, session, error)

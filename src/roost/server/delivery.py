@@ -1,0 +1,65 @@
+"""The one place where stanzas are written to local sessions.
+
+Every stanza for a local session, whoever made it (the router, a module's reply or push,
+an offline message), ends in ``deliver``. This is where the stream's namespace is applied
+and where later features that must see every delivery (archives, carbons, client-state
+queues, cluster forwarding) hook in, so none of them is threaded through the modules.
+``grep -rn "stream.write(" src/roost/server`` finds the one call (README, Architecture).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Final
+
+from roost.core import ns
+from roost.core.xml.element import Element
+from roost.core.xml.writer import serialize
+from roost.server.session import MAX_DETACHED_QUEUE, Session
+
+__all__ = ["STANZA_NAMESPACES", "deliver", "deliver_all", "stanza_bytes"]
+
+log = logging.getLogger(__name__)
+
+#: the namespaces a stanza's top element may be in; each stream writes them as its own
+STANZA_NAMESPACES: Final = frozenset((ns.CLIENT, ns.SERVER))
+
+
+def stanza_bytes(stanza: Element) -> bytes:
+    """A stanza as any stream writes it: in the stream's default namespace.
+
+    A stanza that came in on a ``jabber:server`` stream carries that namespace; written
+    with it as the default, its top element (and the children in the same namespace)
+    take the namespace of whichever stream it is written to (RFC 6120 §4.8.3).
+    """
+    default = stanza.ns if stanza.ns in STANZA_NAMESPACES else ns.CLIENT
+    return serialize(stanza, default).encode()
+
+
+def deliver(session: Session, stanza: Element | None, data: bytes | None = None) -> None:
+    """Write ``stanza`` (or its bytes, already made by ``stanza_bytes``) to ``session``."""
+    if data is None:
+        assert stanza is not None
+        data = stanza_bytes(stanza)
+    stream = session.stream
+    if stream is not None:
+        stream.write(data)
+        return
+    # Detached (XEP-0198 resumption, BOSH between requests): kept, within bounds.
+    if session.queued_size + len(data) > MAX_DETACHED_QUEUE:
+        log.info("%r: detached queue full; dropping a stanza", session)
+        return
+    if session.queued is None:
+        session.queued = []
+    session.queued.append(data)
+    session.queued_size += len(data)
+
+
+def deliver_all(sessions: Iterable[Session], stanza: Element) -> None:
+    """Deliver one stanza to several sessions, serialised once."""
+    data: bytes | None = None
+    for session in sessions:
+        if data is None:
+            data = stanza_bytes(stanza)
+        deliver(session, stanza, data)

@@ -1,0 +1,162 @@
+"""Services that feature modules declare for each other, with the value types they share.
+
+A module that provides one calls ``ctx.provide(KEY, impl)``; a module that uses it lists
+the provider in ``depends`` and calls ``ctx.service(KEY)``. Only these protocols are shared,
+never a module's own classes, so a provider can be replaced by another implementation.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Final, Protocol
+
+from roost.core import ns
+from roost.core.errors import StanzaError, StanzaErrorCondition
+from roost.core.im.subscription import Subscription, SubState
+from roost.core.jid import JID
+from roost.core.xml.element import Element
+from roost.server.api import IqRequest, ServiceKey
+from roost.storage.api import RosterItem
+
+if TYPE_CHECKING:
+    from roost.core.im.privacy import PrivacyList, UserPrivacy
+    from roost.core.xml.element import Element as _Element
+
+__all__ = [
+    "PRESENCE",
+    "PRIVACY_LISTS",
+    "ROSTERS",
+    "PresenceService",
+    "PrivacyListsService",
+    "Roster",
+    "RosterService",
+    "item_element",
+    "own_session",
+]
+
+
+class Roster:
+    """One user's roster: items by contact, pending inbound requests, version."""
+
+    __slots__ = ("items", "pending_in", "refs", "version")
+
+    def __init__(self, version: int, items: dict[str, RosterItem], pending_in: dict[str, str]):
+        self.version = version
+        self.items = items
+        self.pending_in = pending_in
+        self.refs = 0
+
+    def state(self, contact: str) -> SubState:
+        """The Appendix A.1 state of ``contact`` (a bare JID string)."""
+        item = self.items.get(contact)
+        pending_in = contact in self.pending_in
+        if item is None:
+            return SubState(Subscription.NONE, False, pending_in)
+        sub = Subscription(item.subscription)
+        # pending-in only exists beside none/to (Appendix A.1)
+        return SubState(sub, item.ask, pending_in and sub in (Subscription.NONE, Subscription.TO))
+
+    def subscribers(self) -> list[str]:
+        """Contacts that receive the user's presence (subscription from/both)."""
+        return [j for j, it in self.items.items() if it.subscription in ("from", "both")]
+
+    def subscriptions(self) -> list[str]:
+        """Contacts whose presence the user receives (subscription to/both)."""
+        return [j for j, it in self.items.items() if it.subscription in ("to", "both")]
+
+
+def item_element(item: RosterItem, *, remove: bool = False) -> Element:
+    """``<item/>`` for a roster result or push (RFC 6121 §2.1.2)."""
+    attrs = {"jid": item.jid}
+    if item.name:
+        attrs["name"] = item.name
+    attrs["subscription"] = "remove" if remove else item.subscription
+    if item.ask and not remove:
+        attrs["ask"] = "subscribe"
+    if item.approved and not remove:
+        attrs["approved"] = "true"
+    el = Element("item", ns.ROSTER, attrs)
+    if not remove:
+        for group in item.groups:
+            el.sub("group", text=group)
+    return el
+
+
+class RosterService(Protocol):
+    """Rosters (RFC 6121 §2): cached for online users, changed through here only."""
+
+    def cached(self, user: JID) -> Roster | None:
+        """The roster of an online user, without waiting."""
+        ...
+
+    async def get(self, user: JID) -> Roster:
+        """The roster of any user (cached when online, read from storage otherwise)."""
+        ...
+
+    def changing(self, user: JID) -> AbstractAsyncContextManager[Roster]:
+        """Serialise read-modify-write of one roster; changes go through the calls below."""
+        ...
+
+    def check_room(self, roster: Roster) -> None: ...
+
+    async def put(self, user: JID, roster: Roster, item: RosterItem) -> None: ...
+
+    async def remove(self, user: JID, roster: Roster, contact: str) -> None: ...
+
+    async def set_state(self, user: JID, roster: Roster, contact: str, new: SubState) -> None:
+        ...
+
+    async def set_pending(
+        self, user: JID, roster: Roster, contact: str, stanza: str | None
+    ) -> None: ...
+
+    async def set_approved(
+        self, user: JID, roster: Roster, contact: str, approved: bool
+    ) -> None: ...
+
+
+class PresenceService(Protocol):
+    """Presence and subscriptions (RFC 6121 §3, §4), for modules that change rosters."""
+
+    def cancel_subscriptions(self, user: JID, contact: JID, state: SubState) -> None:
+        """Both directions are over (roster item or account removed): tell the contact."""
+        ...
+
+    def send_current_presence(self, user: JID, contact: JID) -> None: ...
+
+    def last_unavailable(self, user: JID) -> _Element | None:
+        """The last unavailable presence of a user with no available resource."""
+        ...
+
+
+class PrivacyListsService(Protocol):
+    """XEP-0016 privacy lists and the XEP-0191 blocklist on one back end (XEP-0191 §5)."""
+
+    async def state(self, user: JID) -> UserPrivacy: ...
+
+    async def blocklist(self, user: JID, resource: str) -> list[str]: ...
+
+    async def put_list(self, user: JID, lst: PrivacyList) -> None: ...
+
+    async def remove_list(self, user: JID, resource: str, name: str) -> None: ...
+
+    async def set_default(self, user: JID, resource: str, name: str | None) -> None: ...
+
+    async def set_active(self, user: JID, resource: str, name: str | None) -> None: ...
+
+    async def block(self, user: JID, jids: list[str]) -> None: ...
+
+    async def unblock(self, user: JID, jids: list[str] | None) -> None: ...
+
+
+def own_session(req: IqRequest) -> tuple[JID, str]:
+    """The user and resource behind a request about one's own data (local sessions only);
+    anyone else is ``forbidden`` (as for rosters, RFC 6121 §2.1.5)."""
+    if req.sender.bare != req.to or req.session is None or req.sender.resource is None:
+        raise StanzaError(StanzaErrorCondition.FORBIDDEN)
+    return req.to, req.sender.resource
+
+
+ROSTERS: Final = ServiceKey[RosterService]("rosters")
+PRESENCE: Final = ServiceKey[PresenceService]("presence")
+PRIVACY_LISTS: Final = ServiceKey[PrivacyListsService]("privacy_lists")
