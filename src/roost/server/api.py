@@ -45,9 +45,13 @@ __all__ = [
     "IqTarget",
     "Module",
     "ModuleContext",
+    "OnlyTo",
     "PreAuthStream",
+    "PrivacyGate",
+    "Refused",
     "Registry",
     "ServiceKey",
+    "Verdict",
     "is_awaitable",
 ]
 
@@ -151,6 +155,52 @@ class HostedService(Protocol):
     def receive(self, stanza: Element, sender: JID, to: JID) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A privacy verdict: the stanza goes no further; ``error`` answers its sender."""
+
+    error: StanzaError | None
+
+
+@dataclass(frozen=True, slots=True)
+class OnlyTo:
+    """A privacy verdict for a stanza to a bare JID: deliver it to these sessions only
+    (each session's active list judged it, XEP-0016 §2.2 rule 1)."""
+
+    sessions: tuple[Session, ...]
+
+
+Verdict = Refused | OnlyTo
+
+
+class PrivacyGate(Protocol):
+    """Decides whether a stanza between two parties may pass; never delivers or routes.
+
+    The router calls ``prepare`` first: what it returns at once (the rules are in memory)
+    or what its awaitable gives (they had to be read) is handed to ``check``.
+    """
+
+    def prepare(
+        self, stanza: Element, sender: JID, to: JID, *, out: bool = True, inbound: bool = True
+    ) -> object | Awaitable[object]:
+        """What ``check`` with the same ``out``/``inbound`` needs."""
+        ...
+
+    def check(
+        self,
+        stanza: Element,
+        sender: JID,
+        to: JID,
+        prepared: object,
+        *,
+        out: bool = True,
+        inbound: bool = True,
+    ) -> Verdict | None:
+        """The sender's rules (``out``), then the recipient's (``inbound``); ``None``:
+        allowed."""
+        ...
+
+
 class ServiceKey(Generic[T]):
     """Names a service one module declares and others use, with its type."""
 
@@ -188,6 +238,7 @@ class Registry:
         "iq_handlers",
         "preauth_features",
         "preauth_handlers",
+        "privacy_gate",
     )
 
     def __init__(self) -> None:
@@ -205,6 +256,8 @@ class Registry:
         self.bound_features: list[StreamFeature] = []
         #: local service domains -> (service, name for disco#items)
         self.hosted: dict[str, tuple[HostedService, str | None]] = {}
+        #: the privacy rules every stanza between two parties passes (XEP-0016, XEP-0191)
+        self.privacy_gate: PrivacyGate | None = None
 
     def features(self, which: Sequence[StreamFeature]) -> list[Element]:
         """The stream features modules offer, by namespace: the same whatever the order
@@ -339,14 +392,21 @@ class ModuleContext:
         """Send an iq get/set from the server; the result or error (``TimeoutError``)."""
         return await self._host.router.request(iq, to, timeout)
 
-    def privacy_out(self, stanza: Element, sender: JID, to: JID) -> bool:
-        """The sender's privacy rules for a stanza delivered outside ``route``: True when
-        they refused it (whoever refused it sent any error)."""
-        return self._host.router.privacy_out(stanza, sender, to)
+    def privacy_refuses(
+        self, stanza: Element, sender: JID, to: JID, *, out: bool = True, inbound: bool = True
+    ) -> bool:
+        """Privacy rules for a stanza a module delivers outside ``route``: True when they
+        took it (refused it and answered, or delivered it to the sessions they allow). The
+        parties' rules must be in memory (their sessions are bound); if not, it is refused."""
+        return self._host.router.privacy_refuses(stanza, sender, to, out=out, inbound=inbound)
 
-    def privacy_in(self, stanza: Element, sender: JID, to: JID) -> bool:
-        """The recipient's privacy rules, likewise."""
-        return self._host.router.privacy_in(stanza, sender, to)
+    async def privacy_refuses_loaded(
+        self, stanza: Element, sender: JID, to: JID, *, out: bool = True, inbound: bool = True
+    ) -> bool:
+        """``privacy_refuses``, reading the parties' rules first if need be."""
+        return await self._host.router.privacy_refuses_loaded(
+            stanza, sender, to, out=out, inbound=inbound
+        )
 
     # -- tasks ----------------------------------------------------------------------------
 
@@ -454,6 +514,18 @@ class ModuleContext:
         lst = reg.preauth_features if pre_auth else reg.bound_features
         lst.append(factory)
         self._undo.append(lambda: lst.remove(factory))
+
+    def privacy_gate(self, gate: PrivacyGate) -> None:
+        """Be the privacy rules the router applies to every stanza between two parties."""
+        registry = self._host.registry
+        if registry.privacy_gate is not None:
+            raise ValueError(f"{self.name}: a privacy gate is already installed")
+        registry.privacy_gate = gate
+
+        def remove() -> None:
+            registry.privacy_gate = None
+
+        self._undo.append(remove)
 
     def host(self, domain: str, service: HostedService, name: str | None = None) -> None:
         """Serve the local service domain ``domain`` (listed in the server's disco#items)."""

@@ -24,8 +24,6 @@ __all__ = [
     "PRESENCE_BROADCAST",
     "PRESENCE_INITIAL",
     "PRESENCE_OUTBOUND",
-    "PRIVACY_IN",
-    "PRIVACY_OUT",
     "RESOURCE_DELIVERABLE",
     "ROUTE_REMOTE",
     "SESSION_ABANDONED",
@@ -47,11 +45,6 @@ ROUTE_REMOTE: Final[Filter[[Element, JID | None, JID]]] = Filter("route/remote")
 PRESENCE_OUTBOUND: Final[Filter[[Element, JID, JID, Session]]] = Filter("presence/outbound")
 #: (stanza, sender, to): a chat/normal message for a user with no available resource
 MESSAGE_OFFLINE: Final[Filter[[Element, JID, JID]]] = Filter("message/offline")
-#: (stanza, sender, to): a stanza from a local user, before routing; a filter that takes
-#: it has refused it (and sent any error itself) — XEP-0191, XEP-0016
-PRIVACY_OUT: Final[Filter[[Element, JID, JID]]] = Filter("privacy/out")
-#: (stanza, sender, to): a stanza for a local user, before delivery; same contract
-PRIVACY_IN: Final[Filter[[Element, JID, JID]]] = Filter("privacy/in")
 
 #: (session): a session sent its initial presence (RFC 6121 §4.2); offline messages follow
 PRESENCE_INITIAL: Final[Observer[[Session]]] = Observer("presence/initial")

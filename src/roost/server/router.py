@@ -11,16 +11,27 @@ that failed (the stanza is refused: ``internal-server-error``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, Final
 
 from roost.core import ns
 from roost.core.errors import StanzaError, StanzaErrorCondition, error_reply
 from roost.core.jid import JID, InvalidJID
 from roost.core.xml.element import Element
 from roost.server import events
-from roost.server.api import EMPTY, HANDLED, IqRequest, IqResult, IqTarget, Registry, is_awaitable
+from roost.server.api import (
+    EMPTY,
+    HANDLED,
+    IqRequest,
+    IqResult,
+    IqTarget,
+    OnlyTo,
+    PrivacyGate,
+    Registry,
+    is_awaitable,
+)
 from roost.server.bus import FAILED, EventBus, Outcome
 from roost.server.delivery import deliver, deliver_all
 from roost.server.session import Session
@@ -34,6 +45,28 @@ IQ_TYPES = frozenset(("get", "set", "result", "error"))
 #: message types nobody answers with an error when undeliverable (RFC 6120 §10.3.2)
 _NO_BOUNCE = frozenset(("error", "groupchat", "headline"))
 PRESENCE_HANDLED = frozenset(("subscribe", "subscribed", "unsubscribe", "unsubscribed", "probe"))
+#: stanzas waiting for privacy rules to be read, server-wide
+MAX_DEFERRED: Final = 10_000
+
+
+class _Deferred:
+    """A stanza waiting for the privacy rules of its parties (``PrivacyGate.prepare``)."""
+
+    __slots__ = ("loading", "sender", "session", "stanza", "to")
+
+    def __init__(
+        self,
+        stanza: Element,
+        sender: JID,
+        to: JID,
+        session: Session | None,
+        loading: Awaitable[object] | None,
+    ) -> None:
+        self.stanza = stanza
+        self.sender = sender
+        self.to = to
+        self.session = session
+        self.loading = loading
 
 
 class Router:
@@ -42,10 +75,13 @@ class Router:
     __slots__ = (
         "_bus",
         "_default_domain",
+        "_deferred",
         "_new_id",
         "_pending",
+        "_queued",
         "_registry",
         "_spawn",
+        "_worker",
         "domains",
         "sessions",
     )
@@ -68,6 +104,10 @@ class Router:
         self._new_id = new_id
         self._spawn = spawn
         self._pending: dict[tuple[str, JID], asyncio.Future[Element]] = {}
+        self._deferred: collections.deque[_Deferred] = collections.deque()
+        #: bare JIDs with deferred stanzas: their later stanzas queue behind them (in order)
+        self._queued: collections.Counter[JID] = collections.Counter()
+        self._worker: asyncio.Task[None] | None = None
 
     async def request(self, iq: Element, to: JID, timeout: float = 30.0) -> Element:
         """Send an iq get/set from the server and wait for the result or error stanza.
@@ -139,10 +179,22 @@ class Router:
                 self._iq(stanza, sender, sender.bare, "account", session)
                 return
             to = sender.bare
-        if sender.bare != to.bare and (
-            self.privacy_out(stanza, sender, to) or self.privacy_in(stanza, sender, to)
-        ):
-            return
+        gate = self._registry.privacy_gate
+        if gate is not None and sender.bare != to.bare:
+            if self._queued and (sender.bare in self._queued or to.bare in self._queued):
+                self._defer(stanza, sender, to, session, None)
+                return
+            prepared = gate.prepare(stanza, sender, to)
+            if is_awaitable(prepared):
+                self._defer(stanza, sender, to, session, prepared)  # type: ignore[arg-type]
+                return
+            if self._judge(gate, stanza, sender, to, prepared, True, True):
+                return
+        self._classify(stanza, sender, to, session)
+
+    def _classify(self, stanza: Element, sender: JID, to: JID, session: Session | None) -> None:
+        """Where a stanza the privacy rules let through goes."""
+        tag = stanza.tag
         if to.domain not in self.domains:
             hosted = self._registry.hosted.get(to.domain)
             if hosted is not None:
@@ -219,36 +271,119 @@ class Router:
             self._to_bare(stanza, sender, to.bare, session)
         # other presence to an unavailable resource is dropped silently (§8.5.3.2.1)
 
-    def privacy_out(self, stanza: Element, sender: JID, to: JID) -> bool:
-        """The sender's privacy rules (XEP-0191, XEP-0016): True when they stopped it.
+    # -- the privacy gate (XEP-0016, XEP-0191) ----------------------------------------
 
-        Whoever stopped the stanza has sent any error; a privacy filter that failed stops
-        it too (fail closed). Also used by modules that deliver outside ``route``
-        (presence at login, stored offline messages).
-        """
-        if (
-            sender.bare == to.bare
-            or sender.local is None
-            or sender.domain not in self.domains
-            or not self._bus.has(events.PRIVACY_OUT)
-        ):
+    def _judge(
+        self,
+        gate: PrivacyGate,
+        stanza: Element,
+        sender: JID,
+        to: JID,
+        prepared: object,
+        out: bool,
+        inbound: bool,
+    ) -> bool:
+        """Apply the gate's verdict; True when the stanza was taken (refused, or delivered
+        to the sessions the rules allow). A gate that fails refuses it (fail closed)."""
+        try:
+            verdict = gate.check(stanza, sender, to, prepared, out=out, inbound=inbound)
+        except Exception:
+            log.exception("the privacy gate failed; a stanza to %s is refused", to)
+            self._failed(FAILED, stanza, sender)
+            return True
+        if verdict is None:
             return False
-        outcome = self._bus.run(events.PRIVACY_OUT, stanza, sender, to)
-        self._failed(outcome, stanza, sender)
-        return outcome is not None
+        if isinstance(verdict, OnlyTo):
+            deliver_all(verdict.sessions, stanza)
+        elif verdict.error is not None:
+            self.reply_error(stanza, verdict.error, sender)
+        return True
 
-    def privacy_in(self, stanza: Element, sender: JID, to: JID) -> bool:
-        """The recipient's privacy rules: True when they stopped the stanza."""
-        if (
-            sender.bare == to.bare
-            or to.local is None
-            or to.domain not in self.domains
-            or not self._bus.has(events.PRIVACY_IN)
-        ):
+    def privacy_refuses(
+        self, stanza: Element, sender: JID, to: JID, *, out: bool = True, inbound: bool = True
+    ) -> bool:
+        """The gate for what a module delivers outside ``route`` (presence at login, say),
+        with the parties' rules in memory: True when it took the stanza."""
+        gate = self._registry.privacy_gate
+        if gate is None or sender.bare == to.bare:
             return False
-        outcome = self._bus.run(events.PRIVACY_IN, stanza, sender, to)
-        self._failed(outcome, stanza, sender)
-        return outcome is not None
+        prepared = gate.prepare(stanza, sender, to, out=out, inbound=inbound)
+        if is_awaitable(prepared):
+            if isinstance(prepared, Coroutine):
+                prepared.close()
+            log.error("privacy rules for a stanza to %s are not in memory; refused", to)
+            return True
+        return self._judge(gate, stanza, sender, to, prepared, out, inbound)
+
+    async def privacy_refuses_loaded(
+        self, stanza: Element, sender: JID, to: JID, *, out: bool = True, inbound: bool = True
+    ) -> bool:
+        """``privacy_refuses``, reading the parties' rules first if they are not in memory."""
+        gate = self._registry.privacy_gate
+        if gate is None or sender.bare == to.bare:
+            return False
+        prepared = gate.prepare(stanza, sender, to, out=out, inbound=inbound)
+        if is_awaitable(prepared):
+            try:
+                prepared = await prepared  # type: ignore[misc]
+            except Exception:
+                log.exception("cannot read privacy rules; a stanza to %s is refused", to)
+                self._failed(FAILED, stanza, sender)
+                return True
+        return self._judge(gate, stanza, sender, to, prepared, out, inbound)
+
+    def _defer(
+        self,
+        stanza: Element,
+        sender: JID,
+        to: JID,
+        session: Session | None,
+        loading: Awaitable[object] | None,
+    ) -> None:
+        if len(self._deferred) >= MAX_DEFERRED:
+            if isinstance(loading, Coroutine):
+                loading.close()
+            log.warning("too many stanzas waiting for privacy lists; refusing one")
+            if stanza.tag != "presence":
+                self.reply_error(stanza, StanzaError(_C.RESOURCE_CONSTRAINT), sender)
+            return
+        self._deferred.append(_Deferred(stanza, sender, to, session, loading))
+        self._queued[sender.bare] += 1
+        self._queued[to.bare] += 1
+        if self._worker is None:
+            self._worker = self._spawn(self._drain())
+
+    async def _drain(self) -> None:
+        """Judge deferred stanzas in arrival order as their rules arrive, and route them."""
+        try:
+            while self._deferred:
+                item = self._deferred[0]
+                gate = self._registry.privacy_gate
+                prepared: object = None
+                failed = False
+                try:
+                    if gate is not None:
+                        prepared = item.loading
+                        if prepared is None:
+                            prepared = gate.prepare(item.stanza, item.sender, item.to)
+                        if is_awaitable(prepared):
+                            prepared = await prepared  # type: ignore[misc]
+                except Exception:
+                    log.exception("cannot read privacy rules; a stanza to %s is refused", item.to)
+                    failed = True
+                self._deferred.popleft()
+                for jid in (item.sender.bare, item.to.bare):
+                    self._queued[jid] -= 1
+                    if self._queued[jid] <= 0:
+                        del self._queued[jid]
+                if failed:
+                    self._failed(FAILED, item.stanza, item.sender)
+                elif gate is None or not self._judge(
+                    gate, item.stanza, item.sender, item.to, prepared, True, True
+                ):
+                    self._classify(item.stanza, item.sender, item.to, item.session)
+        finally:
+            self._worker = None
 
     def _to_bare(self, stanza: Element, sender: JID, to: JID, session: Session | None) -> None:
         tag = stanza.tag

@@ -15,7 +15,7 @@ from roost.core.errors import StanzaError, StanzaErrorCondition
 from roost.core.im.subscription import Subscription, SubState
 from roost.core.jid import JID
 from roost.core.xml.element import Element
-from roost.server.api import IqRequest, ServiceKey
+from roost.server.api import IqRequest, OnlyTo, Refused, ServiceKey, Verdict
 from roost.storage.api import RosterItem
 
 if TYPE_CHECKING:
@@ -26,10 +26,13 @@ __all__ = [
     "PRESENCE",
     "PRIVACY_LISTS",
     "ROSTERS",
+    "OnlyTo",
     "PresenceService",
     "PrivacyListsService",
+    "Refused",
     "Roster",
     "RosterService",
+    "Verdict",
     "item_element",
     "own_session",
 ]

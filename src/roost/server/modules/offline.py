@@ -82,7 +82,7 @@ class OfflineModule:
                 sender = JID.parse(stanza.attrs.get("from") or user.domain)
             except InvalidJID:
                 sender = JID.parse(user.domain)
-            if self.ctx.privacy_in(stanza, sender, user):
+            if await self.ctx.privacy_refuses_loaded(stanza, sender, user, out=False):
                 continue  # blocked since it was stored (XEP-0191 §3.3, XEP-0016)
             if session.available and self.ctx.sessions.get(session.jid) is session:
                 self.ctx.deliver(session, stanza)

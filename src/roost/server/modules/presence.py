@@ -80,11 +80,6 @@ class PresenceModule:
 
     # XEP-0016 / XEP-0191 for what this service delivers or processes outside the router.
 
-    def _privacy_out(self, stanza: Element, sender: JID, to: JID) -> bool:
-        return self.ctx.privacy_out(stanza, sender, to)
-
-    def _privacy_in(self, stanza: Element, sender: JID, to: JID) -> bool:
-        return self.ctx.privacy_in(stanza, sender, to)
 
     async def _exists(self, user: JID) -> bool:
         if self.ctx.sessions.is_online(user):
@@ -121,7 +116,7 @@ class PresenceModule:
         if ptype in SUBSCRIPTION_TYPES:
             # XEP-0016 §2.2 rule 4: privacy lists come before subscription handling, so the
             # user's own rules are checked before the roster changes.
-            if not self._privacy_out(stanza, sender, to):
+            if not self.ctx.privacy_refuses(stanza, sender, to, inbound=False):
                 conn.hold(self.ctx.spawn(self._outbound_subscription(stanza, sender, to, ptype)))
         elif ptype is None or ptype == "unavailable":
             # RFC 6121 §4.6: directed presence; remember it to send unavailable later.
@@ -172,7 +167,7 @@ class PresenceModule:
             if contact.domain in self.ctx.domains and contact.local is not None:
                 # Local contact: process it now, so it is ordered before the presence below,
                 # unless the contact's rules refuse it (the user is not told: XEP-0191 §3.3).
-                if not self._privacy_in(out, user, contact):
+                if not await self.ctx.privacy_refuses_loaded(out, user, contact, out=False):
                     await self._inbound_subscription(out, user, contact, ptype)
             else:
                 self._route(out, user, contact)
@@ -278,7 +273,7 @@ class PresenceModule:
                     log.warning("dropping an unreadable stored subscription request")
                     continue
                 # not from someone blocked since the request was stored (XEP-0191 §3.3)
-                if not self._privacy_in(request, requester, conn.jid):
+                if not self.ctx.privacy_refuses(request, requester, conn.jid, out=False):
                     self.ctx.deliver(conn, request)
         for other in self.ctx.sessions.resources(user).values():
             if other is not conn and other.available and other.presence is not None:
@@ -441,14 +436,9 @@ class PresenceModule:
             if reply_to is None:
                 self._route(p, user, prober)
                 return
-            # Straight to the new session at its login: both parties' privacy rules apply
-            # as they would in the router (the contact's presence-out, the user's presence-in).
-            target = reply_to.jid
-            if target is not None and (
-                self._privacy_out(p, sender, target) or self._privacy_in(p, sender, target)
-            ):
-                return
-            self.ctx.deliver(reply_to, p)
+            # to the new session at its login, through the router's privacy gate (the
+            # contact's presence-out, the user's presence-in)
+            self._route(p, sender, reply_to.jid)
 
         if not state.has_from:
             # rule 1: not subscribed: unsubscribed from the bare JID (a reply to a real probe)

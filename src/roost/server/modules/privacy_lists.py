@@ -1,21 +1,21 @@
-"""Privacy lists and blocklists of local users: storage, cache, and the one enforcement check.
+"""Privacy lists and blocklists of local users: storage, cache, and the router's privacy gate.
 
 XEP-0016 privacy lists and the XEP-0191 blocklist share this back end: XEP-0191 §5 requires
 one store when a server offers both, and maps the blocklist onto the default list (its
 jid/deny items that cover everything). The ``privacy`` and ``blocking`` modules are protocol
 front ends that change lists through it; it is loaded as a module itself (``privacy_lists``)
-and owns the router's ``privacy/out`` and ``privacy/in`` hooks, which the presence service
-also fires for the deliveries it makes outside the router.
+and is the router's privacy gate (``ModuleContext.privacy_gate``): ``prepare`` says what a
+check needs that is not in memory, ``check`` only decides (allow, refuse with which error,
+or only to which sessions). The router defers, orders, delivers and answers.
 
 Caching, so routing never waits on the database:
 
-* A user's lists are read when a session binds; until they are in memory nothing more from
-  that client is handled (``Session.hold``), so its own stanzas never wait.
+* A user's lists are read when a session opens; it is bound once they are in memory, so
+  its own stanzas never wait.
 * Lists of offline users are read on first need and kept in a bounded cache (the oldest
   read is dropped first). A stanza that needs rules not yet in memory (or the roster of an
-  offline user whose list has group or subscription items) is deferred: queued in arrival
-  order, checked when the data is loaded, then routed again. Later stanzas from or to the
-  same users queue behind it, so order is kept.
+  offline user whose list has group or subscription items) waits in the router until
+  ``prepare`` has read them, in arrival order with the stanzas from or to the same users.
 * With no list in force for either party the check is two dictionary look-ups.
 
 Writes are committed before the cache changes and the client gets its result.
@@ -54,7 +54,7 @@ from roost.core.jid import JID
 from roost.core.xml.element import Element
 from roost.server import events
 from roost.server.api import ModuleContext
-from roost.server.services import PRESENCE, PRIVACY_LISTS, ROSTERS, Roster
+from roost.server.services import PRESENCE, PRIVACY_LISTS, ROSTERS, OnlyTo, Refused, Roster, Verdict
 from roost.server.session import Session
 
 __all__ = [
@@ -74,8 +74,6 @@ _LIST_PREFIX: Final = "list:"
 BLOCKLIST_NAME: Final = "blocklist"
 #: offline users whose lists stay in memory after a look-up
 OFFLINE_CACHE: Final = 10_000
-#: stanzas waiting for rules to load, server-wide
-MAX_DEFERRED: Final = 10_000
 #: presence an account with no session drops anyway (RFC 6121 §8.5.2.2.2, §8.5.3.2.2)
 _DROPPED_WHEN_OFFLINE: Final = frozenset({None, "unavailable", "error"})
 
@@ -106,13 +104,17 @@ def _bounceable(stanza: Element) -> bool:
 
 
 class _Loaded:
-    """What the deferred-stanza worker read for one stanza."""
+    """What ``prepare`` read for one stanza: lists and rosters not kept in memory."""
 
     __slots__ = ("rosters", "users")
 
     def __init__(self) -> None:
         self.users: dict[JID, UserPrivacy] = {}
         self.rosters: dict[JID, Roster] = {}
+
+
+#: ``prepare``'s answer when everything the check needs is in memory already
+_IN_MEMORY: Final = _Loaded()
 
 
 class _UserLock:
@@ -133,26 +135,19 @@ class PrivacyLists:
         self._offline: collections.OrderedDict[JID, UserPrivacy] = collections.OrderedDict()
         self._loading: dict[JID, asyncio.Task[UserPrivacy]] = {}
         self._locks: dict[JID, _UserLock] = {}
-        self._deferred: collections.deque[tuple[Element, JID, JID]] = collections.deque()
-        #: bare JIDs with deferred stanzas: their later stanzas queue behind them
-        self._queued: collections.Counter[JID] = collections.Counter()
-        self._worker: asyncio.Task[None] | None = None
-        #: the stanza being routed again after its deferred check, and where to
-        self._passing: tuple[Element, JID] | None = None
 
     def setup(self, ctx: ModuleContext) -> None:
         self.ctx = ctx
         self.domains = ctx.domains
         self.rosters = ctx.service(ROSTERS)
         ctx.provide(PRIVACY_LISTS, self)
-        ctx.filter(events.PRIVACY_OUT, self.check_out)
-        ctx.filter(events.PRIVACY_IN, self.check_in)
+        ctx.privacy_gate(self)
         ctx.observe(events.SESSION_OPENING, self.session_opening)
         ctx.observe(events.SESSION_ABANDONED, self.session_abandoned)
         # After the presence service, whose unavailable broadcast still uses this session.
         ctx.observe(events.SESSION_CLOSED, self.session_closed, priority=-10)
 
-    # -- enforcement (the hot path) -------------------------------------------------------
+    # -- enforcement (the hot path): the router's privacy gate ----------------------------
 
     def _entry(self, user: JID) -> UserPrivacy | None:
         st = self._online.get(user)
@@ -160,78 +155,121 @@ class PrivacyLists:
             st = self._offline.get(user)
         return st
 
-    def _is_passing(self, stanza: Element, to: JID) -> bool:
-        passing = self._passing
-        return passing is not None and stanza is passing[0] and to == passing[1]
+    def _parties(
+        self, stanza: Element, sender: JID, to: JID, out_: bool = True, in_: bool = True
+    ) -> tuple[JID | None, JID | None]:
+        """Whose rules apply: the sender's (outbound) and the recipient's (inbound)."""
+        out = (
+            sender.bare
+            if out_
+            and sender.local is not None
+            and sender.domain in self.domains
+            and not (to.local is None and to.domain in self.domains)  # our own server
+            else None
+        )
+        inbound = (
+            to.bare
+            if in_
+            and to.local is not None
+            and to.domain in self.domains
+            and not (sender.local is None and sender.domain in self.domains)
+            else None
+        )
+        if (
+            inbound is not None
+            and self._entry(inbound) is None
+            and stanza.tag == "presence"
+            and stanza.attrs.get("type") in _DROPPED_WHEN_OFFLINE
+            and not self.ctx.sessions.is_online(inbound)
+        ):
+            inbound = None  # dropped for want of a session whatever the lists say
+        return out, inbound
 
-    def check_out(self, stanza: Element, sender: JID, to: JID) -> bool | None:
-        """``privacy/out``: a stanza from a local user, judged by that user's list."""
-        if self._is_passing(stanza, to) or (to.local is None and to.domain in self.domains):
-            return None  # our own server is never blocked: pushes, pings, disco, ...
-        user = sender.bare
-        if self._queued and (user in self._queued or to.bare in self._queued):
-            return self._defer(stanza, sender, to)
-        st = self._entry(user)
-        if st is None:
-            return self._defer(stanza, sender, to)
-        if st.quiet:
-            return None
-        return self._judge_out(stanza, sender, to, st, None)
-
-    def check_in(self, stanza: Element, sender: JID, to: JID) -> bool | None:
-        """``privacy/in``: a stanza for a local user, judged by that user's list."""
-        if self._is_passing(stanza, to) or (sender.local is None and sender.domain in self.domains):
-            return None
-        user = to.bare
-        if self._queued and (user in self._queued or sender.bare in self._queued):
-            return self._defer(stanza, sender, to)
-        st = self._entry(user)
-        if st is None:
-            if (
-                stanza.tag == "presence"
-                and stanza.attrs.get("type") in _DROPPED_WHEN_OFFLINE
-                and not self.ctx.sessions.is_online(user)
+    def prepare(
+        self, stanza: Element, sender: JID, to: JID, *, out: bool = True, inbound: bool = True
+    ) -> _Loaded | Awaitable[_Loaded]:
+        """Everything ``check`` needs: at once when in memory, else an awaitable that reads
+        the missing lists (and the roster of an offline user whose list needs it)."""
+        for user in self._parties(stanza, sender, to, out, inbound):
+            if user is None:
+                continue
+            st = self._entry(user)
+            if st is None or (
+                not st.quiet
+                and self.rosters.cached(user) is None
+                and any(lst.needs_roster for lst in st.lists.values())
             ):
-                return None  # dropped for want of a session whatever the lists say
-            return self._defer(stanza, sender, to)
-        if st.quiet:
-            return None
-        return self._judge_in(stanza, sender, to, st, None)
+                return self._read_for(self._parties(stanza, sender, to, out, inbound))
+        return _IN_MEMORY
+
+    async def _read_for(self, parties: tuple[JID | None, JID | None]) -> _Loaded:
+        loaded = _Loaded()
+        for user in parties:
+            if user is None or user in loaded.users:
+                continue
+            st = await self._load(user)
+            loaded.users[user] = st
+            if self.rosters.cached(user) is None and any(
+                lst.needs_roster for lst in st.lists.values()
+            ):
+                loaded.rosters[user] = await self.rosters.get(user)
+        return loaded
+
+    def check(
+        self,
+        stanza: Element,
+        sender: JID,
+        to: JID,
+        prepared: object,
+        *,
+        out: bool = True,
+        inbound: bool = True,
+    ) -> Verdict | None:
+        """Judge a stanza by the sender's and then the recipient's rules; ``None`` allows it."""
+        loaded = prepared if isinstance(prepared, _Loaded) else _IN_MEMORY
+        out_user, in_user = self._parties(stanza, sender, to, out, inbound)
+        if out_user is not None:
+            st = loaded.users.get(out_user) or self._entry(out_user)
+            if st is None:
+                raise RuntimeError(f"the privacy lists of {out_user} are not loaded")
+            if not st.quiet and (verdict := self._judge_out(stanza, sender, to, st, loaded)):
+                return verdict
+        if in_user is not None:
+            st = loaded.users.get(in_user) or self._entry(in_user)
+            if st is None:
+                raise RuntimeError(f"the privacy lists of {in_user} are not loaded")
+            if not st.quiet:
+                return self._judge_in(stanza, sender, to, st, loaded)
+        return None
 
     def _decide(
-        self, lst: PrivacyList, kind: Kind, peer: JID, owner: JID, loaded: _Loaded | None
-    ) -> PrivacyItem | Literal[False] | None:
-        """The item of ``lst`` that decides; ``False`` when the roster must be read first."""
+        self, lst: PrivacyList, kind: Kind, peer: JID, owner: JID, loaded: _Loaded
+    ) -> PrivacyItem | None:
+        """The item of ``lst`` that decides, if any."""
         roster = None
         if lst.needs_roster:
-            roster = self.rosters.cached(owner)
+            roster = self.rosters.cached(owner) or loaded.rosters.get(owner)
             if roster is None:
-                if loaded is None:
-                    return False
-                roster = loaded.rosters.get(owner)
+                raise RuntimeError(f"the roster of {owner} is not loaded")
         return lst.decide(kind, peer, _lookup(roster))
 
     def _judge_out(
-        self, stanza: Element, sender: JID, to: JID, st: UserPrivacy, loaded: _Loaded | None
-    ) -> bool | None:
+        self, stanza: Element, sender: JID, to: JID, st: UserPrivacy, loaded: _Loaded
+    ) -> Verdict | None:
         lst = st.list_for(sender.resource)
         if lst is None or not lst.items:
             return None
         item = self._decide(lst, stanza_kind(stanza, inbound=False), to, sender.bare, loaded)
-        if item is False:
-            return self._defer(stanza, sender, to)
         if item is None or item.allow:
             return None
         # XEP-0191 §3.3, XEP-0016 §2.14: not routed; not-acceptable tells the user why.
         # Presence is dropped quietly: the server fans it out to subscribers, and an error
         # for each blocked one on every broadcast would be noise.
-        if _bounceable(stanza):
-            self.ctx.reply_error(stanza, blocked_error(blocklist=item.blocks), sender)
-        return True
+        return Refused(blocked_error(blocklist=item.blocks) if _bounceable(stanza) else None)
 
     def _judge_in(
-        self, stanza: Element, sender: JID, to: JID, st: UserPrivacy, loaded: _Loaded | None
-    ) -> bool | None:
+        self, stanza: Element, sender: JID, to: JID, st: UserPrivacy, loaded: _Loaded
+    ) -> Verdict | None:
         kind = stanza_kind(stanza, inbound=True)
         user = to.bare
         if to.resource is None and st.active and kind in (Kind.MESSAGE, Kind.PRESENCE_IN):
@@ -242,19 +280,15 @@ class PrivacyLists:
         if lst is None or not lst.items:
             return None
         item = self._decide(lst, kind, sender, user, loaded)
-        if item is False:
-            return self._defer(stanza, sender, to)
         if item is None or item.allow:
             return None
-        self._refuse_in(stanza, sender)
-        return True
+        return self._refused_in(stanza)
 
-    def _refuse_in(self, stanza: Element, sender: JID) -> None:
+    @staticmethod
+    def _refused_in(stanza: Element) -> Refused:
         # XEP-0191 §3.3 and XEP-0016 §2.14 (1.7): presence of every type silently; messages
         # and iq requests with service-unavailable, so the user looks offline, not hiding.
-        if _bounceable(stanza):
-            err = StanzaError(_C.SERVICE_UNAVAILABLE)
-            self.ctx.reply_error(stanza, err, sender)
+        return Refused(StanzaError(_C.SERVICE_UNAVAILABLE) if _bounceable(stanza) else None)
 
     def _to_sessions(
         self,
@@ -263,25 +297,20 @@ class PrivacyLists:
         user: JID,
         st: UserPrivacy,
         kind: Kind,
-        loaded: _Loaded | None,
-    ) -> bool | None:
+        loaded: _Loaded,
+    ) -> Verdict | Literal[False] | None:
         """§2.2 rule 1 for a message or presence to the bare JID when a session has an
-        active list: each available session is judged by its own list. Returns ``False``
-        when no session is available (the default list decides)."""
-        targets = [
-            c
-            for c in self.ctx.sessions.resources(user).values()
-            if c.available and c.jid is not None
-        ]
+        active list: each available session is judged by its own list. ``False`` when no
+        session is available (the default list decides)."""
+        targets = [c for c in self.ctx.sessions.resources(user).values() if c.available]
         if not targets:
             return False
         allowed: list[Session] = []
-        for conn in targets:
-            assert conn.jid is not None
-            lst = st.list_for(conn.jid.resource)
+        for session in targets:
+            lst = st.list_for(session.resource)
             item = None if lst is None else self._decide(lst, kind, sender, user, loaded)
-            if not isinstance(item, PrivacyItem) or item.allow:
-                allowed.append(conn)  # (an online user's roster is always in memory)
+            if item is None or item.allow:
+                allowed.append(session)
         if len(allowed) == len(targets):
             return None
         if stanza.tag == "message":
@@ -294,89 +323,8 @@ class PrivacyLists:
                 top = max(c.priority for c in allowed)
                 allowed = [c for c in allowed if c.priority == top]
         if not allowed:
-            self._refuse_in(stanza, sender)
-            return True
-        self.ctx.deliver_all(allowed, stanza)
-        return True
-
-    # -- deferred checks ------------------------------------------------------------------
-
-    def _defer(self, stanza: Element, sender: JID, to: JID) -> bool:
-        if len(self._deferred) >= MAX_DEFERRED:
-            log.warning("too many stanzas waiting for privacy lists; refusing one")
-            if _bounceable(stanza):
-                err = StanzaError(_C.RESOURCE_CONSTRAINT)
-                self.ctx.reply_error(stanza, err, sender)
-            return True
-        self._deferred.append((stanza, sender, to))
-        self._queued[sender.bare] += 1
-        self._queued[to.bare] += 1
-        if self._worker is None:
-            self._worker = self.ctx.spawn(self._drain())
-        return True
-
-    async def _drain(self) -> None:
-        """Check deferred stanzas in arrival order as their data arrives, and route them."""
-        try:
-            while self._deferred:
-                stanza, sender, to = self._deferred[0]
-                loaded: _Loaded | None
-                try:
-                    loaded = await self._prepare(sender, to)
-                except Exception:
-                    log.exception("cannot load privacy lists; dropping a stanza to %s", to)
-                    loaded = None
-                self._deferred.popleft()
-                for jid in (sender.bare, to.bare):
-                    self._queued[jid] -= 1
-                    if self._queued[jid] <= 0:
-                        del self._queued[jid]
-                if loaded is not None:
-                    self._release(stanza, sender, to, loaded)
-        finally:
-            self._worker = None
-
-    def _local_user(self, jid: JID) -> bool:
-        return jid.local is not None and jid.domain in self.domains
-
-    async def _prepare(self, sender: JID, to: JID) -> _Loaded:
-        loaded = _Loaded()
-        for user in {sender.bare, to.bare}:
-            if not self._local_user(user):
-                continue
-            st = await self._load(user)
-            loaded.users[user] = st
-            rosters = self.rosters
-            if rosters.cached(user) is None and any(lst.needs_roster for lst in st.lists.values()):
-                loaded.rosters[user] = await rosters.get(user)
-        return loaded
-
-    def _server_jid(self, jid: JID) -> bool:
-        return jid.local is None and jid.domain in self.domains
-
-    def _release(self, stanza: Element, sender: JID, to: JID, loaded: _Loaded) -> None:
-        """Judge a deferred stanza with what was loaded for it, then route it again."""
-        out = loaded.users.get(sender.bare)
-        if (
-            out is not None
-            and not out.quiet
-            and not self._server_jid(to)
-            and self._judge_out(stanza, sender, to, out, loaded)
-        ):
-            return
-        inbound = loaded.users.get(to.bare)
-        if (
-            inbound is not None
-            and not inbound.quiet
-            and not self._server_jid(sender)
-            and self._judge_in(stanza, sender, to, inbound, loaded)
-        ):
-            return
-        self._passing = (stanza, to)
-        try:
-            self.ctx.route(stanza, sender, to)
-        finally:
-            self._passing = None
+            return self._refused_in(stanza)
+        return OnlyTo(tuple(allowed))
 
     # -- loading and the session life cycle -----------------------------------------------
 
