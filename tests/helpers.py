@@ -16,7 +16,7 @@ from roost.core import ns
 from roost.core.errors import CONDITION_DEFAULTS, StanzaErrorCondition
 from roost.core.sasl import PlainClient, ScramClient
 from roost.core.xml.element import Element
-from roost.core.xml.parser import StanzaReceived, StreamClosed, StreamOpened, XMLStreamParser
+from roost.core.xml.parser import ElementParsed, StreamClosed, StreamOpened, XMLStreamParser
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
 from roost.server.config import Config, config_from_dict
@@ -126,7 +126,7 @@ class RawClient:
             if isinstance(ev, StreamOpened):
                 self.header = ev
             else:
-                if isinstance(ev, StanzaReceived):
+                if isinstance(ev, ElementParsed):
                     check_legacy_code(ev.element)
                 self.events.append(ev)
 
@@ -137,7 +137,7 @@ class RawClient:
         ev = self.events.pop(0)
         if isinstance(ev, StreamClosed):
             raise EOFError("stream closed")
-        assert isinstance(ev, StanzaReceived)
+        assert isinstance(ev, ElementParsed)
         return ev.element
 
     async def expect(self, match: Callable[[Element], bool]) -> Element:

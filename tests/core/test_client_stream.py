@@ -40,7 +40,6 @@ from roost.core.stream.server import (
     PreAuthStanza,
     ServerStream,
     ServerStreamSettings,
-    StanzaArrived,
 )
 from roost.core.stream.server import State as ServerState
 from roost.core.stream.server import StreamEnded as ServerStreamEnded
@@ -182,7 +181,7 @@ def test_starttls_scram_plus_bind_and_stanzas() -> None:
     # stanzas both ways
     p.client.send_stanza(Element("message", ns.CLIENT, {"to": "bob@localhost"}))
     arrived = p.server.receive_data(p.client.data_to_send())
-    assert len(arrived) == 1 and isinstance(arrived[0], StanzaArrived)
+    assert len(arrived) == 1 and isinstance(arrived[0], StanzaReceived)
     assert arrived[0].element.get("to") == "bob@localhost"
     p.server.send_raw(b"<message from='bob@localhost/x' type='chat'><body>hi</body></message>")
     (got,) = p.client.receive_data(p.server.data_to_send())

@@ -23,7 +23,7 @@ from roost.core.stream.server import (
     PasswordCheckNeeded,
     ServerStream,
     ServerStreamSettings,
-    StanzaArrived,
+    StanzaReceived,
     State,
     StreamEnded,
     TLSRequested,
@@ -124,7 +124,7 @@ def test_full_negotiation_starttls_scram() -> None:
     scram_login(s, "SCRAM-SHA-256-PLUS", "tls-exporter")
     bind(s)
     evs = s.receive_data(b"<message to='bob@localhost'><body>x</body></message>")
-    assert len(evs) == 1 and isinstance(evs[0], StanzaArrived)
+    assert len(evs) == 1 and isinstance(evs[0], StanzaReceived)
     assert s.receive_data(b"</stream:stream>") == [StreamEnded(None)]
     assert s.data_to_send().endswith(b"</stream:stream>")
 

@@ -19,7 +19,7 @@ from roost.core.errors import (
     parse_stanza_error,
 )
 from roost.core.xml.element import XML_LANG, Element
-from roost.core.xml.parser import StanzaReceived, StreamClosed, StreamOpened, XMLStreamParser
+from roost.core.xml.parser import ElementParsed, StreamClosed, StreamOpened, XMLStreamParser
 from roost.core.xml.writer import escape_attr, escape_text, serialize, stream_header
 
 HEADER = (
@@ -46,7 +46,7 @@ def events_of(chunks: list[bytes]) -> list[object]:
 
 
 def _normal(evs: list[object]) -> list[object]:
-    return [("stanza", serialize(e.element)) if isinstance(e, StanzaReceived) else e for e in evs]
+    return [("stanza", serialize(e.element)) if isinstance(e, ElementParsed) else e for e in evs]
 
 
 def test_whole_stream_events() -> None:
@@ -55,7 +55,7 @@ def test_whole_stream_events() -> None:
     assert evs[0].namespaces == {"": ns.CLIENT, "stream": ns.STREAM}
     assert evs[0].attrs["to"] == "localhost"
     assert isinstance(evs[-1], StreamClosed)
-    stanzas = [e.element for e in evs if isinstance(e, StanzaReceived)]
+    stanzas = [e.element for e in evs if isinstance(e, ElementParsed)]
     assert [s.tag for s in stanzas] == ["message", "iq", "presence"]
     msg = stanzas[0]
     assert msg.ns == ns.CLIENT and msg.attrs[XML_LANG] == "fr"
@@ -140,7 +140,7 @@ def test_woken_parser_keeps_header_namespaces_and_limits() -> None:
     assert parser.hibernate() and parser.hibernating
     evs = parser.feed(b"<db:result from='a' to='b'>k</db:result><message/><q:x/><stream:error/>")
     assert not parser.hibernating
-    els = [e.element for e in evs if isinstance(e, StanzaReceived)]
+    els = [e.element for e in evs if isinstance(e, ElementParsed)]
     assert [(e.ns, e.tag) for e in els] == [
         ("jabber:server:dialback", "result"),
         ("jabber:server", "message"),
@@ -254,7 +254,7 @@ def test_writer_escapes_and_namespaces() -> None:
     )
     # round trip through the parser
     evs = XMLStreamParser().feed(HEADER + out.encode())
-    assert isinstance(evs[1], StanzaReceived) and evs[1].element == msg
+    assert isinstance(evs[1], ElementParsed) and evs[1].element == msg
 
 
 def test_stream_namespace_prefix() -> None:

@@ -20,8 +20,9 @@ from enum import Enum, auto
 from roost.core import ns
 from roost.core.errors import StreamError, StreamErrorCondition
 from roost.core.sasl import HASHES, MECHANISMS, PlainClient, SaslClientError, ScramClient
+from roost.core.stream.events import StanzaReceived, StreamEnded, TLSRequested
 from roost.core.xml.element import Element
-from roost.core.xml.parser import StanzaReceived as _Parsed
+from roost.core.xml.parser import ElementParsed as _Parsed
 from roost.core.xml.parser import StreamClosed, StreamOpened, XMLStreamParser
 from roost.core.xml.writer import STREAM_CLOSE, serialize, stream_header
 
@@ -110,11 +111,6 @@ TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
-class TLSRequested:
-    """Flush pending output, upgrade the transport to TLS, then call ``tls_started``."""
-
-
-@dataclass(frozen=True, slots=True)
 class Registered:
     """XEP-0077: the account was created (``created``) or already existed (conflict)."""
 
@@ -142,25 +138,6 @@ class Bound:
     """A resource is bound (RFC 6120 §7): stanzas may flow."""
 
     jid: str
-
-
-@dataclass(frozen=True, slots=True)
-class StanzaReceived:
-    """A first-level element from the server once bound (a stanza, normally)."""
-
-    element: Element
-
-
-@dataclass(frozen=True, slots=True)
-class StreamEnded:
-    """The stream is over: flush the output and close the transport.
-
-    ``error`` is the stream error the server sent (None for a plain close); ``reason`` says
-    why we ended it ourselves (None when the server did or when we were asked to close).
-    """
-
-    error: StreamError | None
-    reason: str | None = None
 
 
 ClientEvent = (

@@ -35,8 +35,9 @@ from roost.core.sasl import (
     ServerMechanism,
     Success,
 )
+from roost.core.stream.events import StanzaReceived, StreamEnded, TLSRequested
 from roost.core.xml.element import Element
-from roost.core.xml.parser import StanzaReceived, StreamClosed, StreamOpened, XMLStreamParser
+from roost.core.xml.parser import ElementParsed, StreamClosed, StreamOpened, XMLStreamParser
 from roost.core.xml.writer import STREAM_CLOSE, serialize, stream_header
 
 __all__ = [
@@ -48,7 +49,7 @@ __all__ = [
     "PreAuthStanza",
     "ServerStream",
     "ServerStreamSettings",
-    "StanzaArrived",
+    "StanzaReceived",
     "State",
     "StreamEnded",
     "TLSRequested",
@@ -105,11 +106,6 @@ TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
-class TLSRequested:
-    """Flush pending output, upgrade the transport, then call ``tls_started``."""
-
-
-@dataclass(frozen=True, slots=True)
 class CredentialsNeeded:
     """Look up the SCRAM credentials of ``username``; answer with ``provide_credentials``."""
 
@@ -156,20 +152,6 @@ class PreAuthStanza:
     element: Element
 
 
-@dataclass(frozen=True, slots=True)
-class StanzaArrived:
-    """A stanza from the bound client (``from`` not yet stamped)."""
-
-    element: Element
-
-
-@dataclass(frozen=True, slots=True)
-class StreamEnded:
-    """The stream is over; flush output and close the transport."""
-
-    error: StreamError | None
-
-
 StreamEvent = (
     TLSRequested
     | CredentialsNeeded
@@ -178,7 +160,7 @@ StreamEvent = (
     | AuthFailed
     | BindRequested
     | PreAuthStanza
-    | StanzaArrived
+    | StanzaReceived
     | StreamEnded
 )
 
@@ -294,7 +276,7 @@ class ServerStream:
             return []
         try:
             for ev in self._parser.feed(data):
-                if isinstance(ev, StanzaReceived):
+                if isinstance(ev, ElementParsed):
                     self._element(ev.element)
                 elif isinstance(ev, StreamOpened):
                     self._header(ev)
@@ -416,7 +398,7 @@ class ServerStream:
         state = self.state
         if state is State.READY:
             if el.ns == ns.CLIENT and el.tag in STANZA_TAGS:
-                self._events.append(StanzaArrived(el))
+                self._events.append(StanzaReceived(el))
                 return
             raise StreamError(_SC.UNSUPPORTED_STANZA_TYPE, f"<{el.tag}/> is not a stanza")
         if el.ns == ns.STARTTLS and el.tag == "starttls":

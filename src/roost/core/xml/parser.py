@@ -22,8 +22,8 @@ from roost.core.xml.element import Element
 from roost.core.xml.writer import escape_attr
 
 __all__ = [
+    "ElementParsed",
     "ParserEvent",
-    "StanzaReceived",
     "StreamClosed",
     "StreamOpened",
     "XMLStreamParser",
@@ -45,7 +45,7 @@ class StreamOpened:
 
 
 @dataclass(frozen=True, slots=True)
-class StanzaReceived:
+class ElementParsed:
     """A complete first-level element (stanza or stream-level element)."""
 
     element: Element
@@ -56,7 +56,7 @@ class StreamClosed:
     """The peer closed its stream (``</stream:stream>``)."""
 
 
-ParserEvent = StreamOpened | StanzaReceived | StreamClosed
+ParserEvent = StreamOpened | ElementParsed | StreamClosed
 
 _ERR = expat.errors.codes
 _ERROR_MAP = {
@@ -277,7 +277,7 @@ class XMLStreamParser:
             if self._expat.CurrentByteIndex - self._boundary > self._max_stanza:
                 raise _Restricted(StreamError(_SC.POLICY_VIOLATION, "stanza too large"))
             self._boundary = self._expat.CurrentByteIndex
-            self._events.append(StanzaReceived(el))
+            self._events.append(ElementParsed(el))
 
     def _chars(self, data: str) -> None:
         if self._depth >= 2:
@@ -347,7 +347,7 @@ def parse_fragment(text: str, *, max_size: int = 1 << 20) -> Element:
         events = parser.feed(_FRAGMENT_OPEN + text.encode())
     except StreamError as exc:
         raise ValueError(f"not a stanza: {exc}") from None
-    stanzas = [e.element for e in events if isinstance(e, StanzaReceived)]
+    stanzas = [e.element for e in events if isinstance(e, ElementParsed)]
     if len(stanzas) != 1:
         raise ValueError("expected exactly one stanza")
     return stanzas[0]

@@ -37,7 +37,7 @@ from roost.core.stream.server import (
     PreAuthStanza,
     ServerStream,
     ServerStreamSettings,
-    StanzaArrived,
+    StanzaReceived,
     State,
     StreamEnded,
     StreamEvent,
@@ -321,7 +321,7 @@ class C2SConnection(asyncio.Protocol):
         self._flush()
 
     def _event(self, ev: StreamEvent) -> None:
-        if isinstance(ev, StanzaArrived):
+        if isinstance(ev, StanzaReceived):
             if self._held is not None:
                 if self._backlog is None:
                     self._backlog = collections.deque()
