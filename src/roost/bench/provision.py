@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from roost.server.accounts import make_account, prepare_username
 from roost.storage.api import Account, RosterItem, Storage
+from roost.storage.credentials import make_account, prepare_username
 from roost.storage.sqlite import SQLiteStorage
 
 __all__ = ["ProvisionResult", "check_layout", "contacts_of", "provision"]

@@ -8,51 +8,17 @@ which both SCRAM logins and PLAIN checks are verified. Key derivation runs in a 
 from __future__ import annotations
 
 import asyncio
-import os
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from roost.core.jid import JID, InvalidJID
-from roost.core.sasl import ScramCredentials, derive_credentials, verify_password
-from roost.storage.api import Account, Storage, StoredCredentials
+from roost.core.sasl import ScramCredentials, verify_password
+from roost.storage.api import Account, Storage
+from roost.storage.credentials import InvalidUsername, from_stored, make_account, prepare_username
 
 __all__ = ["Accounts", "InvalidUsername", "make_account"]
 
 _R = TypeVar("_R")
-
-
-class InvalidUsername(ValueError):
-    """The username is not a valid JID localpart (RFC 7622 §3.3)."""
-
-
-def prepare_username(username: str, domain: str) -> tuple[str, str]:
-    """Prepare the localpart and domain as JID parts; raises ``InvalidUsername``."""
-    try:
-        jid = JID.make(username, domain)
-    except InvalidJID as exc:
-        raise InvalidUsername(str(exc)) from None
-    assert jid.local is not None
-    return jid.local, jid.domain
-
-
-def _to_stored(c: ScramCredentials) -> StoredCredentials:
-    return StoredCredentials(c.salt, c.iterations, c.stored_key, c.server_key)
-
-
-def _from_stored(c: StoredCredentials) -> ScramCredentials:
-    return ScramCredentials(c.salt, c.iterations, c.stored_key, c.server_key)
-
-
-def make_account(username: str, domain: str, password: str, iterations: int) -> Account:
-    """Derive both SCRAM key sets for a new account (CPU-heavy: call it off the loop)."""
-    if not password:
-        raise ValueError("the password must not be empty")
-    local, dom = prepare_username(username, domain)
-    sha1 = derive_credentials("sha1", password, os.urandom(16), iterations)
-    sha256 = derive_credentials("sha256", password, os.urandom(16), iterations)
-    return Account(local, dom, _to_stored(sha1), _to_stored(sha256), time.time())
 
 
 class Accounts:
@@ -97,7 +63,7 @@ class Accounts:
         account = await self.storage.get_account(local, dom)
         if account is None:
             return None
-        return _from_stored(account.sha256 if hash_name == "sha256" else account.sha1)
+        return from_stored(account.sha256 if hash_name == "sha256" else account.sha1)
 
     async def check_password(self, username: str, domain: str, password: str) -> bool:
         """Verify a PLAIN password against the stored SHA-256 keys."""
@@ -109,6 +75,6 @@ class Accounts:
         if account is None:
             return False
         ok: bool = await self._cpu(
-            verify_password, _from_stored(account.sha256), "sha256", password
+            verify_password, from_stored(account.sha256), "sha256", password
         )
         return ok
