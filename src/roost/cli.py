@@ -254,8 +254,11 @@ def cmd_cert(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate config, certificates, data directory and ports; say how to fix problems."""
     config = _load(args)
+    from roost.server.loader import resolve_modules
+    from roost.server.modules import default_modules
     from roost.transport.certs import CertificateError, load_tls_context_server
 
+    resolve_modules(config, default_modules())  # a bad [modules] table: ConfigError, exit 2
     problems: list[str] = []
     data = Path(config.data_dir)
     try:

@@ -451,6 +451,21 @@ def test_bad_config_exits_2_naming_the_key(tmp_path: Path, command: str, case: s
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.parametrize("command", ["serve", "check"])
+def test_unknown_module_exits_2_naming_the_key(tmp_path: Path, command: str) -> None:
+    """``[modules] disabled`` names modules that exist (issue 9, acceptance 4)."""
+    path = write_config(tmp_path, 12345, 0)
+    path.write_text(path.read_text() + '\n[modules]\ndisabled = ["version", "vcrad"]\n')
+    r = run_roost(command, "--config", str(path), cwd=tmp_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert (
+        "roost: configuration error: modules.disabled[1]: no module named 'vcrad' "
+        "(did you mean 'vcard'?)"
+    ) in r.stderr
+    assert "Traceback" not in r.stderr
+    assert READY not in r.stderr
+
+
 def test_missing_config_file_exits_2(tmp_path: Path) -> None:
     r = run_roost("serve", "--config", str(tmp_path / "absent.toml"), cwd=tmp_path)
     assert r.returncode == 2

@@ -217,7 +217,8 @@ class Module(Protocol):
     """A feature module: a name and a ``setup`` that registers through its context.
 
     ``depends`` (optional) names modules that must be loaded first; ``Options`` (optional)
-    is a dataclass built from the module's ``[modules.NAME]`` config table.
+    is a dataclass built from the module's ``[modules.NAME]`` config table (or from the
+    top-level table ``config_section`` names); the context's ``options`` is that instance.
     """
 
     name: str

@@ -16,9 +16,9 @@ from typing import Final
 from roost.core import ns
 from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
-from roost.server.session import MAX_DETACHED_QUEUE, Session
+from roost.server.session import MAX_DETACHED_QUEUE, Session, SessionStream
 
-__all__ = ["STANZA_NAMESPACES", "deliver", "deliver_all", "stanza_bytes"]
+__all__ = ["STANZA_NAMESPACES", "attach", "deliver", "deliver_all", "stanza_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,15 @@ def deliver(session: Session, stanza: Element | None, data: bytes | None = None)
         session.queued = []
     session.queued.append(data)
     session.queued_size += len(data)
+
+
+def attach(session: Session, stream: SessionStream) -> None:
+    """Carry ``session`` on ``stream`` (a resumed or next-request stream); what was
+    delivered while it was detached goes out first, in order."""
+    queued, session.queued, session.queued_size = session.queued, None, 0
+    session.stream = stream
+    for data in queued or ():
+        deliver(session, None, data)
 
 
 def deliver_all(sessions: Iterable[Session], stanza: Element) -> None:

@@ -2,7 +2,9 @@
 
 Each module may declare ``depends`` (names of modules it needs loaded before it) and an
 ``Options`` dataclass, built from its ``[modules.NAME]`` table by the same validator as the
-rest of the config. Every problem is a ``ConfigError`` that names the key.
+rest of the config. A module whose options predate ``[modules]`` names its top-level table
+in ``config_section`` instead (``[roster]``, ``[offline]``...), so documented keys keep
+working. Every problem is a ``ConfigError`` that names the key.
 """
 
 from __future__ import annotations
@@ -80,7 +82,13 @@ def resolve_modules(config: Config, available: Sequence[Module]) -> list[LoadedM
     for module in order:
         options_cls = getattr(module, "Options", None)
         table = config.modules.options.get(module.name, {})
-        if options_cls is None:
+        section = getattr(module, "config_section", None)
+        if section is not None:
+            # options that predate [modules]: a top-level table, already validated
+            if table:
+                raise ConfigError(f"modules.{module.name}", f"set these options in [{section}]")
+            options = getattr(config, section)
+        elif options_cls is None:
             if table:
                 key = next(iter(table))
                 raise ConfigError(f"modules.{module.name}.{key}", "this module takes no options")

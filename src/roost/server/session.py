@@ -99,15 +99,9 @@ class Session:
     def encrypted(self) -> bool:
         return self.stream is not None and self.stream.encrypted
 
-    def attach(self, stream: SessionStream) -> None:
-        """Carry this session on ``stream``; what waited while detached goes out first."""
-        self.stream = stream
-        queued, self.queued, self.queued_size = self.queued, None, 0
-        for data in queued or ():
-            stream.write(data)
-
     def detach(self) -> SessionStream | None:
-        """Take the session off its stream; deliveries queue until ``attach``."""
+        """Take the session off its stream; deliveries queue until
+        ``roost.server.delivery.attach``."""
         stream, self.stream = self.stream, None
         return stream
 

@@ -246,10 +246,6 @@ class OfflineStore(Protocol):
         two concurrent callers never both get a message."""
         ...
 
-    async def count_offline(self, username: str, domain: str) -> int:
-        """How many messages are stored for the user."""
-        ...
-
 
 class KeyValueStore(Protocol):
     """Small per-user documents (vCard, private XML, privacy lists, blocklist, last logout...),

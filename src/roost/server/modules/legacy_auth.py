@@ -19,6 +19,7 @@ from roost.core.errors import (
 from roost.core.jid import JID, InvalidJID
 from roost.core.xml.element import Element
 from roost.server.api import ModuleContext, PreAuthStream
+from roost.server.config import LegacyAuthConfig
 
 __all__ = ["LegacyAuthModule"]
 
@@ -30,9 +31,12 @@ FEATURE = "http://jabber.org/features/iq-auth"
 
 class LegacyAuthModule:
     name = "legacy_auth"
+    Options = LegacyAuthConfig
+    config_section = "legacy_auth"
 
     def setup(self, ctx: ModuleContext) -> None:
-        if not ctx.config.legacy_auth.enabled:
+        options: LegacyAuthConfig = ctx.options
+        if not options.enabled:
             return
         self.ctx = ctx
         ctx.preauth_iq(AUTH, self.handle)

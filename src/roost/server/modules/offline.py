@@ -19,6 +19,7 @@ from roost.core.xml.parser import parse_fragment
 from roost.core.xml.writer import serialize
 from roost.server import events
 from roost.server.api import ModuleContext
+from roost.server.config import OfflineConfig
 from roost.server.session import Session
 
 __all__ = ["OfflineModule"]
@@ -29,10 +30,13 @@ FEATURE = "msgoffline"  # XEP-0160 §5: advertised in the server's disco#info
 
 class OfflineModule:
     name = "offline"
+    Options = OfflineConfig
+    config_section = "offline"
 
     def setup(self, ctx: ModuleContext) -> None:
         self.ctx = ctx
-        self.limit = ctx.config.offline.max_messages
+        options: OfflineConfig = ctx.options
+        self.limit = options.max_messages
         if self.limit == 0:
             return
         ctx.feature(FEATURE)

@@ -18,6 +18,7 @@ from roost.core.jid import JID
 from roost.core.xml.element import Element
 from roost.server.accounts import InvalidUsername
 from roost.server.api import EMPTY, HANDLED, IqRequest, IqResult, ModuleContext, PreAuthStream
+from roost.server.config import RegistrationConfig
 from roost.server.services import PRESENCE, ROSTERS
 from roost.storage.api import AccountExists, NoSuchAccount
 
@@ -70,11 +71,13 @@ def _registration_form() -> Element:
 class RegisterModule:
     name = "register"
     depends = ("roster",)
+    Options = RegistrationConfig
+    config_section = "registration"
 
     def setup(self, ctx: ModuleContext) -> None:
         self.ctx = ctx
         self.rosters = ctx.service(ROSTERS)
-        self.config = ctx.config.registration
+        self.config: RegistrationConfig = ctx.options
         self._recent: dict[str, collections.deque[float]] = {}
         ctx.preauth_iq(REGISTER, self.preauth)
         for target in ("host", "account"):

@@ -22,6 +22,7 @@ from roost.core.jid import JID, InvalidJID
 from roost.core.xml.element import Element
 from roost.server import events
 from roost.server.api import EMPTY, IqRequest, IqResult, ModuleContext
+from roost.server.config import RosterConfig
 from roost.server.services import PRESENCE, ROSTERS, Roster, item_element
 from roost.server.session import Session
 from roost.storage.api import RosterItem
@@ -34,11 +35,13 @@ ROSTERVER = "urn:xmpp:features:rosterver"
 
 class RosterModule:
     name = "roster"
+    Options = RosterConfig
+    config_section = "roster"
 
     def setup(self, ctx: ModuleContext) -> None:
         self.ctx = ctx
-        self.limits = ctx.config.roster
-        self.rosters = Rosters(ctx)
+        self.limits: RosterConfig = ctx.options
+        self.rosters = Rosters(ctx, self.limits.max_items)
         ctx.provide(ROSTERS, self.rosters)
         ctx.observe(events.SESSION_OPENING, self.rosters.opening)
         ctx.observe(events.SESSION_ABANDONED, self.rosters.closed)
@@ -129,10 +132,10 @@ class RosterModule:
 class Rosters:
     """Loads, caches, changes and pushes rosters (the ``rosters`` service)."""
 
-    def __init__(self, ctx: ModuleContext) -> None:
+    def __init__(self, ctx: ModuleContext, max_items: int) -> None:
         self.ctx = ctx
         self.storage = ctx.storage
-        self.max_items = ctx.config.roster.max_items
+        self.max_items = max_items
         self._cache: dict[JID, Roster] = {}
         self._locks: dict[JID, asyncio.Lock] = {}
         #: sessions whose opening acquired their account's roster

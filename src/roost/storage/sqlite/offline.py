@@ -7,10 +7,10 @@ import sqlite3
 from roost.storage.sqlite.accounts import require_account
 from roost.storage.sqlite.db import _transaction
 
-__all__ = ["count_offline", "push_offline", "take_offline"]
+__all__ = ["push_offline", "take_offline"]
 
 
-def count_offline(conn: sqlite3.Connection, username: str, domain: str) -> int:
+def _count(conn: sqlite3.Connection, username: str, domain: str) -> int:
     row = conn.execute(
         "SELECT COUNT(*) FROM offline_messages WHERE username = ? AND domain = ?",
         (username, domain),
@@ -24,7 +24,7 @@ def push_offline(
     # The count and the insert share the write lock: two pushes cannot both see room for one.
     with _transaction(conn):
         require_account(conn, username, domain)
-        if count_offline(conn, username, domain) >= limit:
+        if _count(conn, username, domain) >= limit:
             return False
         conn.execute(
             "INSERT INTO offline_messages (username, domain, stanza, stamp) VALUES (?, ?, ?, ?)",

@@ -129,11 +129,6 @@ class SQLiteStorage(SQLiteDatabase):
             functools.partial(offline_sql.take_offline, username=username, domain=domain)
         )
 
-    async def count_offline(self, username: str, domain: str) -> int:
-        return await self._call(
-            functools.partial(offline_sql.count_offline, username=username, domain=domain)
-        )
-
     # -- per-user documents ----------------------------------------------------------------
 
     async def get_data(self, username: str, domain: str, store: str, key: str) -> str | None:
