@@ -25,6 +25,7 @@ from roost.server.app import Server
 from roost.server.config import ConfigError
 from roost.server.modules import default_modules
 from roost.server.session import Session
+from roost.storage.api import StoreSchema
 from tests.helpers import PASSWORDS, RawClient, make_config
 
 VERSION = "jabber:iq:version"
@@ -115,12 +116,17 @@ class BrokenGate:
 
 
 async def _start(
-    tmp_path: Path, extra: list[Module], *, without: tuple[str, ...] = (), **sections: object
+    tmp_path: Path,
+    extra: list[Module],
+    *,
+    without: tuple[str, ...] = (),
+    accounts: bool = True,
+    **sections: object,
 ) -> Server:
     modules = [m for m in default_modules() if m.name not in without] + extra
     srv = Server(make_config(tmp_path, **sections), modules)  # type: ignore[arg-type]
     await srv.start()
-    for user, password in PASSWORDS.items():
+    for user, password in PASSWORDS.items() if accounts else ():
         await srv.accounts.create(user, "localhost", password)
     return srv
 
@@ -198,6 +204,46 @@ async def test_an_error_to_a_hosted_jid_reaches_the_module(echo_server: Server) 
     await echo_server.idle()
     assert [e.get("type") for e in module.received] == ["error"]
     assert module.received[0].get("to") == "echo.localhost/r"
+
+
+class NotesModule:
+    """Owns a store with a migration, and keeps host-scoped data for its service domain."""
+
+    name = "notes"
+    SCHEMA = StoreSchema("notes", ("CREATE TABLE notes_items (k TEXT PRIMARY KEY, v TEXT);",))
+
+    def setup(self, ctx: ModuleContext) -> None:
+        self.ctx = ctx
+        ctx.store(self.SCHEMA)
+        ctx.host("notes.localhost", self)
+
+    def receive(self, stanza: Element, sender: JID, to: JID) -> None:
+        body = stanza.find("body", ns.CLIENT)
+        if stanza.tag == "message" and body is not None:
+            self.ctx.spawn(self.ctx.storage.set_host_data(to.domain, "notes", "last", body.text))
+
+
+async def test_a_module_owns_its_store_and_host_data_survives_restart(tmp_path: Path) -> None:
+    import sqlite3
+
+    srv = await _start(tmp_path, [NotesModule()])
+    try:
+        a = await _login(srv, "alice", "a")
+        await a.send("<message to='notes.localhost'><body>remember me</body></message>")
+        await a.ping()
+        await srv.idle()
+        await a.close()
+    finally:
+        await srv.stop()
+    with sqlite3.connect(tmp_path / "roost.db") as db:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        versions = dict(db.execute("SELECT name, version FROM store_versions"))
+    assert "notes_items" in tables and versions["notes"] == 1
+    srv = await _start(tmp_path, [NotesModule()], accounts=False)  # no second migration
+    try:
+        assert await srv.storage.get_host_data("notes.localhost", "notes", "last") == "remember me"
+    finally:
+        await srv.stop()
 
 
 # -- filters fail closed, observers cannot break anything -------------------------------

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from roost.server.config import Config
     from roost.server.router import Router
     from roost.server.sessions import SessionManager
-    from roost.storage.api import Storage
+    from roost.storage.api import Storage, StoreSchema
 
 __all__ = [
     "EMPTY",
@@ -295,6 +295,7 @@ class _Host(Protocol):
     accounts: Accounts
     started_at: float
     services: dict[str, object]
+    schemas: list[StoreSchema]
 
     @property
     def default_domain(self) -> str: ...
@@ -515,6 +516,11 @@ class ModuleContext:
         lst = reg.preauth_features if pre_auth else reg.bound_features
         lst.append(factory)
         self._undo.append(lambda: lst.remove(factory))
+
+    def store(self, schema: StoreSchema) -> None:
+        """Own a store with its own migrations (``StoreSchema``): they are applied before
+        the server accepts connections, so the module's handlers find it ready."""
+        self._host.schemas.append(schema)
 
     def privacy_gate(self, gate: PrivacyGate) -> None:
         """Be the privacy rules the router applies to every stanza between two parties."""

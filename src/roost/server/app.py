@@ -32,7 +32,7 @@ from roost.server.router import Router
 from roost.server.services import ROSTERS, RosterService
 from roost.server.sessions import SessionManager
 from roost.server.streams.c2s import C2SConnection
-from roost.storage.api import Storage
+from roost.storage.api import Storage, StoreSchema
 from roost.storage.sqlite import SQLiteStorage
 from roost.transport.certs import ensure_certificate, load_certificate_der, load_tls_context_server
 from roost.transport.heap import malloc_trim_function, serve_large_blocks_from_heap
@@ -79,6 +79,8 @@ class Server:
         self.bus = EventBus()
         self.registry = Registry()
         self.services: dict[str, object] = {}
+        #: stores modules own, migrated once every module is set up
+        self.schemas: list[StoreSchema] = []
         self.sessions = SessionManager(self.new_id)
         self._tasks: set[asyncio.Task[Any]] = set()
         #: tasks that run for the server's life (timers): ``idle`` does not wait for them
@@ -197,6 +199,8 @@ class Server:
             ctx = ModuleContext(self, loaded.module.name, loaded.options)
             loaded.module.setup(ctx)
             self._contexts.append(ctx)
+        for schema in self.schemas:
+            await self.storage.register_schema(schema)
         self.stream_settings = self._stream_settings()
         c2s = self.config.c2s
         self.listeners += await listen(
