@@ -115,6 +115,8 @@ class _Loaded:
 
 #: ``prepare``'s answer when everything the check needs is in memory already
 _IN_MEMORY: Final = _Loaded()
+#: ``prepare``'s answer when no rules are in force for either party: nothing to check
+_QUIET: Final = _Loaded()
 
 
 class _UserLock:
@@ -190,6 +192,7 @@ class PrivacyLists:
     ) -> _Loaded | Awaitable[_Loaded]:
         """Everything ``check`` needs: at once when in memory, else an awaitable that reads
         the missing lists (and the roster of an offline user whose list needs it)."""
+        quiet = True
         for user in self._parties(stanza, sender, to, out, inbound):
             if user is None:
                 continue
@@ -200,7 +203,8 @@ class PrivacyLists:
                 and any(lst.needs_roster for lst in st.lists.values())
             ):
                 return self._read_for(self._parties(stanza, sender, to, out, inbound))
-        return _IN_MEMORY
+            quiet = quiet and st.quiet
+        return _QUIET if quiet else _IN_MEMORY
 
     async def _read_for(self, parties: tuple[JID | None, JID | None]) -> _Loaded:
         loaded = _Loaded()
@@ -226,6 +230,8 @@ class PrivacyLists:
         inbound: bool = True,
     ) -> Verdict | None:
         """Judge a stanza by the sender's and then the recipient's rules; ``None`` allows it."""
+        if prepared is _QUIET:
+            return None
         loaded = prepared if isinstance(prepared, _Loaded) else _IN_MEMORY
         out_user, in_user = self._parties(stanza, sender, to, out, inbound)
         if out_user is not None:
