@@ -8,6 +8,7 @@ import itertools
 import random
 import socket
 import ssl
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,6 @@ STREAM_HEADER = (
 TIMEOUT = 5.0
 #: the accounts of the ``server`` fixture (tests/conftest.py)
 PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret"}
-#: time for work the server spawned (offline storage, presence) to finish
-SETTLE = 0.1
 
 
 def make_config(data_dir: Path, **sections: dict[str, Any]) -> Config:
@@ -82,10 +81,21 @@ async def start_server(data_dir: Path, **sections: dict[str, Any]) -> Server:
     return server
 
 
+#: every client connected with ``RawClient.connect(server)``: the barriers (``sync``) ping
+#: those of a server that sent something since their last ping round trip
+_connected: weakref.WeakSet[RawClient] = weakref.WeakSet()
+_barrier_ids = itertools.count()
+
+
 class RawClient:
     """A raw XML client: exact bytes out, parsed elements (and raw text) in."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        server: Server | None = None,
+    ) -> None:
         self.reader = reader
         self.writer = writer
         self.parser = XMLStreamParser(max_stanza_size=10_000_000)
@@ -94,11 +104,19 @@ class RawClient:
         self.header: StreamOpened | None = None
         self.closed = False
         self.jid: str | None = None
+        #: the in-process server of ``RawClient.connect(server)``, which the barriers wait for
+        self.server = server
+        #: something was sent since the last ping round trip (``ping``)
+        self.unsynced = False
 
     @classmethod
     async def connect(
-        cls, port: int, *, direct_tls: bool = False, rcvbuf: int | None = None
+        cls, to: int | Server, *, direct_tls: bool = False, rcvbuf: int | None = None
     ) -> RawClient:
+        """Connect to a port, or to an in-process ``Server`` (its listener of that kind):
+        then ``drain``, ``quiet`` and ``sync`` can wait for that server's work too."""
+        server = to if isinstance(to, Server) else None
+        port = to.port(direct_tls=direct_tls) if isinstance(to, Server) else to
         ctx = client_tls_context() if direct_tls else None
         sock = socket.socket()
         if rcvbuf is not None:  # a small receive window makes a slow reader quickly
@@ -108,11 +126,15 @@ class RawClient:
         reader, writer = await asyncio.open_connection(
             sock=sock, ssl=ctx, server_hostname="localhost" if ctx else None
         )
-        return cls(reader, writer)
+        client = cls(reader, writer, server)
+        if server is not None:
+            _connected.add(client)
+        return client
 
     async def send(self, data: str | bytes | Element) -> None:
         if isinstance(data, Element):
             data = serialize(data)
+        self.unsynced = True
         self.writer.write(data.encode() if isinstance(data, str) else data)
         await self.writer.drain()
 
@@ -146,6 +168,37 @@ class RawClient:
             el = await self.next()
             if match(el):
                 return el
+
+    async def ping(self) -> int:
+        """A XEP-0199 ping round trip that leaves whatever else arrives in ``events``.
+
+        When it returns the server has handled everything this client sent before the ping
+        (it handles a client's stanzas in order), and everything it wrote to this stream
+        before the pong has arrived (it writes to a stream in order). Returns how many of
+        ``events`` came before the pong (the pong itself is removed).
+        """
+        pid = f"barrier{next(_barrier_ids)}"
+        await self.send(f"<iq type='get' id='{pid}' to='localhost'><ping xmlns='{ns.PING}'/></iq>")
+        seen = 0
+        while True:
+            for i in range(seen, len(self.events)):
+                ev = self.events[i]
+                if isinstance(ev, StreamClosed):
+                    raise EOFError("stream closed")
+                el = ev.element
+                if el.tag == "iq" and el.get("id") == pid:
+                    assert el.get("type") == "result", serialize(el)
+                    del self.events[i]
+                    self.unsynced = False
+                    return i
+            seen = len(self.events)
+            await self._read()
+
+    def take(self, n: int) -> list[Element]:
+        """Remove and return the first ``n`` received elements (see ``ping``)."""
+        got = [ev.element for ev in self.events[:n]]
+        del self.events[:n]
+        return got
 
     async def stream_error(self) -> str:
         """Read until a stream error; return its condition. The stream must then close."""
@@ -263,31 +316,68 @@ class RawClient:
             await self.writer.wait_closed()
 
 
-_barrier_ids = itertools.count()
+async def sync(*clients: RawClient, idle: bool = True) -> list[int]:
+    """A barrier: once it returns, whatever the server sends ``clients`` because of anything
+    sent so far has arrived, and is left in their ``events``. Returns, per client, how many
+    of its events came before its last pong (``RawClient.ping``).
 
+    1. A ping round trip on each of ``clients`` and on every other client of the same server
+       that sent something since its last one: the server has read and dispatched it all.
+    2. With ``idle``, ``server.idle()``: the work it spawned for that (storage writes,
+       subscriptions, offline delivery) is done, and what it wrote is flushed.
+    3. A ping round trip on each of ``clients``: what the server wrote to a stream before
+       the pong arrives before the pong.
 
-async def drain(c: RawClient) -> list[Element]:
-    """Everything the server sends ``c`` before answering a ping (the pong excluded).
-
-    The ping is a barrier: the server handles a client's stanzas in order, so whatever the
-    earlier ones caused for ``c`` has been written by then.
+    ``idle=False`` is for a server that is busy on purpose (waiting for a client's answer)
+    or runs in another process. The pings alone then cover work a stanza spawns that writes
+    before its first wait (a task runs before the second pong can be read), not storage:
+    such a test shows by other means that nothing is pending.
     """
-    pid = f"barrier{next(_barrier_ids)}"
-    await c.send(f"<iq type='get' id='{pid}' to='localhost'><ping xmlns='{ns.PING}'/></iq>")
-    got: list[Element] = []
-    while True:
-        el = await c.next()
-        if el.tag == "iq" and el.get("id") == pid:
-            assert el.get("type") == "result", serialize(el)
-            return got
-        got.append(el)
-
-
-async def quiet(*clients: RawClient, settle: float = SETTLE) -> None:
-    """Assert that nothing (more) arrives at any of ``clients``."""
-    await asyncio.sleep(settle)
+    servers = {c.server for c in clients}
+    assert len(servers) == 1, "clients of one server at a time"
+    server = servers.pop()
+    if idle:
+        assert server is not None, "idle needs a client made by RawClient.connect(server)"
+    if server is not None:
+        senders = [
+            c
+            for c in _connected
+            if c.server is server
+            and c.unsynced
+            and c not in clients
+            and c.jid is not None
+            and not c.closed
+            and not c.writer.is_closing()
+        ]
+        for c in senders:
+            try:
+                await c.ping()
+            except (EOFError, ConnectionError, ssl.SSLError, RuntimeError):
+                c.unsynced = False  # the server closed it: it reads nothing more from it
     for c in clients:
-        extra = await drain(c)
+        if c.unsynced:
+            await c.ping()
+    if idle:
+        assert server is not None
+        await server.idle()
+    return [await c.ping() for c in clients]
+
+
+async def drain(c: RawClient, *, idle: bool = True) -> list[Element]:
+    """Everything the server sends ``c`` up to a barrier (``sync``), removed from ``c``.
+
+    Whatever the stanzas sent so far (by any client of the server) cause for ``c`` is in
+    it, also when it comes from work the server spawned (storage, subscriptions).
+    """
+    (n,) = await sync(c, idle=idle)
+    return c.take(n)
+
+
+async def quiet(*clients: RawClient, idle: bool = True) -> None:
+    """Assert that nothing (more) arrives at any of ``clients``, up to a barrier (``sync``)."""
+    counts = await sync(*clients, idle=idle)
+    for c, n in zip(clients, counts, strict=True):
+        extra = c.take(n)
         assert extra == [], f"{c.jid} got: {[serialize(e) for e in extra]}"
 
 
@@ -303,7 +393,7 @@ class Logins:
     ) -> RawClient:
         """Log in ``user/resource``; unless ``available`` is false, send initial presence
         (with ``priority``) and wait for it to come back (RFC 6121 §4.2.2)."""
-        c = await RawClient.connect(self.server.port())
+        c = await RawClient.connect(self.server)
         self.made.append(c)
         await c.login(user, PASSWORDS[user], resource)
         if available:

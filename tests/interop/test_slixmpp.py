@@ -24,6 +24,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree as ET
 
 import pytest
 import slixmpp
@@ -123,6 +124,23 @@ class Client:
 
     async def next_message(self) -> Any:
         return await asyncio.wait_for(self.messages.get(), TIMEOUT)
+
+    async def ping(self) -> None:
+        """A XEP-0199 ping round trip to the server."""
+        iq = self.xmpp.make_iq_get(ito="localhost")
+        iq.append(ET.Element("{urn:xmpp:ping}ping"))
+        await iq.send(timeout=TIMEOUT)
+
+    async def barrier(self) -> None:
+        """Wait until whatever the server sends this client for what was sent so far has
+        been handled here, however slow the server is: a ping round trip (the server has
+        handled this client's stanzas), ``server.idle()`` (and the work they spawned), and
+        another ping round trip (the server writes to a stream in order, and slixmpp runs
+        plain-function event handlers as each stanza arrives, before the pong's).
+        """
+        await self.ping()
+        await self.server.idle()
+        await self.ping()
 
     async def stop(self) -> None:
         """Close the stream and wait for the connection to end; idempotent."""

@@ -262,7 +262,7 @@ async def test_roster_pushes_reach_all_interested_resources(im: Factory) -> None
     await eventually(lambda: a1.item(CAROL) is None, "carol gone from a1")
     assert a1.xmpp.client_roster.version == a2.xmpp.client_roster.version
 
-    await asyncio.sleep(0.2)
+    await silent.barrier()
     assert silent.pending("roster_update") == []
 
 
@@ -310,9 +310,9 @@ async def test_remove_ends_both_subscriptions(im: Factory, how: str) -> None:
     }
 
     # And presence no longer flows: bob's status change does not reach alice.
-    await asyncio.sleep(0.2)
+    await alice.barrier()  # everything sent to alice so far has arrived: forget it
     alice.clear("presence")
     bob.xmpp.send_presence(pshow="dnd")
-    await bob.wait("presence", frm=str(bob.xmpp.boundjid))  # bob's own copy
-    await asyncio.sleep(0.2)
+    await bob.wait("presence", frm=str(bob.xmpp.boundjid))  # bob's own copy: handled
+    await alice.barrier()
     assert alice.pending("presence", frm=BOB) == []

@@ -114,6 +114,7 @@ async def test_last_activity_of_a_contact(server: Server, clients: Callable[...,
     await until(lambda: not any(c.available for c in server.sessions.resources(bob_jid).values()))
     await bob.stop()
     await until(lambda: not server.sessions.is_online(bob_jid))
+    await server.idle()  # the logout is recorded (a spawned storage write)
     reply = await last.get_last_activity(slixmpp.JID("bob@localhost"), timeout=TIMEOUT)
     assert str(reply["from"]) == "bob@localhost"
     assert 0 <= reply["last_activity"]["seconds"] <= 2

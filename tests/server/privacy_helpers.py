@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import re
 from collections.abc import Awaitable, Callable
@@ -12,26 +11,20 @@ from roost.core.xml.writer import serialize
 from roost.server.app import Server
 from roost.storage.api import RosterItem
 from tests.helpers import RawClient, drain
+from tests.helpers import quiet as quiet  # "nothing (more) arrived", for the privacy tests
 
 STANZAS = "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'"
 BLOCKING = "urn:xmpp:blocking"
 PRIVACY = "jabber:iq:privacy"
-SETTLE = 0.2  # time for spawned server work (subscriptions, offline storage) to finish
 _ids = itertools.count()
 
 Login = Callable[..., Awaitable[RawClient]]
 
 
 async def settled(c: RawClient) -> list[str]:
-    """After a pause for spawned work, what arrived at ``c`` (ids of pushes masked)."""
-    await asyncio.sleep(SETTLE)
+    """What arrived at ``c`` up to a barrier that also waits for the server's spawned work
+    (``drain``), ids of pushes masked."""
     return [shape(e) for e in await drain(c)]
-
-
-async def quiet(*clients: RawClient) -> None:
-    """Assert that nothing (more) arrives at any of ``clients``."""
-    for c in clients:
-        assert await settled(c) == [], c.jid
 
 
 async def ask(c: RawClient, xml: str) -> tuple[str, list[str]]:

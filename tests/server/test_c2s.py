@@ -191,7 +191,7 @@ async def test_idle_timeout_and_whitespace_keepalive(tmp_path: Path) -> None:
         await quiet.login("alice", "pw", "quiet")
         for _ in range(8):  # whitespace keepalives from the client keep it open
             await talker.send(" ")
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.3)  # kept: time passing is the behaviour under test
         assert await quiet.stream_error() == "connection-timeout"
         await talker.send("<iq type='get' id='k' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
         assert (await talker.expect(lambda e: e.tag == "iq")).get("type") == "result"
@@ -281,7 +281,7 @@ async def test_slow_reader_is_cut_off(server: Server, monkeypatch: pytest.Monkey
     body = "x" * 8000
     for i in range(2000):  # up to 16 MB towards a reader that reads nothing
         await fast.send(f"<message to='bob@localhost/slow' id='{i}'><body>{body}</body></message>")
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # kept: one loop turn for the server to write (not a wait)
         if not server.sessions.get(JID.parse("bob@localhost/slow")):
             break
     assert server.sessions.get(JID.parse("bob@localhost/slow")) is None
@@ -331,7 +331,13 @@ async def test_idle_streams_hibernate_and_wake(tmp_path: Path) -> None:
         # a stanza left unfinished keeps the parser: hibernating would lose the open tag
         await _until(lambda: conn("alice").asleep)
         await alice.send("<message to='bob@localhost/b' type='chat' id='m2'><body>ha")
-        await asyncio.sleep(0.6)
+        await _until(lambda: not conn("alice").asleep)  # the server has read it
+        # A witness instead of a fixed sleep: bob's last input comes after alice's, so the
+        # hibernation pass that puts bob to sleep found alice quiet long enough too.
+        await bob.send("<iq type='get' id='w' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        assert (await bob.expect(lambda e: e.tag == "iq")).get("type") == "result"
+        await _until(lambda: conn("bob").asleep)
+        assert conn("alice").last_rx <= conn("bob").last_rx
         assert not conn("alice").asleep
         await alice.send("lf</body></message>")
         got = await bob.expect(lambda e: e.tag == "message")

@@ -50,7 +50,7 @@ async def connect(server: Server) -> AsyncIterator[Connect]:
     made: list[RawClient] = []
 
     async def make(user: str, resource: str) -> tuple[RawClient, Element]:
-        c = await RawClient.connect(server.port())
+        c = await RawClient.connect(server)
         made.append(c)
         await c.open()
         await c.starttls()
@@ -272,7 +272,9 @@ async def test_one_query_per_ver_at_a_time(
     await a.send(presence_with_caps())
     iq = await caps_query(a, f"{EXODUS_NODE}#{EXODUS_VER}")
     await b.send(presence_with_caps())  # while alice's answer is outstanding
-    assert [e for e in await drain(b) if e.tag == "iq"] == []
+    # idle=False: the server waits for alice's answer on purpose (a query to b would be
+    # written at its task's first step, before the barrier's second pong)
+    assert [e for e in await drain(b, idle=False) if e.tag == "iq"] == []
     await answer(a, iq, EXODUS_INFO)
     assert await module.resolve(JID.parse(b.jid or "")) is not None
     assert [e for e in await drain(b) if e.tag == "iq"] == []
@@ -289,7 +291,7 @@ async def test_another_announcer_is_asked_when_the_first_lies(
     await liar.send(presence_with_caps())
     lie_iq = await caps_query(liar, f"{EXODUS_NODE}#{EXODUS_VER}")
     await honest.send(presence_with_caps())
-    await drain(honest)
+    await drain(honest, idle=False)  # the liar's answer is outstanding: the server waits
     await answer(liar, lie_iq, LIE_INFO)
     iq = await caps_query(honest, f"{EXODUS_NODE}#{EXODUS_VER}")
     await answer(honest, iq, EXODUS_INFO)

@@ -1,14 +1,14 @@
 """RFC 6121 §8.5 delivery rules for local users, end to end with raw XML.
 
 Each test logs in real clients, sends one stanza and checks who received what. "Nothing
-arrived" is checked with a short pause followed by a ping round trip to the server
-(``drain``): everything the server wrote to that stream before the pong is collected, so a
-late delivery or a stray error reply is seen.
+arrived" is checked with a barrier (``quiet``, ``drain``): ping round trips on the senders,
+the server's ``idle()`` (its spawned work, such as offline storage, is done), then a ping
+round trip on each client; everything the server wrote to that stream before the pong is
+collected, so a late delivery or a stray error reply is seen however slow the server is.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -18,7 +18,7 @@ from roost.core import ns
 from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
-from tests.helpers import SETTLE, Logins, RawClient, drain, quiet
+from tests.helpers import Logins, RawClient, drain, quiet
 
 _ids = itertools.count()
 
@@ -297,7 +297,6 @@ async def test_presence_to_unknown_user_is_ignored(connect: Connect) -> None:
     await settle(alice)
     for stanza in PRESENCE_TO_NOBODY:
         await alice.send(stanza)
-        await asyncio.sleep(SETTLE / 2)
         extra = await drain(alice)
         assert extra == [], (stanza, [serialize(e) for e in extra])
 

@@ -23,7 +23,7 @@ from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
 from tests.conftest import PASSWORDS
-from tests.helpers import SETTLE, RawClient, drain, quiet, start_server
+from tests.helpers import RawClient, drain, quiet, start_server, sync
 from tests.server.test_cli import RoostProcess
 
 STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")  # XEP-0082 DateTime, UTC
@@ -50,11 +50,11 @@ async def clients() -> AsyncIterator[list[RawClient]]:
 
 @pytest.fixture
 def connect(server: Server, clients: list[RawClient]) -> Connect:
-    return lambda *a, **kw: login(server.port(), clients, *a, **kw)
+    return lambda *a, **kw: login(server, clients, *a, **kw)
 
 
 async def login(
-    port: int,
+    server: Server,
     made: list[RawClient],
     user: str,
     resource: str,
@@ -62,7 +62,7 @@ async def login(
     presence: str | None = "<presence/>",
 ) -> RawClient:
     """Log in; with ``presence`` send it and wait for it to come back (§4.2.2)."""
-    c = await RawClient.connect(port)
+    c = await RawClient.connect(server)
     made.append(c)
     await c.login(user, PASSWORDS[user], resource)
     if presence is not None:
@@ -76,18 +76,17 @@ async def send_presence(c: RawClient, presence: str = "<presence/>") -> None:
 
 
 async def no_messages(*clients: RawClient) -> None:
-    """Nothing but presence arrives at any of ``clients``."""
-    await asyncio.sleep(SETTLE)
+    """Nothing but presence arrives at any of ``clients`` (up to a barrier, ``drain``)."""
     for c in clients:
         extra = [e for e in await drain(c) if e.tag != "presence"]
         assert extra == [], f"{c.jid} got: {[serialize(e) for e in extra]}"
 
 
-async def messages(c: RawClient, n: int) -> list[Element]:
-    """The next ``n`` messages (presence in between is skipped), then nothing more."""
+async def messages(c: RawClient, n: int, *, idle: bool = True) -> list[Element]:
+    """The next ``n`` messages (presence in between is skipped), then nothing more (up to
+    a barrier, ``drain``; ``idle=False`` for a server in another process)."""
     got = [await c.expect(lambda e: e.tag == "message") for _ in range(n)]
-    await asyncio.sleep(SETTLE)
-    extra = [e for e in await drain(c) if e.tag == "message"]
+    extra = [e for e in await drain(c, idle=idle) if e.tag == "message"]
     assert extra == [], [serialize(e) for e in extra]
     return got
 
@@ -232,13 +231,15 @@ async def test_types_not_stored(connect: Connect, mtype: str) -> None:
 async def test_quota_bounces_once_full(tmp_path: Path, clients: list[RawClient]) -> None:
     srv = await make_server(tmp_path, offline={"max_messages": 2})
     try:
-        alice = await login(srv.port(), clients, "alice", "a")
-        carol = await login(srv.port(), clients, "carol", "c")
+        alice = await login(srv, clients, "alice", "a")
+        carol = await login(srv, clients, "carol", "c")
         for sender, mid in ((alice, "q1"), (carol, "q2"), (alice, "q3"), (carol, "q4")):
             await sender.send(
                 f"<message to='bob@localhost' id='{mid}' type='chat'><body>{mid}</body></message>"
             )
-            await asyncio.sleep(SETTLE)  # the quota applies in arrival order
+            # The quota applies in arrival order: this one is stored (or bounced) before the
+            # next is sent. The bounce stays queued at the sender for the checks below.
+            await sync(sender)
         for sender, mid in ((alice, "q3"), (carol, "q4")):
             el = await sender.next()
             assert el.tag == "message" and el.get("id") == mid, serialize(el)
@@ -247,7 +248,7 @@ async def test_quota_bounces_once_full(tmp_path: Path, clients: list[RawClient])
             assert el.get("to") == sender.jid
         await quiet(alice, carol)
 
-        bob = await login(srv.port(), clients, "bob", "one")
+        bob = await login(srv, clients, "bob", "one")
         assert [body(e) for e in await messages(bob, 2)] == ["q1", "q2"]
         await bob.close()
         # Delivered messages free their room.
@@ -255,7 +256,7 @@ async def test_quota_bounces_once_full(tmp_path: Path, clients: list[RawClient])
             "<message to='bob@localhost' id='q5' type='chat'><body>q5</body></message>"
         )
         await quiet(alice)
-        bob = await login(srv.port(), clients, "bob", "two")
+        bob = await login(srv, clients, "bob", "two")
         assert [body(e) for e in await messages(bob, 1)] == ["q5"]
     finally:
         await srv.stop()
@@ -264,7 +265,7 @@ async def test_quota_bounces_once_full(tmp_path: Path, clients: list[RawClient])
 async def test_offline_storage_disabled(tmp_path: Path, clients: list[RawClient]) -> None:
     srv = await make_server(tmp_path, offline={"max_messages": 0})
     try:
-        alice = await login(srv.port(), clients, "alice", "a")
+        alice = await login(srv, clients, "alice", "a")
         await alice.send("<message to='bob@localhost' id='d1' type='chat'><body>x</body></message>")
         el = await alice.next()
         assert_error(el, "service-unavailable", "cancel", "503")
@@ -278,13 +279,13 @@ async def test_stored_messages_survive_a_clean_restart(
     tmp_path: Path, clients: list[RawClient]
 ) -> None:
     srv = await make_server(tmp_path)
-    alice = await login(srv.port(), clients, "alice", "a")
+    alice = await login(srv, clients, "alice", "a")
     await alice.send("<message to='bob@localhost' id='s1' type='chat'><body>kept</body></message>")
     await quiet(alice)
     await srv.stop()
     srv = await start_server(tmp_path)
     try:
-        bob = await login(srv.port(), clients, "bob", "one")
+        bob = await login(srv, clients, "bob", "one")
         (el,) = await messages(bob, 1)
         assert body(el) == "kept"
         delay_of(el)
@@ -304,16 +305,26 @@ def roost(tmp_path: Path) -> Iterator[RoostProcess]:
         proc.cleanup()
 
 
-def stored_count(db: Path) -> int:
-    """Rows in the offline queue, read from outside the (running) server."""
+def stored_count(db: Path, user: str | None = None) -> int:
+    """Rows in the offline queue (of ``user`` on localhost), read beside the running server:
+    the storage API has no count, the server never needs one."""
+    sql, args = "SELECT count(*) FROM offline_messages", []
+    if user is not None:
+        sql, args = sql + " WHERE username = ? AND domain = ?", [user, "localhost"]
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     try:
-        return int(conn.execute("SELECT count(*) FROM offline_messages").fetchone()[0])
+        return int(conn.execute(sql, args).fetchone()[0])
     finally:
         conn.close()
 
 
+def database(server: Server) -> Path:
+    """The SQLite file of an in-process server."""
+    return Path(server.config.data_dir) / "roost.db"
+
+
 async def wait_stored(db: Path, n: int, timeout: float = 5.0) -> None:
+    """Poll (bounded) a server in another process, which has no ``idle()`` to wait for."""
     deadline = time.monotonic() + timeout
     while stored_count(db) != n:
         assert time.monotonic() < deadline, f"{stored_count(db)} offline rows, expected {n}"
@@ -340,7 +351,9 @@ async def test_offline_message_survives_sigkill(roost: RoostProcess) -> None:
 
     bob = await roost.login("bob", PASSWORDS["bob"], "one")
     await send_presence(bob)
-    (el,) = await messages(bob, 1)
+    # Another process: no idle(). The flush writes all it took at once, so a second
+    # message would come before the barrier's pongs.
+    (el,) = await messages(bob, 1, idle=False)
     assert body(el) == "through a crash"
     assert el.get("id") == "k1"
     assert el.get("from") == "alice@localhost/a"
@@ -351,24 +364,28 @@ async def test_offline_message_survives_sigkill(roost: RoostProcess) -> None:
     roost.kill()
     await bob.wait_closed()
     roost.start().wait_ready()
+    # Nothing left to deliver: what makes the ping-only check below (another process,
+    # no idle()) independent of how fast the server is.
+    assert stored_count(db) == 0
     bob = await roost.login("bob", PASSWORDS["bob"], "two")
     await send_presence(bob)
-    await quiet(bob)
+    await quiet(bob, idle=False)
     await bob.close()
     assert roost.terminate() == 0
 
 
 async def test_blocked_sender_stored_message_not_delivered(server: Server) -> None:
     """A message stored before its sender was blocked is not delivered (XEP-0191 §3.3)."""
-    alice = await RawClient.connect(server.port())
+    alice = await RawClient.connect(server)
     await alice.login("alice", PASSWORDS["alice"], "a")
     await alice.send(
         "<message to='bob@localhost' id='s1' type='chat'><body>stored</body></message>"
     )
     await alice.send("<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
     await alice.expect(lambda e: e.get("id") == "sync")
-    await until_stored(server, "bob", 1)
-    bob = await RawClient.connect(server.port())
+    await server.idle()  # the store is done
+    assert stored_count(database(server), "bob") == 1
+    bob = await RawClient.connect(server)
     await bob.login("bob", PASSWORDS["bob"], "b")
     await bob.send(
         "<iq type='set' id='blk'><block xmlns='urn:xmpp:blocking'>"
@@ -376,24 +393,19 @@ async def test_blocked_sender_stored_message_not_delivered(server: Server) -> No
     )
     await bob.expect(lambda e: e.get("id") == "blk")
     await bob.send("<presence/>")
-    await bob.send("<iq type='get' id='after' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
-    await asyncio.sleep(0.3)
-    await bob.send("<iq type='get' id='after2' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
     seen = []
-    while True:
-        el = await bob.next()
-        seen.append(el)
-        if el.get("id") == "after2":
-            break
+    for pid in ("after", "after2"):
+        await bob.send(
+            f"<iq type='get' id='{pid}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+        )
+        while True:
+            el = await bob.next()
+            seen.append(el)
+            if el.get("id") == pid:
+                break
+        if pid == "after":  # the presence is handled: wait for the offline flush it started
+            await server.idle()
     assert not [e for e in seen if e.tag == "message"]
-    assert await server.storage.count_offline("bob", "localhost") == 0
+    assert stored_count(database(server), "bob") == 0
     await alice.close()
     await bob.close()
-
-
-async def until_stored(server: Server, user: str, n: int) -> None:
-    for _ in range(100):
-        if await server.storage.count_offline(user, "localhost") >= n:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the message was not stored")

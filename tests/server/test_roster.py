@@ -6,7 +6,6 @@ The server here has small roster limits so that the "too long" and "full" cases 
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
 from tests.conftest import PASSWORDS
-from tests.helpers import SETTLE, Logins, RawClient, drain, quiet, start_server
+from tests.helpers import Logins, RawClient, drain, quiet, start_server
 
 MAX_ITEMS = 4
 MAX_NAME = 10
@@ -269,8 +268,7 @@ async def test_set_keeps_subscription_state(connect: Connect) -> None:
     """Renaming an item with a pending subscription keeps subscription and ask."""
     alice = await connect("alice", "a")
     await alice.send("<presence type='subscribe' to='bob@localhost'/>")
-    await asyncio.sleep(SETTLE)
-    await drain(alice)
+    await drain(alice)  # the subscription's roster push (a barrier: spawned work is done)
     el, pushes = await roster_set(alice, "<item jid='bob@localhost' subscription='both' name='B'/>")
     assert_result(el, "alice@localhost/a")
     _, item = assert_push(pushes[0], "alice@localhost/a")
@@ -394,8 +392,7 @@ async def test_roster_full_also_limits_subscription_requests(connect: Connect) -
     for i in range(MAX_ITEMS):
         await roster_set(alice, f"<item jid='c{i}@localhost'/>")
     await alice.send("<presence type='subscribe' to='bob@localhost'/>")
-    await asyncio.sleep(SETTLE)
-    await drain(alice)
+    await drain(alice)  # the subscription's roster push (a barrier: spawned work is done)
     assert len(items_of(await roster_get(alice))) <= MAX_ITEMS
 
 
@@ -464,7 +461,7 @@ async def test_version_survives_restart(tmp_path: Path) -> None:
     limits = {"max_items": MAX_ITEMS}
     srv = await start_server(tmp_path, roster=limits)
     await srv.accounts.create("alice", "localhost", PASSWORDS["alice"])
-    c = await RawClient.connect(srv.port())
+    c = await RawClient.connect(srv)
     await c.login("alice", PASSWORDS["alice"], "a")
     await roster_set(c, "<item jid='bob@localhost'/>")
     ver = version(await roster_get(c))
@@ -473,7 +470,7 @@ async def test_version_survives_restart(tmp_path: Path) -> None:
 
     srv = await start_server(tmp_path, roster=limits)
     try:
-        c = await RawClient.connect(srv.port())
+        c = await RawClient.connect(srv)
         await c.login("alice", PASSWORDS["alice"], "a")
         assert_result(await roster_get(c, ver=ver), "alice@localhost/a")
         el, _ = await roster_set(c, "<item jid='carol@localhost'/>")

@@ -229,28 +229,14 @@ SETUP: dict[str, tuple[tuple[str, str], ...]] = {
 # -- clients and barriers ------------------------------------------------------------------
 
 
-async def quiesce(server: Server, before: set[asyncio.Task[object]]) -> None:
-    """Wait for the server's background tasks started since ``before`` was taken.
-
-    Subscription processing runs in such tasks; long-lived ones (periodic timers) are in
-    ``before`` and are not waited for.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 3.0
-    await asyncio.sleep(0)
-    while busy := server._tasks - before:
-        assert loop.time() < deadline, f"server still busy: {busy}"
-        await asyncio.sleep(0.002)
-
-
 async def exchange(
     server: Server, sender: RawClient, stanza: str, *clients: RawClient
 ) -> list[list[Element]]:
     """Send ``stanza``; once the server is done with it, what each of ``clients`` got."""
-    before = set(server._tasks)
     await sender.send(stanza)
-    early = await drain(sender)  # the server has read (and dispatched) the stanza
-    await quiesce(server, before)
+    # a barrier: the server has read (and dispatched) the stanza, and finished the
+    # subscription processing it spawned (drain waits for server.idle())
+    early = await drain(sender)
     out = []
     for c in clients:
         got = await drain(c)
@@ -260,7 +246,7 @@ async def exchange(
 
 async def online(server: Server, user: str, resource: str) -> tuple[RawClient, list[Element]]:
     """Log in, get the roster, send initial presence; return what arrived after it."""
-    c = await RawClient.connect(server.port())
+    c = await RawClient.connect(server)
     await c.login(user, PASSWORDS[user], resource)
     await c.send(f"<iq type='get' id='roster1'><query xmlns='{ns.ROSTER}'/></iq>")
     result = await c.expect(lambda e: e.tag == "iq" and e.get("id") == "roster1")
@@ -271,14 +257,13 @@ async def online(server: Server, user: str, resource: str) -> tuple[RawClient, l
 
 async def offline(server: Server, c: RawClient, user: JID) -> None:
     """Close the stream and wait until the server has dropped the session."""
-    before = set(server._tasks)
     await c.close()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 3.0
-    while server.sessions.resources(user):
+    while server.sessions.resources(user):  # a wait for a condition, bounded
         assert loop.time() < deadline, "the session was not closed"
         await asyncio.sleep(0.005)
-    await quiesce(server, before)
+    await server.idle()  # the work its end started (unavailable presence) is done
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ files); the fixtures that use them are in ``conftest.py``."""
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -62,6 +63,11 @@ class Backend(ABC):
     @abstractmethod
     def new(self) -> Storage: ...
 
+    @abstractmethod
+    def offline_count(self, username: str, domain: str = DOMAIN) -> int:
+        """How many offline messages the database holds for the user, read beside the
+        ``Storage`` protocol (which has no count: the server never needs one)."""
+
     @asynccontextmanager
     async def open(self) -> AsyncIterator[Storage]:
         """A new client, open for the ``async with`` block and closed after it."""
@@ -81,3 +87,14 @@ class SQLiteBackend(Backend):
 
     def new(self) -> SQLiteStorage:
         return SQLiteStorage(self.path)
+
+    def offline_count(self, username: str, domain: str = DOMAIN) -> int:
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
+        try:
+            row = conn.execute(
+                "SELECT count(*) FROM offline_messages WHERE username = ? AND domain = ?",
+                (username, domain),
+            ).fetchone()
+            return int(row[0])
+        finally:
+            conn.close()
