@@ -16,7 +16,7 @@ import asyncio
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Generic, Literal, ParamSpec, Protocol, TypeVar
 
@@ -182,8 +182,9 @@ class PrivacyGate(Protocol):
 
     def prepare(
         self, stanza: Element, sender: JID, to: JID, *, out: bool = True, inbound: bool = True
-    ) -> object | Awaitable[object]:
-        """What ``check`` with the same ``out``/``inbound`` needs."""
+    ) -> object | Coroutine[Any, Any, object]:
+        """What ``check`` with the same ``out``/``inbound`` needs; a coroutine that reads it
+        when it is not in memory."""
         ...
 
     def check(
@@ -376,15 +377,10 @@ class ModuleContext:
         """Answer ``stanza`` from ``sender`` with ``error`` (never an error to an error)."""
         self._host.router.reply_error(stanza, error, sender)
 
-    @staticmethod
-    def deliver(session: Session, stanza: Element) -> None:
-        """Write a stanza to one local session."""
-        delivery.deliver(session, stanza)
-
-    @staticmethod
-    def deliver_all(sessions: Iterable[Session], stanza: Element) -> None:
-        """Write one stanza to several sessions (serialised once)."""
-        delivery.deliver_all(sessions, stanza)
+    #: write a stanza to one local session
+    deliver = staticmethod(delivery.deliver)
+    #: write one stanza to several sessions (serialised once)
+    deliver_all = staticmethod(delivery.deliver_all)
 
     def deliver_to(self, to: JID, stanza: Element) -> None:
         """Write a server-made stanza to a local full JID, or every resource of a bare one."""

@@ -14,6 +14,7 @@ import asyncio
 import collections
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from types import CoroutineType
 from typing import Any, Final
 
 from roost.core import ns
@@ -185,8 +186,8 @@ class Router:
                 self._defer(stanza, sender, to, session, None)
                 return
             prepared = gate.prepare(stanza, sender, to)
-            if is_awaitable(prepared):
-                self._defer(stanza, sender, to, session, prepared)  # type: ignore[arg-type]
+            if type(prepared) is CoroutineType:  # rules to read first (cheaper than isawaitable)
+                self._defer(stanza, sender, to, session, prepared)
                 return
             if self._judge(gate, stanza, sender, to, prepared, True, True):
                 return

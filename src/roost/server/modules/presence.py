@@ -73,7 +73,7 @@ class PresenceModule:
     def _send_to_resources(self, user: JID, stanza: Element) -> None:
         """Deliver to all available resources of ``user``."""
         sessions = self.ctx.sessions.resources(user).values()
-        self.ctx.deliver_all([s for s in sessions if s.available], stanza)
+        self.ctx.deliver_all((s for s in sessions if s.available), stanza)
 
     def _route(self, stanza: Element, sender: JID, to: JID) -> None:
         self.ctx.route(stanza, sender, to)
