@@ -401,7 +401,7 @@ class _Stream:
 
 def test_a_detached_session_keeps_deliveries_until_attached() -> None:
     first = _Stream()
-    session = Session("s1", JID.parse("alice@localhost/a"), first)
+    session = Session(JID.parse("alice@localhost/a"), first)
     msg = Element("message", ns.CLIENT, {"to": "alice@localhost/a", "id": "1"})
     delivery.deliver(session, msg)
     assert first.written == [b"<message to='alice@localhost/a' id='1'/>"]
@@ -422,7 +422,7 @@ def test_a_detached_session_keeps_deliveries_until_attached() -> None:
 def test_a_stanza_from_a_server_stream_takes_the_client_namespace() -> None:
     """RFC 6120 §4.8.3: a stanza is written in the namespace of the stream it goes out on."""
     stream = _Stream()
-    session = Session("s1", JID.parse("alice@localhost/a"), stream)
+    session = Session(JID.parse("alice@localhost/a"), stream)
     msg = Element("message", ns.SERVER, {"from": "bob@remote.example", "id": "1"})
     msg.sub("body", ns.SERVER, text="hi")
     delivery.deliver(session, msg)

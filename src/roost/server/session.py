@@ -55,7 +55,6 @@ class Session:
     __slots__ = (
         "available",
         "directed",
-        "id",
         "jid",
         "jid_str",
         "presence",
@@ -66,8 +65,7 @@ class Session:
         "stream",
     )
 
-    def __init__(self, session_id: str, jid: JID, stream: SessionStream | None) -> None:
-        self.id = session_id
+    def __init__(self, jid: JID, stream: SessionStream | None) -> None:
         self.jid = jid
         self.jid_str = str(jid)
         self.stream = stream

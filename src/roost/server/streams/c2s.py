@@ -432,7 +432,7 @@ class C2SConnection(asyncio.Protocol):
         self.host.spawn(self._open_session(full, ev.iq_id))
 
     async def _open_session(self, full: JID, iq_id: str | None) -> None:
-        session = Session(self.host.new_id(), full, self)
+        session = Session(full, self)
         if await self._prepare(session):
             self._bound(session, iq_id)
             self._flush()
@@ -460,7 +460,7 @@ class C2SConnection(asyncio.Protocol):
     async def bind_legacy(self, full: JID, iq: Element) -> bool:
         """XEP-0078: authenticate as ``full``, answer ``iq`` and bind, as SASL logins do."""
         assert full.local is not None
-        session = Session(self.host.new_id(), full, self)
+        session = Session(full, self)
         if not await self._prepare(session):
             return False
         if self.stream.state is not State.PRE_AUTH:  # authenticated otherwise meanwhile
