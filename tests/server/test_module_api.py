@@ -26,7 +26,7 @@ from roost.server.config import ConfigError
 from roost.server.modules import default_modules
 from roost.server.session import Session
 from roost.storage.api import StoreSchema
-from tests.helpers import PASSWORDS, RawClient, make_config
+from tests.helpers import PASSWORDS, Logins, RawClient, make_config
 
 VERSION = "jabber:iq:version"
 
@@ -143,11 +143,8 @@ async def echo_server(tmp_path: Path) -> AsyncIterator[Server]:
 
 
 async def _login(server: Server, user: str, resource: str) -> RawClient:
-    c = await RawClient.connect(server)
-    await c.login(user, PASSWORDS[user], resource)
-    await c.send("<presence/>")
-    await c.expect(lambda e: e.tag == "presence" and e.get("from") == c.jid)
-    return c
+    """Logged in, with initial presence sent and reflected (``Logins``)."""
+    return await Logins(server)(user, resource)
 
 
 # -- hosted service domains ----------------------------------------------------------------
