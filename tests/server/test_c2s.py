@@ -271,7 +271,7 @@ async def test_second_domain(server: Server) -> None:
 
 async def test_slow_reader_is_cut_off(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     """A client that stops reading cannot make the server buffer without bound."""
-    import roost.server.streams.c2s as c2s
+    import roost.server.streams.base as c2s
 
     monkeypatch.setattr(c2s, "MAX_WRITE_BUFFER", 256 * 1024)
     slow = await RawClient.connect(server.port(), rcvbuf=4096)

@@ -5,6 +5,7 @@ from typing import Final
 __all__ = [
     "BIND",
     "CLIENT",
+    "COMPONENT",
     "DELAY",
     "DISCO_INFO",
     "DISCO_ITEMS",
@@ -24,6 +25,8 @@ XML: Final = "http://www.w3.org/XML/1998/namespace"
 STREAM: Final = "http://etherx.jabber.org/streams"
 CLIENT: Final = "jabber:client"
 SERVER: Final = "jabber:server"
+#: XEP-0114 external components, connecting to the server
+COMPONENT: Final = "jabber:component:accept"
 STREAMS: Final = "urn:ietf:params:xml:ns:xmpp-streams"
 STANZAS: Final = "urn:ietf:params:xml:ns:xmpp-stanzas"
 STARTTLS: Final = "urn:ietf:params:xml:ns:xmpp-tls"

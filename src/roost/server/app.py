@@ -32,6 +32,7 @@ from roost.server.router import Router
 from roost.server.services import ROSTERS, RosterService
 from roost.server.sessions import SessionManager
 from roost.server.streams.c2s import C2SConnection
+from roost.server.streams.component import Components
 from roost.storage.api import Storage, StoreSchema
 from roost.storage.sqlite import SQLiteStorage
 from roost.transport.certs import ensure_certificate, load_certificate_der, load_tls_context_server
@@ -93,6 +94,19 @@ class Server:
             self.bus,
             self.new_id,
             self.spawn,
+        )
+        self.components = (
+            Components(
+                config.components,
+                self.router,
+                self.registry,
+                self.new_id,
+                self.spawn,
+                max_stanza_size=config.c2s.max_stanza_size,
+                max_depth=config.c2s.max_depth,
+            )
+            if config.components.secrets
+            else None
         )
         self.storage = open_storage(config) if storage is None else storage
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="roost-cpu")
@@ -214,6 +228,14 @@ class Server:
                 lambda: C2SConnection(self, direct_tls=True),
                 tls=self._tls[self.default_domain],
             )
+        if self.components is not None:
+            self.listeners += await listen(
+                "component",
+                self.config.components.interfaces,
+                self.config.components.port,
+                self.components.connection,
+                starttls=False,
+            )
         self._stopping = asyncio.Event()
         self._sweeper = self.spawn(self._sweep(), daemon=True)
         if c2s.hibernate_after:
@@ -236,9 +258,11 @@ class Server:
             ", ".join(str(lst) for lst in self.listeners),
         )
 
-    def port(self, *, direct_tls: bool = False) -> int:
+    def port(self, *, direct_tls: bool = False, kind: str = "c2s") -> int:
         """The first bound port of a kind (tests run on port 0)."""
-        return next(lst.port for lst in self.listeners if lst.direct_tls == direct_tls)
+        return next(
+            lst.port for lst in self.listeners if lst.kind == kind and lst.direct_tls == direct_tls
+        )
 
     # -- tasks ----------------------------------------------------------------------------
 
@@ -396,6 +420,8 @@ class Server:
         shutdown = StreamError(StreamErrorCondition.SYSTEM_SHUTDOWN, "the server is stopping")
         for conn in list(self.connections):
             conn.close(shutdown)
+        if self.components is not None:
+            self.components.close_all(shutdown)
         deadline = time.monotonic() + 3
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.02)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AuthConfig",
     "C2SConfig",
+    "ComponentsConfig",
     "Config",
     "ConfigError",
     "LegacyAuthConfig",
@@ -165,6 +166,27 @@ class OfflineConfig:
     max_messages: int = _opt(1000, lo=0)  # per user; when full: <service-unavailable/>
 
 
+def _secret(value: str) -> str:
+    if len(value) < 8:
+        raise ValueError("a component secret must have at least 8 characters")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentsConfig:
+    """XEP-0114 external components: the listener and each component's shared secret."""
+
+    # the listener opens only when a component is configured (0: an ephemeral port)
+    port: int = _opt(5347, lo=0, hi=65535)
+    # components run on trusted hosts: the protocol has no TLS
+    interfaces: tuple[str, ...] = _opt(("127.0.0.1",), item=_ip_address, nonempty=True)
+    # component domain -> shared secret
+    secrets: Mapping[str, str] = field(
+        default_factory=lambda: MappingProxyType({}),
+        metadata={"key": _domain, "item": _secret},
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ModulesConfig:
     """``[modules]``: which feature modules to leave out, and their option tables.
@@ -204,6 +226,7 @@ class Config:
     roster: RosterConfig = field(default_factory=RosterConfig)
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     modules: ModulesConfig = field(default_factory=ModulesConfig)
+    components: ComponentsConfig = field(default_factory=ComponentsConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: Path | None = field(default=None, metadata={"internal": True})
@@ -226,7 +249,13 @@ def load_config(path: Path | None) -> Config:
 
 def config_from_dict(data: Mapping[str, object], base_dir: Path) -> Config:
     """Validate parsed TOML; relative paths resolve against ``base_dir``."""
-    return _build(Config, data, base_dir, "")
+    config = _build(Config, data, base_dir, "")
+    for domain in config.components.secrets:
+        if domain in config.domains:
+            raise ConfigError(
+                f"components.secrets.{domain}", "is one of `domains`: a component needs its own"
+            )
+    return config
 
 
 # -- generic validator ---------------------------------------------------------------------------
@@ -339,6 +368,24 @@ def _convert(
         if not isinstance(value, str) or not value:
             raise bad()
         return base_dir / Path(value).expanduser()
+    if typing.get_origin(hint) is Mapping and typing.get_args(hint) == (str, str):
+        if not isinstance(value, Mapping):
+            raise ConfigError(key, f"must be a table of strings, got {value!r}")
+        table: dict[str, str] = {}
+        for raw_key, raw in value.items():
+            name = str(raw_key)
+            if meta.get("key") is not None:
+                try:
+                    name = meta["key"](name)
+                except ValueError as exc:
+                    raise ConfigError(f"{key}.{raw_key}", str(exc)) from None
+            if not isinstance(raw, str):
+                raise ConfigError(f"{key}.{raw_key}", f"must be a string, got {raw!r}")
+            try:
+                table[name] = meta["item"](raw) if meta.get("item") else raw
+            except ValueError as exc:
+                raise ConfigError(f"{key}.{raw_key}", str(exc)) from None
+        return MappingProxyType(table)
     if typing.get_origin(hint) is tuple and typing.get_args(hint) == (str, ...):
         if not isinstance(value, list) or (meta.get("nonempty") and not value):
             raise bad()

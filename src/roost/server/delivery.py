@@ -23,7 +23,7 @@ __all__ = ["STANZA_NAMESPACES", "attach", "deliver", "deliver_all", "stanza_byte
 log = logging.getLogger(__name__)
 
 #: the namespaces a stanza's top element may be in; each stream writes them as its own
-STANZA_NAMESPACES: Final = frozenset((ns.CLIENT, ns.SERVER))
+STANZA_NAMESPACES: Final = frozenset((ns.CLIENT, ns.SERVER, ns.COMPONENT))
 
 
 def stanza_bytes(stanza: Element) -> bytes:

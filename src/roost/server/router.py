@@ -476,7 +476,7 @@ class Router:
         if stanza.attrs.get("to") is not None:
             attrs["from"] = stanza.attrs["to"]
         reply = Element("iq", ns.CLIENT, attrs, None if result is EMPTY else [result])  # type: ignore[list-item]
-        self.deliver_local(reply, request.sender)
+        self._answer(reply, request.sender)
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -508,9 +508,14 @@ class Router:
                 sender.domain if sender.domain in self.domains else self._default_domain
             )
         reply.attrs["to"] = str(sender)
-        if sender.domain in self.domains:
-            self.deliver_local(reply, sender)
-        elif (hosted := self._registry.hosted.get(sender.domain)) is not None:
-            hosted[0].receive(reply, JID.parse(reply.attrs["from"]), sender)
+        self._answer(reply, sender)
+
+    def _answer(self, reply: Element, to: JID) -> None:
+        """Send the server's answer to whoever asked: a local session, a hosted service or
+        component, or another server."""
+        if to.domain in self.domains:
+            self.deliver_local(reply, to)
+        elif (hosted := self._registry.hosted.get(to.domain)) is not None:
+            hosted[0].receive(reply, JID.parse(reply.attrs.get("from") or self._default_domain), to)
         else:
-            self._bus.run(events.ROUTE_REMOTE, reply, None, sender)
+            self._bus.run(events.ROUTE_REMOTE, reply, None, to)

@@ -16,19 +16,26 @@ __all__ = ["Listener", "listen"]
 class Listener:
     """One bound listening socket; ``kind`` says what it serves (for logs and lookups)."""
 
-    __slots__ = ("direct_tls", "host", "kind", "port", "server")
+    __slots__ = ("direct_tls", "host", "kind", "port", "server", "starttls")
 
     def __init__(
-        self, server: asyncio.Server, kind: str, host: str, port: int, direct_tls: bool
+        self,
+        server: asyncio.Server,
+        kind: str,
+        host: str,
+        port: int,
+        direct_tls: bool,
+        starttls: bool = True,
     ) -> None:
         self.server = server
+        self.starttls = starttls
         self.kind = kind
         self.host = host
         self.port = port
         self.direct_tls = direct_tls
 
     def __str__(self) -> str:
-        mode = "direct TLS" if self.direct_tls else "STARTTLS"
+        mode = "direct TLS" if self.direct_tls else "STARTTLS" if self.starttls else "plain TCP"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.kind} {mode} {host}:{self.port}"
 
@@ -41,8 +48,10 @@ async def listen(
     *,
     tls: ssl.SSLContext | None = None,
     handshake_timeout: float = 30.0,
+    starttls: bool = True,
 ) -> list[Listener]:
-    """Bind ``port`` on each of ``hosts`` (port 0: an ephemeral one each)."""
+    """Bind ``port`` on each of ``hosts`` (port 0: an ephemeral one each); ``starttls``
+    says (for the logs) whether the protocol upgrades to TLS itself."""
     loop = asyncio.get_running_loop()
     listeners = []
     for host in hosts:
@@ -56,5 +65,5 @@ async def listen(
             backlog=1024,
         )
         bound_port = srv.sockets[0].getsockname()[1]
-        listeners.append(Listener(srv, kind, host, bound_port, tls is not None))
+        listeners.append(Listener(srv, kind, host, bound_port, tls is not None, starttls))
     return listeners

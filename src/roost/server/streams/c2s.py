@@ -51,6 +51,7 @@ from roost.server.bus import EventBus
 from roost.server.router import Router
 from roost.server.session import Session
 from roost.server.sessions import SessionManager
+from roost.server.streams.base import StreamDriver
 from roost.transport.tls import channel_bindings
 
 __all__ = ["C2SConnection", "C2SHost"]
@@ -58,8 +59,6 @@ __all__ = ["C2SConnection", "C2SHost"]
 log = logging.getLogger(__name__)
 _SC = StreamErrorCondition
 
-#: A reader this far behind is cut off rather than buffered without bound.
-MAX_WRITE_BUFFER = 4 * 1024 * 1024
 #: Stanzas queued behind a held one before we stop reading from the client.
 MAX_BACKLOG = 256
 
@@ -110,44 +109,31 @@ class C2SHost(Protocol):
     def auth_blocked(self, ip: str) -> bool: ...
 
 
-class C2SConnection(asyncio.Protocol):
+class C2SConnection(StreamDriver):
     """A client connection: transport, stream state, and the session once bound."""
 
     __slots__ = (
         "_backlog",
-        "_closing",
-        "_flush_scheduled",
         "_held",
-        "_loop",
-        "_out_size",
         "_tls_pending",
         "asleep",
         "host",
-        "last_rx",
-        "last_tx",
-        "peer_ip",
         "preauth_timer",
         "registered_here",
         "session",
         "stream",
-        "transport",
     )
 
     def __init__(self, host: C2SHost, *, direct_tls: bool) -> None:
+        super().__init__()
         self.host = host
-        self.transport: asyncio.Transport | None = None
-        self.stream = ServerStream(host.stream_settings, host.new_id, encrypted=direct_tls)
+        self.stream: ServerStream = ServerStream(
+            host.stream_settings, host.new_id, encrypted=direct_tls
+        )
         self.session: Session | None = None
-        self.peer_ip = "?"
-        self.last_rx = self.last_tx = time.monotonic()
         #: XEP-0077: this connection already registered an account before authenticating
         self.registered_here = False
         self.preauth_timer: asyncio.TimerHandle | None = None
-        self._closing = False
-        self._loop = asyncio.get_running_loop()
-        #: bytes of stanzas queued in the stream since the last flush
-        self._out_size = 0
-        self._flush_scheduled = False
         self._held: asyncio.Task[object] | None = None
         #: stanzas waiting behind a held one; created on first use (most sessions never hold)
         self._backlog: collections.deque[Element] | None = None
@@ -219,41 +205,7 @@ class C2SConnection(asyncio.Protocol):
         self._unbind(None)
         self.transport = None
 
-    def pause_writing(self) -> None:
-        # The client reads slower than we write; past the hard cap we give up on it.
-        if self.transport is not None and self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
-            self.close(StreamError(_SC.RESOURCE_CONSTRAINT, "you are not reading fast enough"))
-
     # -- output ---------------------------------------------------------------------------
-
-    def write(self, data: bytes) -> None:
-        """Queue serialised stanza bytes in the stream; written once per loop iteration.
-
-        Coalescing turns many small writes (each a TLS record and a syscall) into one per
-        connection per event-loop turn, the largest single cost when routing messages.
-        """
-        if self.transport is None or self._closing:
-            return
-        self.stream.send_raw(data)
-        self._out_size += len(data)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-        elif self._out_size > MAX_WRITE_BUFFER:
-            self.close(StreamError(_SC.RESOURCE_CONSTRAINT, "you are not reading fast enough"))
-
-    def _flush(self) -> None:
-        """Write what the stream has buffered (stanzas and negotiation alike, in order)."""
-        self._flush_scheduled = False
-        self._out_size = 0
-        data = self.stream.data_to_send()
-        t = self.transport
-        if not data or t is None or t.is_closing():
-            return
-        t.write(data)
-        self.last_tx = time.monotonic()
-        if t.get_write_buffer_size() > MAX_WRITE_BUFFER:
-            self.close(StreamError(_SC.RESOURCE_CONSTRAINT, "you are not reading fast enough"))
 
     def answer(self, iq: Element, result: Element | StanzaError | None) -> None:
         """Answer an iq taken before authentication (XEP-0077, XEP-0078).
