@@ -104,6 +104,8 @@ class RawClient:
         self.header: StreamOpened | None = None
         self.closed = False
         self.jid: str | None = None
+        #: the server's domain this client logged in to (its pings go there)
+        self.domain = "localhost"
         #: the in-process server of ``RawClient.connect(server)``, which the barriers wait for
         self.server = server
         #: something was sent since the last ping round trip (``ping``)
@@ -178,7 +180,8 @@ class RawClient:
         ``events`` came before the pong (the pong itself is removed).
         """
         pid = f"barrier{next(_barrier_ids)}"
-        await self.send(f"<iq type='get' id='{pid}' to='localhost'><ping xmlns='{ns.PING}'/></iq>")
+        ping = f"<iq type='get' id='{pid}' to='{self.domain}'><ping xmlns='{ns.PING}'/></iq>"
+        await self.send(ping)
         seen = 0
         while True:
             for i in range(seen, len(self.events)):
@@ -296,13 +299,15 @@ class RawClient:
         password: str,
         resource: str | None = None,
         mechanism: str = "SCRAM-SHA-256",
+        domain: str = "localhost",
     ) -> str:
         """STARTTLS, SASL, restart, bind: the whole negotiation."""
-        await self.open()
-        await self.starttls()
+        self.domain = domain
+        await self.open(domain)
+        await self.starttls(domain)
         result = await self.auth(username, password, mechanism)
         assert result.tag == "success", serialize(result)
-        await self.open()
+        await self.open(domain)
         return await self.bind(resource)
 
     async def close(self) -> None:

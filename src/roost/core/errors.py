@@ -19,6 +19,7 @@ __all__ = [
     "StreamErrorCondition",
     "error_reply",
     "parse_stanza_error",
+    "parse_stream_error",
 ]
 
 
@@ -240,3 +241,20 @@ def error_reply(stanza: Element, err: StanzaError) -> Element:
     if (to := stanza.attrs.get("to")) is not None:
         attrs["from"] = to
     return Element(stanza.tag, stanza.ns, attrs, [err.to_element()])
+
+
+def parse_stream_error(el: Element) -> StreamError:
+    """A peer's ``<stream:error/>`` as a ``StreamError`` (RFC 6120 §4.9.2)."""
+    condition = StreamErrorCondition.UNDEFINED_CONDITION
+    text = None
+    for child in el.elements():
+        if child.ns != ns.STREAMS:
+            continue
+        if child.tag == "text":
+            text = child.text
+        else:
+            try:
+                condition = StreamErrorCondition(child.tag)
+            except ValueError:
+                condition = StreamErrorCondition.UNDEFINED_CONDITION
+    return StreamError(condition, text)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import gc
 import logging
 import secrets
 import ssl
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -33,6 +34,7 @@ from roost.server.services import ROSTERS, RosterService
 from roost.server.sessions import SessionManager
 from roost.server.streams.c2s import C2SConnection
 from roost.server.streams.component import Components
+from roost.server.streams.s2s import Federation
 from roost.storage.api import Storage, StoreSchema
 from roost.storage.sqlite import SQLiteStorage
 from roost.transport.certs import ensure_certificate, load_certificate_der, load_tls_context_server
@@ -86,6 +88,7 @@ class Server:
         self._tasks: set[asyncio.Task[Any]] = set()
         #: tasks that run for the server's life (timers): ``idle`` does not wait for them
         self._daemons: set[asyncio.Task[Any]] = set()
+        self._capture: list[asyncio.Task[Any]] | None = None
         self.router = Router(
             self.domains,
             self.default_domain,
@@ -106,6 +109,22 @@ class Server:
                 max_depth=config.c2s.max_depth,
             )
             if config.components.secrets
+            else None
+        )
+        self.federation = (
+            Federation(
+                config.s2s,
+                self.domains,
+                self.router,
+                self.bus,
+                self.new_id,
+                self.spawn,
+                self.capture_spawns,
+                self.tls_context,
+                max_stanza_size=config.c2s.max_stanza_size,
+                max_depth=config.c2s.max_depth,
+            )
+            if config.s2s.enabled
             else None
         )
         self.storage = open_storage(config) if storage is None else storage
@@ -236,6 +255,11 @@ class Server:
                 self.components.connection,
                 starttls=False,
             )
+        if self.federation is not None:
+            s2s = self.config.s2s
+            self.listeners += await listen(
+                "s2s", s2s.interfaces, s2s.port, self.federation.connection
+            )
         self._stopping = asyncio.Event()
         self._sweeper = self.spawn(self._sweep(), daemon=True)
         if c2s.hibernate_after:
@@ -275,8 +299,20 @@ class Server:
         self._tasks.add(task)
         if daemon:
             self._daemons.add(task)
+        elif self._capture is not None:
+            self._capture.append(task)
         task.add_done_callback(self._task_done)
         return task
+
+    @contextlib.contextmanager
+    def capture_spawns(self) -> Iterator[list[asyncio.Task[Any]]]:
+        """The tasks spawned while the block runs (synchronously): a stream driver holds
+        its peer's later stanzas behind them (RFC 6120 §10.1)."""
+        outer, self._capture = self._capture, []
+        try:
+            yield self._capture
+        finally:
+            self._capture = outer
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -422,6 +458,8 @@ class Server:
             conn.close(shutdown)
         if self.components is not None:
             self.components.close_all(shutdown)
+        if self.federation is not None:
+            self.federation.close_all(shutdown)
         deadline = time.monotonic() + 3
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.02)

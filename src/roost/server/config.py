@@ -38,6 +38,7 @@ __all__ = [
     "OfflineConfig",
     "RegistrationConfig",
     "RosterConfig",
+    "S2SConfig",
     "StorageConfig",
     "TLSConfig",
     "build_section",
@@ -172,6 +173,36 @@ def _secret(value: str) -> str:
     return value
 
 
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"must be 'host:port', got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class S2SConfig:
+    """Server-to-server federation (RFC 6120, XEP-0220 dialback); times in seconds."""
+
+    enabled: bool = False
+    port: int = _opt(5269, lo=0, hi=65535)
+    interfaces: tuple[str, ...] = _opt(("0.0.0.0",), item=_ip_address, nonempty=True)
+    # domain -> "host:port", instead of DNS (private networks, tests)
+    routes: Mapping[str, str] = field(
+        default_factory=lambda: MappingProxyType({}),
+        metadata={"key": _domain, "item": _host_port},
+    )
+    # RFC 7590: TLS on every s2s stream
+    require_encryption: bool = True
+    # false: accept peers whose certificate does not verify (dialback authenticates them)
+    require_valid_certs: bool = True
+    dialback: bool = True
+    ca_file: Path | None = None
+    connect_timeout: float = _opt(10.0, lo=0.1)
+    # stanzas waiting for one domain while its stream comes up; beyond: resource-constraint
+    max_queue: int = _opt(1000, lo=1)
+
+
 @dataclass(frozen=True, slots=True)
 class ComponentsConfig:
     """XEP-0114 external components: the listener and each component's shared secret."""
@@ -226,6 +257,7 @@ class Config:
     roster: RosterConfig = field(default_factory=RosterConfig)
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     modules: ModulesConfig = field(default_factory=ModulesConfig)
+    s2s: S2SConfig = field(default_factory=S2SConfig)
     components: ComponentsConfig = field(default_factory=ComponentsConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     log: LogConfig = field(default_factory=LogConfig)

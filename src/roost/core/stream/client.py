@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from enum import Enum, auto
 
 from roost.core import ns
-from roost.core.errors import StreamError, StreamErrorCondition
+from roost.core.errors import StreamError, StreamErrorCondition, parse_stream_error
 from roost.core.sasl import HASHES, MECHANISMS, PlainClient, SaslClientError, ScramClient
 from roost.core.stream.events import StanzaReceived, StreamEnded, TLSRequested
 from roost.core.xml.element import Element
@@ -367,7 +367,7 @@ class ClientStream:
 
     def _element(self, el: Element) -> None:
         if el.ns == ns.STREAM and el.tag == "error":
-            self._peer_closed(_parse_stream_error(el), None)
+            self._peer_closed(parse_stream_error(el), None)
             return
         state = self.state
         if state is State.READY:
@@ -606,23 +606,6 @@ class ClientStream:
         assert self.jid is not None
         self._go(State.READY)
         self._events.append(Bound(self.jid))
-
-
-def _parse_stream_error(el: Element) -> StreamError:
-    """``<stream:error/>`` from the server as a ``StreamError`` (RFC 6120 §4.9.2)."""
-    condition = _SC.UNDEFINED_CONDITION
-    text = None
-    for child in el.elements():
-        if child.ns != ns.STREAMS:
-            continue
-        if child.tag == "text":
-            text = child.text
-        else:
-            try:
-                condition = _SC(child.tag)
-            except ValueError:
-                condition = _SC.UNDEFINED_CONDITION
-    return StreamError(condition, text)
 
 
 def _stanza_error_condition(stanza: Element) -> str:

@@ -1,0 +1,498 @@
+"""Server-to-server streams (RFC 6120, ``jabber:server``) with Server Dialback (XEP-0220).
+
+Sans-IO like the other streams. ``S2SInbound`` is a stream a peer opened to us (we are the
+Receiving Server, and the Authoritative Server for our own domains); ``S2SOutbound`` is one
+we opened (the Initiating Server), either to send stanzas for a domain pair once dialback
+says "valid", or only to ask a peer's authoritative server to verify a key (``db:verify``).
+Keys follow XEP-0185: HMAC-SHA256 of "Receiving Originating StreamID" under SHA-256 of a
+secret only this server knows. TLS is negotiated with STARTTLS before dialback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Final
+
+from roost.core import ns
+from roost.core.errors import StreamError, StreamErrorCondition, parse_stream_error
+from roost.core.jid import JID, InvalidJID
+from roost.core.stream.events import StanzaReceived, StreamEnded, TLSRequested
+from roost.core.xml.element import Element
+from roost.core.xml.parser import ElementParsed, StreamClosed, StreamOpened, XMLStreamParser
+from roost.core.xml.writer import escape_attr, serialize
+
+__all__ = [
+    "DIALBACK",
+    "DIALBACK_FEATURE",
+    "DialbackFailed",
+    "DialbackKeyReceived",
+    "Established",
+    "S2SInbound",
+    "S2SOutbound",
+    "S2SSettings",
+    "S2SState",
+    "VerifyAnswered",
+    "VerifyRequested",
+    "dialback_key",
+]
+
+DIALBACK: Final = "jabber:server:dialback"
+DIALBACK_FEATURE: Final = "urn:xmpp:features:dialback"
+_SC = StreamErrorCondition
+_STANZAS: Final = frozenset(("message", "presence", "iq"))
+_CLOSE: Final = b"</stream:stream>"
+
+
+def dialback_key(secret: str, receiving: str, originating: str, stream_id: str) -> str:
+    """XEP-0185 §3: the key for a stream ``originating`` opened to ``receiving``."""
+    inner = hashlib.sha256(secret.encode()).hexdigest().encode()
+    text = f"{receiving} {originating} {stream_id}".encode()
+    return hmac.new(inner, text, hashlib.sha256).hexdigest()
+
+
+class S2SState(Enum):
+    EXPECT_HEADER = "expect-header"
+    OPEN = "open"  # header exchanged: features, TLS, dialback
+    TLS_PENDING = "tls-pending"
+    READY = "ready"  # outbound: dialback said valid, stanzas may go
+    CLOSED = "closed"
+
+
+_S = S2SState
+#: every allowed transition, for both directions (house style: state machines are data)
+TRANSITIONS: Final = frozenset(
+    {
+        (_S.EXPECT_HEADER, _S.OPEN),
+        (_S.OPEN, _S.TLS_PENDING),
+        (_S.TLS_PENDING, _S.EXPECT_HEADER),
+        (_S.OPEN, _S.READY),
+    }
+    | {(s, _S.CLOSED) for s in _S if s is not _S.CLOSED}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class S2SSettings:
+    """What an s2s stream needs to know about this server."""
+
+    domains: frozenset[str]
+    #: the dialback secret (XEP-0185): random per server start
+    secret: str = field(repr=False)
+    tls_available: bool = True
+    require_tls: bool = True
+    max_stanza_size: int = 262144
+    max_depth: int = 64
+
+
+# -- events --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DialbackKeyReceived:
+    """Inbound: a peer claims ``sender`` for stanzas to ``target``; verify ``key`` with the
+    authoritative server of ``sender``, then call ``dialback_verified``."""
+
+    sender: str
+    target: str
+    key: str
+    stream_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyRequested:
+    """Inbound: a peer asks whether ``key`` is ours for a stream ``originating`` (one of our
+    domains) opened to ``receiving`` with ``stream_id``; answered by the stream itself."""
+
+    receiving: str
+    originating: str
+    stream_id: str
+    valid: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Established:
+    """Outbound: the peer accepted the domain pair; queued stanzas may go."""
+
+    local: str
+    remote: str
+
+
+@dataclass(frozen=True, slots=True)
+class DialbackFailed:
+    """Outbound: the peer refused the domain pair (``type='invalid'`` or an error)."""
+
+    local: str
+    remote: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyAnswered:
+    """Outbound (verify only): the authoritative server's answer about ``stream_id``."""
+
+    stream_id: str
+    valid: bool
+
+
+S2SEvent = (
+    TLSRequested
+    | StanzaReceived
+    | StreamEnded
+    | DialbackKeyReceived
+    | VerifyRequested
+    | Established
+    | DialbackFailed
+    | VerifyAnswered
+)
+
+
+class _S2SStream:
+    """Plumbing both directions share: parser, output buffer, header, closing."""
+
+    __slots__ = (
+        "_events",
+        "_out",
+        "_parser",
+        "_sent_header",
+        "encrypted",
+        "settings",
+        "state",
+        "stream_id",
+    )
+
+    def __init__(self, settings: S2SSettings, *, encrypted: bool = False) -> None:
+        self.settings = settings
+        self.encrypted = encrypted
+        self.state = S2SState.EXPECT_HEADER
+        self.stream_id: str | None = None
+        self._out: list[bytes] = []
+        self._events: list[S2SEvent] = []
+        self._sent_header = False
+        self._parser = self._new_parser()
+
+    def _new_parser(self) -> XMLStreamParser:
+        return XMLStreamParser(
+            max_stanza_size=self.settings.max_stanza_size, max_depth=self.settings.max_depth
+        )
+
+    def _go(self, new: S2SState) -> None:
+        if (self.state, new) not in TRANSITIONS:
+            raise AssertionError(f"illegal transition {self.state.name} -> {new.name}")
+        self.state = new
+
+    @property
+    def closed(self) -> bool:
+        return self.state is S2SState.CLOSED
+
+    def data_to_send(self) -> bytes:
+        data = b"".join(self._out)
+        self._out.clear()
+        return data
+
+    def send_raw(self, data: bytes) -> None:
+        self._out.append(data)
+
+    def _send(self, el: Element) -> None:
+        self._out.append(serialize(el, ns.SERVER).encode())
+
+    def _header(self, from_: str | None, to: str | None, stream_id: str | None) -> None:
+        attrs = "".join(
+            f" {k}='{escape_attr(v)}'"
+            for k, v in (("from", from_), ("to", to), ("id", stream_id))
+            if v is not None
+        )
+        self._out.append(
+            f"<?xml version='1.0'?><stream:stream xmlns='{ns.SERVER}' "
+            f"xmlns:db='{DIALBACK}' xmlns:stream='{ns.STREAM}'{attrs} version='1.0'>".encode()
+        )
+        self._sent_header = True
+
+    def hibernate(self) -> bool:
+        return self._parser.hibernate()
+
+    def receive_data(self, data: bytes) -> list[S2SEvent]:
+        if self.state in (S2SState.CLOSED, S2SState.TLS_PENDING):
+            return []
+        try:
+            for ev in self._parser.feed(data):
+                if isinstance(ev, ElementParsed):
+                    el = ev.element
+                    if el.ns == ns.STREAM and el.tag == "error":
+                        self._peer_error(parse_stream_error(el))
+                    else:
+                        self._element(el)
+                elif isinstance(ev, StreamOpened):
+                    self._opened(ev)
+                else:
+                    assert isinstance(ev, StreamClosed)
+                    self._close(None)
+                if self.state in (S2SState.CLOSED, S2SState.TLS_PENDING):
+                    break
+        except StreamError as err:
+            self._close(err)
+        return self._take()
+
+    def close(self, error: StreamError | None) -> list[S2SEvent]:
+        self._close(error)
+        return self._take()
+
+    def tls_started(self) -> list[S2SEvent]:
+        """The transport is now TLS: the stream restarts (RFC 6120 §5.4.3.3)."""
+        self.encrypted = True
+        self._go(S2SState.EXPECT_HEADER)
+        self._parser.discard()
+        self._parser = self._new_parser()
+        self._restarted()
+        return self._take()
+
+    def _take(self) -> list[S2SEvent]:
+        events, self._events = self._events, []
+        return events
+
+    def _close(self, error: StreamError | None) -> None:
+        if self.state is S2SState.CLOSED:
+            return
+        if not self._sent_header:
+            self._header(None, None, None)
+        if error is not None:
+            self._send(error.to_element())
+        self._out.append(_CLOSE)
+        self._go(S2SState.CLOSED)
+        self._parser.discard()
+        self._events.append(StreamEnded(error))
+
+    def _peer_error(self, error: StreamError) -> None:
+        """The peer ended the stream with an error (RFC 6120 §4.9): close ours, no reply."""
+        self._out.append(_CLOSE)
+        self._go(S2SState.CLOSED)
+        self._parser.discard()
+        self._events.append(StreamEnded(error))
+
+    @staticmethod
+    def _check_header(ev: StreamOpened) -> None:
+        if ev.ns != ns.STREAM or ev.tag != "stream":
+            raise StreamError(_SC.INVALID_NAMESPACE, "the stream namespace is wrong")
+        if ev.namespaces.get("", "") != ns.SERVER:
+            raise StreamError(_SC.INVALID_NAMESPACE, "the content namespace must be jabber:server")
+
+    def _restarted(self) -> None: ...
+
+    def _opened(self, ev: StreamOpened) -> None:
+        raise NotImplementedError
+
+    def _element(self, el: Element) -> None:
+        raise NotImplementedError
+
+
+class S2SInbound(_S2SStream):
+    """A stream a peer opened to us: we receive its stanzas and answer its dialback."""
+
+    __slots__ = ("_new_id", "authorized", "local")
+
+    def __init__(
+        self, settings: S2SSettings, new_id: Callable[[], str], *, encrypted: bool = False
+    ) -> None:
+        super().__init__(settings, encrypted=encrypted)
+        self._new_id = new_id
+        #: our domain the peer addressed in its header
+        self.local: str | None = None
+        #: (peer domain, our domain) pairs dialback verified on this stream
+        self.authorized: set[tuple[str, str]] = set()
+
+    def _opened(self, ev: StreamOpened) -> None:
+        if self.state is not S2SState.EXPECT_HEADER:
+            raise StreamError(_SC.NOT_WELL_FORMED, "unexpected stream header")
+        to = (ev.attrs.get("to") or "").lower().rstrip(".")
+        self.local = to if to in self.settings.domains else None
+        self.stream_id = self._new_id()
+        self._header(self.local, ev.attrs.get("from"), self.stream_id)
+        self._check_header(ev)
+        if self.local is None:
+            raise StreamError(_SC.HOST_UNKNOWN, "this server does not serve that domain")
+        self._go(S2SState.OPEN)
+        if ev.attrs.get("version", "").partition(".")[0] == "1":
+            features = Element("features", ns.STREAM)
+            if not self.encrypted and self.settings.tls_available:
+                tls = features.sub("starttls", ns.STARTTLS)
+                if self.settings.require_tls:
+                    tls.sub("required")
+            if self.encrypted or not self.settings.require_tls:
+                features.sub("dialback", DIALBACK_FEATURE).sub("errors")
+            self._send(features)
+
+    def _element(self, el: Element) -> None:
+        if self.state is not S2SState.OPEN:
+            raise StreamError(_SC.NOT_WELL_FORMED, "an element before the stream header")
+        if el.ns == ns.STARTTLS and el.tag == "starttls":
+            if self.encrypted or not self.settings.tls_available:
+                raise StreamError(_SC.UNSUPPORTED_STANZA_TYPE, "TLS is not available here")
+            self._out.append(f"<proceed xmlns='{ns.STARTTLS}'/>".encode())
+            self._go(S2SState.TLS_PENDING)
+            self._events.append(TLSRequested())
+            return
+        if self.settings.require_tls and not self.encrypted:
+            # RFC 6120 §5.3.1: TLS is mandatory-to-negotiate here.
+            raise StreamError(_SC.POLICY_VIOLATION, "negotiate TLS first")
+        if el.ns == DIALBACK and el.tag in ("result", "verify") and el.get("type") is None:
+            sender, target = self._domains(el)
+            if el.tag == "result":
+                assert self.stream_id is not None
+                self._events.append(DialbackKeyReceived(sender, target, el.text, self.stream_id))
+            else:
+                self._verify(sender, target, el)
+            return
+        if el.tag in _STANZAS and el.ns == ns.SERVER:
+            self._stanza(el)
+            return
+        raise StreamError(_SC.UNSUPPORTED_STANZA_TYPE, f"<{el.tag}/> is not expected here")
+
+    def _domains(self, el: Element) -> tuple[str, str]:
+        try:
+            sender = JID.parse(el.get("from") or "")
+            target = JID.parse(el.get("to") or "")
+        except InvalidJID:
+            raise StreamError(_SC.IMPROPER_ADDRESSING, "dialback needs 'from' and 'to'") from None
+        if sender.local is not None or sender.resource is not None:
+            raise StreamError(_SC.INVALID_FROM, "dialback is for domains")
+        if target.domain not in self.settings.domains or target.local is not None:
+            raise StreamError(_SC.HOST_UNKNOWN, "this server does not serve that domain")
+        return sender.domain, target.domain
+
+    def _verify(self, receiving: str, originating: str, el: Element) -> None:
+        """We are the authoritative server of ``originating``: is the key ours?"""
+        stream_id = el.get("id") or ""
+        expected = dialback_key(self.settings.secret, receiving, originating, stream_id)
+        valid = bool(stream_id) and hmac.compare_digest(expected, el.text.strip())
+        answer = Element(
+            "verify",
+            DIALBACK,
+            {
+                "from": originating,
+                "to": receiving,
+                "id": stream_id,
+                "type": "valid" if valid else "invalid",
+            },
+        )
+        self._out.append(serialize(answer, ns.SERVER).encode())
+        self._events.append(VerifyRequested(receiving, originating, stream_id, valid))
+
+    def dialback_verified(self, sender: str, target: str, valid: bool) -> list[S2SEvent]:
+        """Tell the peer what the authoritative server said (XEP-0220 §2.1.4)."""
+        if self.state is S2SState.CLOSED:
+            return []
+        result = Element(
+            "result",
+            DIALBACK,
+            {"from": target, "to": sender, "type": "valid" if valid else "invalid"},
+        )
+        self._out.append(serialize(result, ns.SERVER).encode())
+        if valid:
+            self.authorized.add((sender, target))
+        elif not self.authorized:
+            self._close(StreamError(_SC.NOT_AUTHORIZED, "dialback failed"))
+        return self._take()
+
+    def _stanza(self, el: Element) -> None:
+        # RFC 6120 §8.1.1.2 / §8.1.2.2: 'to' and 'from' are required on s2s stanzas.
+        if not self.authorized:
+            raise StreamError(_SC.NOT_AUTHORIZED, "authenticate with dialback first")
+        try:
+            sender = JID.parse(el.get("from") or "")
+        except InvalidJID:
+            raise StreamError(_SC.INVALID_FROM, "a stanza needs a valid 'from'") from None
+        try:
+            to = JID.parse(el.get("to") or "")
+        except InvalidJID:
+            raise StreamError(_SC.IMPROPER_ADDRESSING, "a stanza needs a valid 'to'") from None
+        if to.domain not in self.settings.domains:
+            raise StreamError(_SC.HOST_UNKNOWN, f"{to.domain} is not served here")
+        if (sender.domain, to.domain) not in self.authorized:
+            raise StreamError(_SC.INVALID_FROM, f"{sender.domain} is not authenticated here")
+        self._events.append(StanzaReceived(el))
+
+
+class S2SOutbound(_S2SStream):
+    """A stream we opened to ``remote`` for ``local``: dialback, then our stanzas.
+
+    With ``verify`` set (``(receiving, stream_id, key)``) it only asks the peer, as the
+    authoritative server of ``remote``, to verify a key, and ends with the answer.
+    """
+
+    __slots__ = ("local", "remote", "verify")
+
+    def __init__(
+        self,
+        settings: S2SSettings,
+        local: str,
+        remote: str,
+        *,
+        verify: tuple[str, str] | None = None,
+    ) -> None:
+        super().__init__(settings)
+        self.local = local
+        self.remote = remote
+        #: (stream id, key) to verify, for a verify-only stream
+        self.verify = verify
+        self._header(local, remote, None)
+
+    def _restarted(self) -> None:
+        self._header(self.local, self.remote, None)
+
+    def _opened(self, ev: StreamOpened) -> None:
+        if self.state is not S2SState.EXPECT_HEADER:
+            raise StreamError(_SC.NOT_WELL_FORMED, "unexpected stream header")
+        self._check_header(ev)
+        self.stream_id = ev.attrs.get("id")
+        if not self.stream_id:
+            raise StreamError(_SC.INVALID_XML, "the stream header needs an id")
+        self._go(S2SState.OPEN)
+        if ev.attrs.get("version", "").partition(".")[0] != "1":
+            self._dialback()  # a pre-XMPP-1.0 peer sends no features
+
+    def _dialback(self) -> None:
+        if self.settings.require_tls and not self.encrypted:
+            raise StreamError(_SC.POLICY_VIOLATION, "the peer does not offer TLS")
+        assert self.stream_id is not None
+        if self.verify is not None:
+            stream_id, key = self.verify
+            attrs = {"from": self.local, "to": self.remote, "id": stream_id}
+            self._out.append(
+                serialize(Element("verify", DIALBACK, attrs, [key]), ns.SERVER).encode()
+            )
+            return
+        key = dialback_key(self.settings.secret, self.remote, self.local, self.stream_id)
+        attrs = {"from": self.local, "to": self.remote}
+        self._out.append(serialize(Element("result", DIALBACK, attrs, [key]), ns.SERVER).encode())
+
+    def _element(self, el: Element) -> None:
+        if self.state is not S2SState.OPEN and self.state is not S2SState.READY:
+            raise StreamError(_SC.NOT_WELL_FORMED, "an element before the stream header")
+        if el.ns == ns.STREAM and el.tag == "features":
+            tls = el.find("starttls", ns.STARTTLS)
+            if tls is not None and not self.encrypted and self.settings.tls_available:
+                self._out.append(f"<starttls xmlns='{ns.STARTTLS}'/>".encode())
+                return
+            self._dialback()
+            return
+        if el.ns == ns.STARTTLS and el.tag == "proceed":
+            self._go(S2SState.TLS_PENDING)
+            self._events.append(TLSRequested())
+            return
+        if el.ns == DIALBACK and el.tag == "verify" and self.verify is not None:
+            valid = el.get("type") == "valid" and el.get("id") == self.verify[0]
+            self._events.append(VerifyAnswered(self.verify[0], valid))
+            self._close(None)
+            return
+        if el.ns == DIALBACK and el.tag == "result" and self.verify is None:
+            if el.get("type") == "valid":
+                self._go(S2SState.READY)
+                self._events.append(Established(self.local, self.remote))
+            else:
+                self._events.append(DialbackFailed(self.local, self.remote, el.get("type") or "?"))
+                self._close(None)
+            return
+        raise StreamError(_SC.UNSUPPORTED_STANZA_TYPE, f"<{el.tag}/> is not expected here")

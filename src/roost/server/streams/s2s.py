@@ -1,0 +1,442 @@
+"""Federation: streams to and from other servers (RFC 6120 s2s, XEP-0220 Server Dialback).
+
+``Federation`` takes every stanza the router cannot deliver locally (``route/remote``),
+keeps one outgoing stream per (local domain, remote domain) pair, queues stanzas while it
+comes up and sends them in order once dialback says "valid"; if the peer cannot be reached,
+refuses, or does not answer within ``s2s.connect_timeout``, the queued stanzas bounce with
+``remote-server-not-found`` or ``remote-server-timeout``. Incoming streams are checked by
+the core (``S2SInbound``); their dialback keys are verified with the sender's authoritative
+server on a verify-only stream, and their stanzas routed like any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import secrets
+import ssl
+import time
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractContextManager
+from typing import Any
+
+from roost.core.errors import StanzaError, StanzaErrorCondition, StreamError
+from roost.core.jid import JID
+from roost.core.stream.events import StanzaReceived, StreamEnded, TLSRequested
+from roost.core.stream.s2s import (
+    DialbackFailed,
+    DialbackKeyReceived,
+    Established,
+    S2SEvent,
+    S2SInbound,
+    S2SOutbound,
+    S2SSettings,
+    VerifyAnswered,
+)
+from roost.core.xml.element import Element
+from roost.server import events
+from roost.server.bus import EventBus
+from roost.server.config import S2SConfig
+from roost.server.delivery import stanza_bytes
+from roost.server.router import Router
+from roost.server.streams.base import StreamDriver
+from roost.transport.certs import make_client_context
+
+__all__ = ["Federation", "S2SInboundConnection", "S2SOutboundConnection"]
+
+log = logging.getLogger(__name__)
+_C = StanzaErrorCondition
+DEFAULT_PORT = 5269
+#: stanzas queued behind a held one before we stop reading from the peer
+MAX_BACKLOG = 256
+
+
+class Federation:
+    """Every s2s stream of this server, and the outgoing routes by domain pair."""
+
+    def __init__(
+        self,
+        config: S2SConfig,
+        domains: frozenset[str],
+        router: Router,
+        bus: EventBus,
+        new_id: Callable[[], str],
+        spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
+        capture: Callable[[], AbstractContextManager[list[asyncio.Task[Any]]]],
+        tls_context: Callable[[str | None], ssl.SSLContext],
+        *,
+        max_stanza_size: int,
+        max_depth: int,
+    ) -> None:
+        self.config = config
+        self.domains = domains
+        self.router = router
+        self.new_id = new_id
+        self.spawn = spawn
+        self.capture = capture
+        self.server_tls = tls_context
+        self.settings = S2SSettings(
+            domains=domains,
+            secret=secrets.token_hex(32),  # XEP-0185: never leaves this process
+            tls_available=True,
+            require_tls=config.require_encryption,
+            max_stanza_size=max_stanza_size,
+            max_depth=max_depth,
+        )
+        self.client_tls = make_client_context(
+            verify=config.require_valid_certs, cafile=config.ca_file
+        )
+        self.routes: dict[tuple[str, str], _Route] = {}
+        self.connections: set[StreamDriver] = set()
+        bus.filter(events.ROUTE_REMOTE, self.route_remote, owner="s2s")
+
+    # -- outgoing ---------------------------------------------------------------------------
+
+    def route_remote(self, stanza: Element, sender: JID | None, to: JID) -> bool:
+        """``route/remote``: send ``stanza`` to the server of ``to.domain``."""
+        local = (
+            sender.domain if sender is not None else (JID.parse(stanza.get("from") or "").domain)
+        )
+        if local not in self.domains:
+            local = next(iter(sorted(self.domains)))
+        key = (local, to.domain)
+        route = self.routes.get(key)
+        if route is None:
+            route = self.routes[key] = _Route(self, local, to.domain)
+            self.spawn(route.connect())
+        route.send(stanza)
+        return True
+
+    def address(self, domain: str) -> tuple[str, int]:
+        """Where a domain's server listens: ``s2s.routes``, else the domain on 5269."""
+        static = self.config.routes.get(domain)
+        if static is not None:
+            host, _, port = static.rpartition(":")
+            return host.strip("[]"), int(port)
+        return domain, DEFAULT_PORT
+
+    async def open(self, stream: S2SOutbound) -> S2SOutboundConnection:
+        """Connect an outgoing stream (``OSError``, ``TimeoutError`` when it cannot)."""
+        host, port = self.address(stream.remote)
+        loop = asyncio.get_running_loop()
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(lambda: S2SOutboundConnection(self, stream), host, port),
+            self.config.connect_timeout,
+        )
+        return conn
+
+    # -- dialback: asking the authoritative server ------------------------------------------
+
+    async def verify(self, inbound: S2SInboundConnection, ev: DialbackKeyReceived) -> None:
+        """XEP-0220 §2.1.2: ask ``ev.sender``'s authoritative server whether the key is its."""
+        stream = S2SOutbound(self.settings, ev.target, ev.sender, verify=(ev.stream_id, ev.key))
+        valid = False
+        try:
+            conn = await self.open(stream)
+            valid = await asyncio.wait_for(conn.answer, self.config.connect_timeout)
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            log.info("cannot verify dialback for %s: %s", ev.sender, exc)
+        log.info(
+            "dialback from %s for %s: %s", ev.sender, ev.target, "valid" if valid else "invalid"
+        )
+        inbound.dialback_verified(ev.sender, ev.target, valid)
+
+    def connection(self) -> S2SInboundConnection:
+        """A protocol for one accepted connection (the listener's factory)."""
+        return S2SInboundConnection(self)
+
+    def close_all(self, error: StreamError) -> None:
+        for conn in list(self.connections):
+            conn.close(error)
+
+
+class _Route:
+    """The outgoing stream for one domain pair, and what waits for it."""
+
+    __slots__ = ("conn", "federation", "local", "queue", "ready", "remote")
+
+    def __init__(self, federation: Federation, local: str, remote: str) -> None:
+        self.federation = federation
+        self.local = local
+        self.remote = remote
+        self.queue: list[Element] = []
+        self.conn: S2SOutboundConnection | None = None
+        self.ready = False
+
+    def send(self, stanza: Element) -> None:
+        if self.ready and self.conn is not None:
+            self.conn.write(stanza_bytes(stanza))
+        elif len(self.queue) >= self.federation.config.max_queue:
+            self._bounce(stanza, _C.RESOURCE_CONSTRAINT)
+        else:
+            self.queue.append(stanza)
+
+    async def connect(self) -> None:
+        stream = S2SOutbound(self.federation.settings, self.local, self.remote)
+        try:
+            self.conn = await self.federation.open(stream)
+            self.conn.route = self
+            await asyncio.wait_for(self.conn.established, self.federation.config.connect_timeout)
+        except TimeoutError:
+            self.fail(_C.REMOTE_SERVER_TIMEOUT, "no answer")
+        except (OSError, ssl.SSLError, ConnectionError) as exc:
+            self.fail(_C.REMOTE_SERVER_NOT_FOUND, str(exc))
+
+    def established(self) -> None:
+        log.info("s2s %s -> %s established", self.local, self.remote)
+        self.ready = True
+        queue, self.queue = self.queue, []
+        for stanza in queue:
+            self.send(stanza)
+
+    def fail(self, condition: StanzaErrorCondition, why: str) -> None:
+        """The stream could not be set up or ended: bounce what waits, forget the route."""
+        if self.federation.routes.get((self.local, self.remote)) is self:
+            del self.federation.routes[(self.local, self.remote)]
+        if self.queue:
+            log.info(
+                "s2s %s -> %s failed (%s): bouncing %d",
+                self.local,
+                self.remote,
+                why,
+                len(self.queue),
+            )
+        queue, self.queue = self.queue, []
+        for stanza in queue:
+            self._bounce(stanza, condition)
+        if self.conn is not None:
+            conn, self.conn = self.conn, None
+            conn.close(None)
+
+    def _bounce(self, stanza: Element, condition: StanzaErrorCondition) -> None:
+        try:
+            sender = JID.parse(stanza.get("from") or "")
+        except ValueError:
+            return
+        # RFC 6120 §8.3.1: never an error for an error (reply_error checks)
+        self.federation.router.reply_error(stanza, StanzaError(condition), sender)
+
+
+class S2SOutboundConnection(StreamDriver):
+    """An outgoing s2s TCP connection."""
+
+    __slots__ = ("answer", "established", "federation", "route", "stream")
+
+    def __init__(self, federation: Federation, stream: S2SOutbound) -> None:
+        super().__init__()
+        self.federation = federation
+        self.stream: S2SOutbound = stream
+        self.route: _Route | None = None
+        loop = asyncio.get_running_loop()
+        #: set when dialback says valid (stanza streams)
+        self.established: asyncio.Future[None] = loop.create_future()
+        #: the authoritative server's answer (verify-only streams)
+        self.answer: asyncio.Future[bool] = loop.create_future()
+
+    def __repr__(self) -> str:
+        return f"<S2S out {self.stream.local} -> {self.stream.remote}>"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.federation.connections.add(self)
+        self._flush()  # the stream header
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx = time.monotonic()
+        self._handle(self.stream.receive_data(data))
+
+    def eof_received(self) -> bool | None:
+        self._handle(self.stream.close(None))
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.federation.connections.discard(self)
+        if not self.stream.closed:
+            self._handle(self.stream.close(None))
+        self._ended(_C.REMOTE_SERVER_NOT_FOUND, "connection lost")
+        self.transport = None
+
+    def close(self, error: StreamError | None = None) -> None:
+        if not self._closing:
+            self._handle(self.stream.close(error))
+
+    def _handle(self, evs: list[S2SEvent]) -> None:
+        for ev in evs:
+            if isinstance(ev, TLSRequested):
+                self._flush()
+                self.federation.spawn(self._start_tls())
+            elif isinstance(ev, Established):
+                if not self.established.done():
+                    self.established.set_result(None)
+                if self.route is not None:
+                    self.route.established()
+            elif isinstance(ev, DialbackFailed):
+                self._ended(_C.REMOTE_SERVER_NOT_FOUND, f"dialback {ev.reason}")
+            elif isinstance(ev, VerifyAnswered):
+                if not self.answer.done():
+                    self.answer.set_result(ev.valid)
+            elif isinstance(ev, StreamEnded):
+                self._flush()
+                self._closing = True
+                if ev.error is not None:
+                    log.info("%r: stream error %s", self, ev.error)
+                self._ended(_C.REMOTE_SERVER_NOT_FOUND, "stream ended")
+                if self.transport is not None:
+                    self.transport.close()
+        self._flush()
+
+    def _ended(self, condition: StanzaErrorCondition, why: str) -> None:
+        for fut in (self.established, self.answer):
+            if not fut.done():
+                fut.set_exception(ConnectionError(why))
+                fut.exception()  # retrieved: whoever waits sees it, nobody else is told
+        route, self.route = self.route, None
+        if route is not None:
+            route.conn = None
+            route.fail(condition, why)
+
+    async def _start_tls(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        try:
+            new = await asyncio.wait_for(
+                self._loop.start_tls(
+                    transport,
+                    self,
+                    self.federation.client_tls,
+                    server_hostname=self.stream.remote,
+                ),
+                self.federation.config.connect_timeout,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            log.info("%r: TLS failed: %s", self, exc)
+            self._ended(_C.REMOTE_SERVER_NOT_FOUND, f"TLS failed: {exc}")
+            transport.close()
+            return
+        if new is None:
+            transport.close()
+            return
+        self.transport = new
+        self._handle(self.stream.tls_started())
+
+
+class S2SInboundConnection(StreamDriver):
+    """An s2s TCP connection another server opened to us."""
+
+    __slots__ = ("_backlog", "_held", "_tls_pending", "federation", "stream")
+
+    def __init__(self, federation: Federation) -> None:
+        super().__init__()
+        self.federation = federation
+        self.stream: S2SInbound = S2SInbound(federation.settings, federation.new_id)
+        self._tls_pending: list[bytes] | None = None
+        #: work a stanza set off that later stanzas wait for (RFC 6120 §10.1), and those
+        self._held = 0
+        self._backlog: collections.deque[Element] = collections.deque()
+
+    def __repr__(self) -> str:
+        return f"<S2S in {self.peer_ip}>"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer_ip = peer[0] if peer else "?"
+        self.federation.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx = time.monotonic()
+        if self._tls_pending is not None:
+            self._tls_pending.append(data)
+            return
+        self._handle(self.stream.receive_data(data))
+
+    def eof_received(self) -> bool | None:
+        self._handle(self.stream.close(None))
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.federation.connections.discard(self)
+        if not self.stream.closed:
+            self.stream.close(None)
+        self.transport = None
+
+    def close(self, error: StreamError | None = None) -> None:
+        if not self._closing:
+            self._handle(self.stream.close(error))
+
+    def dialback_verified(self, sender: str, target: str, valid: bool) -> None:
+        self._handle(self.stream.dialback_verified(sender, target, valid))
+
+    def _handle(self, evs: list[S2SEvent]) -> None:
+        for ev in evs:
+            if isinstance(ev, StanzaReceived):
+                if self._held:
+                    self._backlog.append(ev.element)
+                    if len(self._backlog) >= MAX_BACKLOG and self.transport is not None:
+                        self.transport.pause_reading()  # a flooding peer waits
+                else:
+                    self._route(ev.element)
+            elif isinstance(ev, DialbackKeyReceived):
+                if not self.federation.config.dialback:
+                    self.dialback_verified(ev.sender, ev.target, False)
+                else:
+                    self.federation.spawn(self.federation.verify(self, ev))
+            elif isinstance(ev, TLSRequested):
+                self._flush()
+                if self.transport is not None:
+                    self.transport.pause_reading()
+                    self._tls_pending = []
+                self.federation.spawn(self._start_tls())
+            elif isinstance(ev, StreamEnded):
+                self._flush()
+                self._closing = True
+                if ev.error is not None:
+                    log.info("%r: stream error %s", self, ev.error)
+                if self.transport is not None:
+                    self.transport.close()
+        self._flush()
+
+    def _route(self, stanza: Element) -> None:
+        """Route a stanza; if that set off work (a subscription stored, say), hold the
+        peer's later stanzas until it is done, so they are handled in order."""
+        with self.federation.capture() as spawned:
+            # the stream checked both addresses against what dialback authorized
+            self.federation.router.route(
+                stanza, JID.parse(stanza.attrs["from"]), JID.parse(stanza.attrs["to"])
+            )
+        if spawned:
+            self._held = len(spawned)
+            for task in spawned:
+                task.add_done_callback(self._release)
+
+    def _release(self, _: asyncio.Task[Any]) -> None:
+        self._held -= 1
+        while not self._held and self._backlog and not self._closing:
+            self._route(self._backlog.popleft())
+        if not self._held and self.transport is not None and not self._closing:
+            self.transport.resume_reading()
+
+    async def _start_tls(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        ctx = self.federation.server_tls(self.stream.local)
+        try:
+            new = await asyncio.wait_for(
+                self._loop.start_tls(transport, self, ctx, server_side=True),
+                self.federation.config.connect_timeout,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            log.info("%r: TLS failed: %s", self, exc)
+            transport.close()
+            return
+        if new is None:
+            transport.close()
+            return
+        self.transport = new
+        held, self._tls_pending = self._tls_pending or [], None
+        self._handle(self.stream.tls_started())
+        for data in held:
+            self.data_received(data)

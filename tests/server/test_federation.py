@@ -1,0 +1,218 @@
+"""Federation between two Roost servers on loopback (RFC 6120 s2s, XEP-0220 dialback).
+
+``a.test`` and ``b.test`` find each other through ``s2s.routes``; both use self-signed
+certificates, so dialback authenticates them (``s2s.require_valid_certs = false``), over
+TLS (``s2s.require_encryption``, the default). Raw-XML clients on each side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from roost.core import ns
+from roost.core.xml.writer import serialize
+from roost.server.app import Server
+from roost.server.config import config_from_dict
+from tests.helpers import RawClient, client_tls_context, free_port
+
+PASSWORD = "federation-secret"
+
+
+@dataclass
+class Pair:
+    a: Server
+    b: Server
+
+
+def _config(tmp: Path, domain: str, s2s_port: int, peers: dict[str, int], **s2s: object) -> dict:
+    return {
+        "domains": [domain],
+        "data_dir": str(tmp / domain),
+        "c2s": {"port": 0, "direct_tls_port": 0, "interfaces": ["127.0.0.1"]},
+        "auth": {"scram_iterations": 4096},
+        "s2s": {
+            "enabled": True,
+            "port": s2s_port,
+            "interfaces": ["127.0.0.1"],
+            "require_valid_certs": False,
+            "connect_timeout": 3,
+            "routes": {d: f"127.0.0.1:{p}" for d, p in peers.items()},
+            **s2s,
+        },
+    }
+
+
+@pytest.fixture
+async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
+    pa, pb, dead = free_port(), free_port(), free_port()
+    a = Server(
+        config_from_dict(
+            _config(tmp_path, "a.test", pa, {"b.test": pb, "nowhere.test": dead}), tmp_path
+        )
+    )
+    b = Server(config_from_dict(_config(tmp_path, "b.test", pb, {"a.test": pa}), tmp_path))
+    await a.start()
+    await b.start()
+    await a.accounts.create("alice", "a.test", PASSWORD)
+    await b.accounts.create("bob", "b.test", PASSWORD)
+    yield Pair(a, b)
+    await a.stop()
+    await b.stop()
+
+
+async def _login(server: Server, user: str, domain: str) -> RawClient:
+    c = await RawClient.connect(server.port())
+    await c.login(user, PASSWORD, "r", domain=domain)
+    return c
+
+
+async def test_messages_both_ways(pair: Pair) -> None:
+    alice = await _login(pair.a, "alice", "a.test")
+    bob = await _login(pair.b, "bob", "b.test")
+    await alice.send("<message to='bob@b.test/r' id='m1' type='chat'><body>hi bob</body></message>")
+    got = await bob.expect(lambda e: e.tag == "message")
+    assert serialize(got) == (
+        "<message to='bob@b.test/r' id='m1' type='chat' from='alice@a.test/r'>"
+        "<body>hi bob</body></message>"
+    )
+    await bob.send(
+        "<message to='alice@a.test/r' id='m2' type='chat'><body>hi alice</body></message>"
+    )
+    got = await alice.expect(lambda e: e.tag == "message")
+    assert serialize(got) == (
+        "<message to='alice@a.test/r' id='m2' type='chat' from='bob@b.test/r'>"
+        "<body>hi alice</body></message>"
+    )
+    # one stream per direction, reused: a second message goes the same way
+    await alice.send("<message to='bob@b.test/r' id='m3' type='chat'><body>again</body></message>")
+    assert (await bob.expect(lambda e: e.tag == "message")).get("id") == "m3"
+    assert len(pair.a.federation.routes) == 1  # type: ignore[union-attr]
+    await alice.close()
+    await bob.close()
+
+
+async def test_subscription_and_presence_across_domains(pair: Pair) -> None:
+    """RFC 6121 §3.1 with the contact on another server: request, approval, presence."""
+    alice = await _login(pair.a, "alice", "a.test")
+    bob = await _login(pair.b, "bob", "b.test")
+    for c in (alice, bob):
+        await c.send("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>")
+        await c.expect(lambda e: e.tag == "iq" and e.get("id") == "r1")
+        await c.send("<presence/>")
+    await alice.send("<presence to='bob@b.test' type='subscribe'/>")
+    got = await bob.expect(lambda e: e.tag == "presence" and e.get("type") == "subscribe")
+    assert got.get("from") == "alice@a.test" and got.get("to") == "bob@b.test"
+    await bob.send("<presence to='alice@a.test' type='subscribed'/>")
+    push = await alice.expect(
+        lambda e: e.tag == "iq" and e.get("type") == "set" and "subscription='to'" in serialize(e)
+    )
+    assert push.get("to") == "alice@a.test/r"  # RFC 6121 §3.1.6: now subscribed to bob
+    # §3.1.5: bob's server sends bob's current presence to his new subscriber
+    got = await alice.expect(lambda e: e.tag == "presence" and e.get("from") == "bob@b.test/r")
+    assert got.get("type") is None
+    await alice.close()
+    await bob.close()
+
+
+async def test_iq_to_the_remote_server(pair: Pair) -> None:
+    alice = await _login(pair.a, "alice", "a.test")
+    await alice.send(f"<iq type='get' id='p1' to='b.test'><ping xmlns='{ns.PING}'/></iq>")
+    got = await alice.expect(lambda e: e.tag == "iq" and e.get("id") == "p1")
+    assert serialize(got) == "<iq type='result' id='p1' to='alice@a.test/r' from='b.test'/>"
+    await alice.close()
+
+
+async def test_unreachable_domain_bounces(pair: Pair) -> None:
+    """Nothing listens for nowhere.test: remote-server-not-found, within connect_timeout."""
+    alice = await _login(pair.a, "alice", "a.test")
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await alice.send("<message to='x@nowhere.test' id='m1'><body>hello?</body></message>")
+    got = await alice.expect(lambda e: e.tag == "message")
+    assert loop.time() - start < 3.5
+    assert got.get("type") == "error" and got.get("from") == "x@nowhere.test"
+    error = got.find("error")
+    assert error is not None and error.find("remote-server-not-found", ns.STANZAS) is not None
+    await alice.close()
+
+
+# -- bad peers ----------------------------------------------------------------------------
+
+S2S_HEADER = (
+    "<?xml version='1.0'?><stream:stream xmlns='{xmlns}' xmlns:db='jabber:server:dialback' "
+    "xmlns:stream='http://etherx.jabber.org/streams' to='{to}' from='evil.test' version='1.0'>"
+)
+
+
+async def _peer(server: Server, to: str = "a.test", xmlns: str = ns.SERVER) -> RawClient:
+    c = await RawClient.connect(server.port(kind="s2s"))
+    await c.send(S2S_HEADER.format(to=to, xmlns=xmlns))
+    return c
+
+
+async def _peer_tls(server: Server) -> RawClient:
+    c = await _peer(server)
+    features = await c.expect(lambda e: e.tag == "features")
+    assert features.find("starttls", ns.STARTTLS) is not None
+    await c.send(f"<starttls xmlns='{ns.STARTTLS}'/>")
+    assert (await c.next()).tag == "proceed"
+    await c.writer.start_tls(client_tls_context(), server_hostname="a.test")
+    c.parser = type(c.parser)(max_stanza_size=10_000_000)
+    await c.send(S2S_HEADER.format(to="a.test", xmlns=ns.SERVER))
+    features = await c.expect(lambda e: e.tag == "features")
+    assert features.find("dialback", "urn:xmpp:features:dialback") is not None
+    return c
+
+
+@pytest.mark.parametrize(
+    ("case", "condition"),
+    [
+        ("unknown-domain", "host-unknown"),
+        ("client-namespace", "invalid-namespace"),
+        ("stanza-before-tls", "policy-violation"),
+        ("stanza-before-dialback", "not-authorized"),
+        ("dialback-elsewhere", "host-unknown"),
+        ("restricted-xml", "restricted-xml"),
+    ],
+)
+async def test_bad_peer_gets_stream_error(pair: Pair, case: str, condition: str) -> None:
+    if case == "unknown-domain":
+        c = await _peer(pair.a, to="c.test")
+    elif case == "client-namespace":
+        c = await _peer(pair.a, xmlns=ns.CLIENT)
+    elif case == "stanza-before-tls":
+        c = await _peer(pair.a)
+        await c.expect(lambda e: e.tag == "features")
+        await c.send("<message from='x@evil.test' to='alice@a.test'/>")
+    else:
+        c = await _peer_tls(pair.a)
+        await c.send(
+            {
+                "stanza-before-dialback": "<message from='x@evil.test' to='alice@a.test'/>",
+                "dialback-elsewhere": "<db:result from='evil.test' to='c.test'>k</db:result>",
+                "restricted-xml": "<!-- a comment -->",
+            }[case]
+        )
+    assert await c.stream_error() == condition
+
+
+async def test_forged_dialback_is_refused(pair: Pair) -> None:
+    """A peer claiming a.test's domain to b.test cannot: a.test's server disowns the key."""
+    c = await RawClient.connect(pair.b.port(kind="s2s"))
+    await c.send(S2S_HEADER.format(to="b.test", xmlns=ns.SERVER).replace("evil.test", "a.test"))
+    await c.expect(lambda e: e.tag == "features")
+    await c.send(f"<starttls xmlns='{ns.STARTTLS}'/>")
+    assert (await c.next()).tag == "proceed"
+    await c.writer.start_tls(client_tls_context(), server_hostname="b.test")
+    c.parser = type(c.parser)(max_stanza_size=10_000_000)
+    await c.send(S2S_HEADER.format(to="b.test", xmlns=ns.SERVER).replace("evil.test", "a.test"))
+    await c.expect(lambda e: e.tag == "features")
+    await c.send("<db:result from='a.test' to='b.test'>0123456789abcdef</db:result>")
+    got = await c.expect(lambda e: e.tag == "result")
+    assert got.get("type") == "invalid" and got.get("from") == "b.test"
+    assert await c.stream_error() == "not-authorized"
