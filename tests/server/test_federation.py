@@ -47,22 +47,39 @@ def _config(tmp: Path, domain: str, s2s_port: int, peers: dict[str, int], **s2s:
     }
 
 
-@pytest.fixture
-async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
+async def _start_pair(
+    tmp_path: Path, a_extra: dict | None = None, b_extra: dict | None = None
+) -> Pair:
     pa, pb, dead = free_port(), free_port(), free_port()
-    a = Server(
-        config_from_dict(
-            _config(tmp_path, "a.test", pa, {"b.test": pb, "nowhere.test": dead}), tmp_path
-        )
-    )
-    b = Server(config_from_dict(_config(tmp_path, "b.test", pb, {"a.test": pa}), tmp_path))
+    a_data = _config(tmp_path, "a.test", pa, {"b.test": pb, "nowhere.test": dead})
+    b_data = _config(tmp_path, "b.test", pb, {"a.test": pa})
+    for data, extra in ((a_data, a_extra), (b_data, b_extra)):
+        for key, value in (extra or {}).items():
+            if isinstance(value, dict):
+                data.setdefault(key, {}).update(value)
+            else:
+                data[key] = value
+    a = Server(config_from_dict(a_data, tmp_path))
+    b = Server(config_from_dict(b_data, tmp_path))
     await a.start()
     await b.start()
     await a.accounts.create("alice", "a.test", PASSWORD)
     await b.accounts.create("bob", "b.test", PASSWORD)
-    yield Pair(a, b)
-    await a.stop()
-    await b.stop()
+    return Pair(a, b)
+
+
+@pytest.fixture
+async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
+    p = await _start_pair(tmp_path)
+    yield p
+    await p.a.stop()
+    await p.b.stop()
+
+
+def _route_method(server: Server, local: str, remote: str) -> str | None:
+    assert server.federation is not None
+    route = server.federation.routes.get((local, remote))
+    return None if route is None else route.method
 
 
 async def _login(server: Server, user: str, domain: str) -> RawClient:
@@ -92,6 +109,9 @@ async def test_messages_both_ways(pair: Pair) -> None:
     await alice.send("<message to='bob@b.test/r' id='m3' type='chat'><body>again</body></message>")
     assert (await bob.expect(lambda e: e.tag == "message")).get("id") == "m3"
     assert len(pair.a.federation.routes) == 1  # type: ignore[union-attr]
+    # self-signed certificates: Server Dialback authenticated both directions
+    assert _route_method(pair.a, "a.test", "b.test") == "dialback"
+    assert _route_method(pair.b, "b.test", "a.test") == "dialback"
     await alice.close()
     await bob.close()
 
@@ -139,6 +159,67 @@ async def test_unreachable_domain_bounces(pair: Pair) -> None:
     error = got.find("error")
     assert error is not None and error.find("remote-server-not-found", ns.STANZAS) is not None
     await alice.close()
+
+
+# -- certificates: SASL EXTERNAL (XEP-0178) -----------------------------------------------
+
+
+def _ca_files(tmp_path: Path) -> dict[str, dict]:
+    """A test CA and a certificate from it for each server: [tls] and s2s.ca_file."""
+    import trustme
+
+    ca = trustme.CA()
+    ca_path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    out = {}
+    for domain in ("a.test", "b.test"):
+        cert = ca.issue_cert(domain)
+        crt, key = tmp_path / f"{domain}.crt", tmp_path / f"{domain}.key"
+        for blob in cert.cert_chain_pems:
+            blob.write_to_path(str(crt), append=True)
+        cert.private_key_pem.write_to_path(str(key))
+        out[domain] = {
+            "tls": {"cert": str(crt), "key": str(key)},
+            "s2s": {"require_valid_certs": True, "ca_file": str(ca_path), "dialback": False},
+        }
+    return out
+
+
+async def test_certificates_from_a_trusted_ca_use_sasl_external(tmp_path: Path) -> None:
+    files = _ca_files(tmp_path)
+    p = await _start_pair(tmp_path, files["a.test"], files["b.test"])
+    try:
+        alice = await _login(p.a, "alice", "a.test")
+        bob = await _login(p.b, "bob", "b.test")
+        await alice.send("<message to='bob@b.test/r' id='m1' type='chat'><body>x</body></message>")
+        assert (await bob.expect(lambda e: e.tag == "message")).get("from") == "alice@a.test/r"
+        await bob.send("<message to='alice@a.test/r' id='m2' type='chat'><body>y</body></message>")
+        assert (await alice.expect(lambda e: e.tag == "message")).get("from") == "bob@b.test/r"
+        # dialback is off on both: only EXTERNAL can have done it
+        assert _route_method(p.a, "a.test", "b.test") == "external"
+        assert _route_method(p.b, "b.test", "a.test") == "external"
+        await alice.close()
+        await bob.close()
+    finally:
+        await p.a.stop()
+        await p.b.stop()
+
+
+async def test_untrusted_peer_without_dialback_is_refused(tmp_path: Path) -> None:
+    """b.test wants CA-verified certificates and no dialback; a.test's is self-signed."""
+    files = _ca_files(tmp_path)
+    p = await _start_pair(tmp_path, None, files["b.test"])
+    try:
+        alice = await _login(p.a, "alice", "a.test")
+        await alice.send("<message to='bob@b.test' id='m1'><body>let me in</body></message>")
+        got = await alice.expect(lambda e: e.tag == "message")
+        assert got.get("type") == "error"
+        error = got.find("error")
+        assert error is not None and error.find("remote-server-not-found", ns.STANZAS) is not None
+        await alice.close()
+    finally:
+        await p.a.stop()
+        await p.b.stop()
 
 
 # -- bad peers ----------------------------------------------------------------------------

@@ -78,6 +78,8 @@ class Server:
         if owns_process:
             serve_large_blocks_from_heap()
         self.domains: frozenset[str] = frozenset(config.domains)
+        #: each domain's certificate and key files (s2s presents them as a client too)
+        self.cert_paths: dict[str, tuple[Path, Path]] = {}
         self._loaded = resolve_modules(config, default_modules() if modules is None else modules)
         self.bus = EventBus()
         self.registry = Registry()
@@ -120,7 +122,7 @@ class Server:
                 self.new_id,
                 self.spawn,
                 self.capture_spawns,
-                self.tls_context,
+                self.cert_paths,
                 max_stanza_size=config.c2s.max_stanza_size,
                 max_depth=config.c2s.max_depth,
             )
@@ -205,6 +207,7 @@ class Server:
             else:
                 cert, key = ensure_certificate(domain, Path(self.config.data_dir))
             self._tls[domain] = load_tls_context_server(cert, key)
+            self.cert_paths[domain] = (cert, key)
             self._cert_der[domain] = load_certificate_der(cert)
         default = self._tls[self.default_domain]
 

@@ -10,6 +10,8 @@ secret only this server knows. TLS is negotiated with STARTTLS before dialback.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 from collections.abc import Callable
@@ -31,12 +33,14 @@ __all__ = [
     "DialbackFailed",
     "DialbackKeyReceived",
     "Established",
+    "PeerAuthenticated",
     "S2SInbound",
     "S2SOutbound",
     "S2SSettings",
     "S2SState",
     "VerifyAnswered",
     "VerifyRequested",
+    "certificate_matches",
     "dialback_key",
 ]
 
@@ -68,6 +72,7 @@ TRANSITIONS: Final = frozenset(
     {
         (_S.EXPECT_HEADER, _S.OPEN),
         (_S.OPEN, _S.TLS_PENDING),
+        (_S.OPEN, _S.EXPECT_HEADER),  # restart after SASL
         (_S.TLS_PENDING, _S.EXPECT_HEADER),
         (_S.OPEN, _S.READY),
     }
@@ -84,6 +89,8 @@ class S2SSettings:
     secret: str = field(repr=False)
     tls_available: bool = True
     require_tls: bool = True
+    #: authenticate peers with Server Dialback when SASL EXTERNAL is not possible
+    dialback: bool = True
     max_stanza_size: int = 262144
     max_depth: int = 64
 
@@ -115,10 +122,19 @@ class VerifyRequested:
 
 @dataclass(frozen=True, slots=True)
 class Established:
-    """Outbound: the peer accepted the domain pair; queued stanzas may go."""
+    """Outbound: the peer accepted the domain pair (``method``: "external" or "dialback");
+    queued stanzas may go."""
 
     local: str
     remote: str
+    method: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAuthenticated:
+    """Inbound: the peer proved ``domain`` with SASL EXTERNAL (its certificate)."""
+
+    domain: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +163,16 @@ S2SEvent = (
     | Established
     | DialbackFailed
     | VerifyAnswered
+    | PeerAuthenticated
 )
+
+
+def certificate_matches(domain: str, identities: frozenset[str]) -> bool:
+    """RFC 6125 §6.4: ``domain`` against a certificate's DNS-IDs (one leftmost wildcard)."""
+    if domain in identities:
+        return True
+    _, dot, parent = domain.partition(".")
+    return bool(dot) and f"*.{parent}" in identities
 
 
 class _S2SStream:
@@ -157,6 +182,7 @@ class _S2SStream:
         "_events",
         "_out",
         "_parser",
+        "_sasl_done",
         "_sent_header",
         "encrypted",
         "settings",
@@ -172,6 +198,7 @@ class _S2SStream:
         self._out: list[bytes] = []
         self._events: list[S2SEvent] = []
         self._sent_header = False
+        self._sasl_done = False
         self._parser = self._new_parser()
 
     def _new_parser(self) -> XMLStreamParser:
@@ -240,14 +267,23 @@ class _S2SStream:
         self._close(error)
         return self._take()
 
-    def tls_started(self) -> list[S2SEvent]:
-        """The transport is now TLS: the stream restarts (RFC 6120 §5.4.3.3)."""
+    def tls_started(self, peer_identities: frozenset[str] = frozenset()) -> list[S2SEvent]:
+        """The transport is now TLS: the stream restarts (RFC 6120 §5.4.3.3).
+
+        ``peer_identities``: the DNS-IDs of the peer's certificate if it presented one that
+        verified (an inbound stream then offers SASL EXTERNAL)."""
         self.encrypted = True
+        self._tls_identities(peer_identities)
+        self._restart()
+        return self._take()
+
+    def _tls_identities(self, identities: frozenset[str]) -> None: ...
+
+    def _restart(self) -> None:
         self._go(S2SState.EXPECT_HEADER)
         self._parser.discard()
         self._parser = self._new_parser()
         self._restarted()
-        return self._take()
 
     def _take(self) -> list[S2SEvent]:
         events, self._events = self._events, []
@@ -291,7 +327,7 @@ class _S2SStream:
 class S2SInbound(_S2SStream):
     """A stream a peer opened to us: we receive its stanzas and answer its dialback."""
 
-    __slots__ = ("_new_id", "authorized", "local")
+    __slots__ = ("_new_id", "_peer_header_from", "authorized", "local", "peer_ids")
 
     def __init__(
         self, settings: S2SSettings, new_id: Callable[[], str], *, encrypted: bool = False
@@ -302,12 +338,19 @@ class S2SInbound(_S2SStream):
         self.local: str | None = None
         #: (peer domain, our domain) pairs dialback verified on this stream
         self.authorized: set[tuple[str, str]] = set()
+        #: DNS-IDs of the peer's verified certificate (empty: none, or it did not verify)
+        self.peer_ids: frozenset[str] = frozenset()
+        self._peer_header_from: str | None = None
+
+    def _tls_identities(self, identities: frozenset[str]) -> None:
+        self.peer_ids = identities
 
     def _opened(self, ev: StreamOpened) -> None:
         if self.state is not S2SState.EXPECT_HEADER:
             raise StreamError(_SC.NOT_WELL_FORMED, "unexpected stream header")
         to = (ev.attrs.get("to") or "").lower().rstrip(".")
         self.local = to if to in self.settings.domains else None
+        self._peer_header_from = ev.attrs.get("from")
         self.stream_id = self._new_id()
         self._header(self.local, ev.attrs.get("from"), self.stream_id)
         self._check_header(ev)
@@ -320,7 +363,11 @@ class S2SInbound(_S2SStream):
                 tls = features.sub("starttls", ns.STARTTLS)
                 if self.settings.require_tls:
                     tls.sub("required")
-            if self.encrypted or not self.settings.require_tls:
+            if self.encrypted and self.peer_ids and not self._sasl_done:
+                # XEP-0178 §3: EXTERNAL when the peer's certificate verified
+                mechanisms = features.sub("mechanisms", ns.SASL)
+                mechanisms.sub("mechanism", text="EXTERNAL")
+            if (self.encrypted or not self.settings.require_tls) and self.settings.dialback:
                 features.sub("dialback", DIALBACK_FEATURE).sub("errors")
             self._send(features)
 
@@ -337,6 +384,9 @@ class S2SInbound(_S2SStream):
         if self.settings.require_tls and not self.encrypted:
             # RFC 6120 §5.3.1: TLS is mandatory-to-negotiate here.
             raise StreamError(_SC.POLICY_VIOLATION, "negotiate TLS first")
+        if el.ns == ns.SASL and el.tag == "auth":
+            self._external(el)
+            return
         if el.ns == DIALBACK and el.tag in ("result", "verify") and el.get("type") is None:
             sender, target = self._domains(el)
             if el.tag == "result":
@@ -349,6 +399,33 @@ class S2SInbound(_S2SStream):
             self._stanza(el)
             return
         raise StreamError(_SC.UNSUPPORTED_STANZA_TYPE, f"<{el.tag}/> is not expected here")
+
+    def _external(self, el: Element) -> None:
+        """XEP-0178 §3: SASL EXTERNAL: the peer's certificate must name the domain."""
+        assert self.local is not None
+        domain = None
+        if el.get("mechanism") == "EXTERNAL" and self.peer_ids and not self._sasl_done:
+            text = el.text.strip()
+            try:
+                authzid = (
+                    base64.b64decode(text, validate=True).decode() if text not in ("", "=") else ""
+                )
+            except (binascii.Error, UnicodeDecodeError):
+                authzid = None
+            claimed = authzid or self._peer_header_from
+            if claimed and certificate_matches(claimed.lower(), self.peer_ids):
+                domain = claimed.lower()
+        if domain is None:
+            failure = Element("failure", ns.SASL)
+            failure.sub("not-authorized")
+            self._send(failure)
+            self._close(None)
+            return
+        self._out.append(f"<success xmlns='{ns.SASL}'/>".encode())
+        self._sasl_done = True
+        self.authorized.add((domain, self.local))
+        self._events.append(PeerAuthenticated(domain))
+        self._restart()
 
     def _domains(self, el: Element) -> tuple[str, str]:
         try:
@@ -422,7 +499,7 @@ class S2SOutbound(_S2SStream):
     authoritative server of ``remote``, to verify a key, and ends with the answer.
     """
 
-    __slots__ = ("local", "remote", "verify")
+    __slots__ = ("external", "local", "remote", "verify")
 
     def __init__(
         self,
@@ -431,10 +508,13 @@ class S2SOutbound(_S2SStream):
         remote: str,
         *,
         verify: tuple[str, str] | None = None,
+        external: bool = False,
     ) -> None:
         super().__init__(settings)
         self.local = local
         self.remote = remote
+        #: we present a certificate for ``local``: try SASL EXTERNAL (XEP-0178)
+        self.external = external
         #: (stream id, key) to verify, for a verify-only stream
         self.verify = verify
         self._header(local, remote, None)
@@ -457,6 +537,10 @@ class S2SOutbound(_S2SStream):
         if self.settings.require_tls and not self.encrypted:
             raise StreamError(_SC.POLICY_VIOLATION, "the peer does not offer TLS")
         assert self.stream_id is not None
+        if self.verify is None and not self.settings.dialback:
+            self._events.append(DialbackFailed(self.local, self.remote, "no way to authenticate"))
+            self._close(None)
+            return
         if self.verify is not None:
             stream_id, key = self.verify
             attrs = {"from": self.local, "to": self.remote, "id": stream_id}
@@ -476,7 +560,30 @@ class S2SOutbound(_S2SStream):
             if tls is not None and not self.encrypted and self.settings.tls_available:
                 self._out.append(f"<starttls xmlns='{ns.STARTTLS}'/>".encode())
                 return
+            if self._sasl_done:
+                self._go(S2SState.READY)
+                self._events.append(Established(self.local, self.remote, "external"))
+                return
+            mechanisms = el.find("mechanisms", ns.SASL)
+            offered = (
+                [m.text for m in mechanisms.find_all("mechanism", ns.SASL)]
+                if mechanisms is not None
+                else []
+            )
+            if self.external and self.encrypted and self.verify is None and "EXTERNAL" in offered:
+                auth = base64.b64encode(self.local.encode()).decode()
+                self._out.append(
+                    f"<auth xmlns='{ns.SASL}' mechanism='EXTERNAL'>{auth}</auth>".encode()
+                )
+                return
             self._dialback()
+            return
+        if el.ns == ns.SASL and el.tag == "success" and not self._sasl_done:
+            self._sasl_done = True
+            self._restart()
+            return
+        if el.ns == ns.SASL and el.tag == "failure":
+            self._dialback()  # XEP-0178 §4: fall back when the peer does not accept it
             return
         if el.ns == ns.STARTTLS and el.tag == "proceed":
             self._go(S2SState.TLS_PENDING)
@@ -490,7 +597,7 @@ class S2SOutbound(_S2SStream):
         if el.ns == DIALBACK and el.tag == "result" and self.verify is None:
             if el.get("type") == "valid":
                 self._go(S2SState.READY)
-                self._events.append(Established(self.local, self.remote))
+                self._events.append(Established(self.local, self.remote, "dialback"))
             else:
                 self._events.append(DialbackFailed(self.local, self.remote, el.get("type") or "?"))
                 self._close(None)

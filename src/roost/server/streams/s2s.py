@@ -17,8 +17,9 @@ import logging
 import secrets
 import ssl
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 from roost.core.errors import StanzaError, StanzaErrorCondition, StreamError
@@ -41,7 +42,7 @@ from roost.server.config import S2SConfig
 from roost.server.delivery import stanza_bytes
 from roost.server.router import Router
 from roost.server.streams.base import StreamDriver
-from roost.transport.certs import make_client_context
+from roost.transport.certs import load_tls_context_server, make_client_context
 
 __all__ = ["Federation", "S2SInboundConnection", "S2SOutboundConnection"]
 
@@ -64,7 +65,7 @@ class Federation:
         new_id: Callable[[], str],
         spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
         capture: Callable[[], AbstractContextManager[list[asyncio.Task[Any]]]],
-        tls_context: Callable[[str | None], ssl.SSLContext],
+        cert_paths: Mapping[str, tuple[Path, Path]],
         *,
         max_stanza_size: int,
         max_depth: int,
@@ -75,21 +76,57 @@ class Federation:
         self.new_id = new_id
         self.spawn = spawn
         self.capture = capture
-        self.server_tls = tls_context
+        self.cert_paths = cert_paths
+        self._server_tls: dict[str, ssl.SSLContext] = {}
+        self._client_tls: dict[str, ssl.SSLContext] = {}
         self.settings = S2SSettings(
             domains=domains,
             secret=secrets.token_hex(32),  # XEP-0185: never leaves this process
             tls_available=True,
             require_tls=config.require_encryption,
+            dialback=config.dialback,
             max_stanza_size=max_stanza_size,
             max_depth=max_depth,
-        )
-        self.client_tls = make_client_context(
-            verify=config.require_valid_certs, cafile=config.ca_file
         )
         self.routes: dict[tuple[str, str], _Route] = {}
         self.connections: set[StreamDriver] = set()
         bus.filter(events.ROUTE_REMOTE, self.route_remote, owner="s2s")
+
+    # -- TLS ------------------------------------------------------------------------------
+
+    def server_tls(self, domain: str | None) -> ssl.SSLContext:
+        """Our side of an inbound stream's TLS: our certificate for ``domain``; with
+        ``require_valid_certs``, the peer's certificate is asked for and verified (one that
+        does not verify ends the handshake), so SASL EXTERNAL can use it."""
+        name = domain if domain is not None and domain in self.cert_paths else min(self.cert_paths)
+        ctx = self._server_tls.get(name)
+        if ctx is None:
+            ctx = load_tls_context_server(*self.cert_paths[name])
+            if self.config.require_valid_certs:
+                ctx.verify_mode = ssl.CERT_OPTIONAL
+                self._load_trust(ctx)
+            self._server_tls[name] = ctx
+        return ctx
+
+    def client_tls(self, domain: str) -> ssl.SSLContext:
+        """Our side of an outbound stream's TLS: we verify the peer (with
+        ``require_valid_certs``) and present our certificate for ``domain``."""
+        ctx = self._client_tls.get(domain)
+        if ctx is None:
+            ctx = make_client_context(verify=False)
+            if self.config.require_valid_certs:
+                ctx.check_hostname = True
+                ctx.verify_mode = ssl.CERT_REQUIRED
+                self._load_trust(ctx)
+            ctx.load_cert_chain(*self.cert_paths[domain])
+            self._client_tls[domain] = ctx
+        return ctx
+
+    def _load_trust(self, ctx: ssl.SSLContext) -> None:
+        if self.config.ca_file is not None:
+            ctx.load_verify_locations(cafile=self.config.ca_file)
+        else:
+            ctx.load_default_certs()
 
     # -- outgoing ---------------------------------------------------------------------------
 
@@ -154,7 +191,7 @@ class Federation:
 class _Route:
     """The outgoing stream for one domain pair, and what waits for it."""
 
-    __slots__ = ("conn", "federation", "local", "queue", "ready", "remote")
+    __slots__ = ("conn", "federation", "local", "method", "queue", "ready", "remote")
 
     def __init__(self, federation: Federation, local: str, remote: str) -> None:
         self.federation = federation
@@ -163,6 +200,8 @@ class _Route:
         self.queue: list[Element] = []
         self.conn: S2SOutboundConnection | None = None
         self.ready = False
+        #: how the peer accepted us: "external" (our certificate) or "dialback"
+        self.method: str | None = None
 
     def send(self, stanza: Element) -> None:
         if self.ready and self.conn is not None:
@@ -173,7 +212,7 @@ class _Route:
             self.queue.append(stanza)
 
     async def connect(self) -> None:
-        stream = S2SOutbound(self.federation.settings, self.local, self.remote)
+        stream = S2SOutbound(self.federation.settings, self.local, self.remote, external=True)
         try:
             self.conn = await self.federation.open(stream)
             self.conn.route = self
@@ -183,9 +222,10 @@ class _Route:
         except (OSError, ssl.SSLError, ConnectionError) as exc:
             self.fail(_C.REMOTE_SERVER_NOT_FOUND, str(exc))
 
-    def established(self) -> None:
-        log.info("s2s %s -> %s established", self.local, self.remote)
+    def established(self, method: str) -> None:
+        log.info("s2s %s -> %s established (%s)", self.local, self.remote, method)
         self.ready = True
+        self.method = method
         queue, self.queue = self.queue, []
         for stanza in queue:
             self.send(stanza)
@@ -270,7 +310,7 @@ class S2SOutboundConnection(StreamDriver):
                 if not self.established.done():
                     self.established.set_result(None)
                 if self.route is not None:
-                    self.route.established()
+                    self.route.established(ev.method)
             elif isinstance(ev, DialbackFailed):
                 self._ended(_C.REMOTE_SERVER_NOT_FOUND, f"dialback {ev.reason}")
             elif isinstance(ev, VerifyAnswered):
@@ -305,7 +345,7 @@ class S2SOutboundConnection(StreamDriver):
                 self._loop.start_tls(
                     transport,
                     self,
-                    self.federation.client_tls,
+                    self.federation.client_tls(self.stream.local),
                     server_hostname=self.stream.remote,
                 ),
                 self.federation.config.connect_timeout,
@@ -437,6 +477,17 @@ class S2SInboundConnection(StreamDriver):
             return
         self.transport = new
         held, self._tls_pending = self._tls_pending or [], None
-        self._handle(self.stream.tls_started())
+        self._handle(self.stream.tls_started(_peer_identities(new)))
         for data in held:
             self.data_received(data)
+
+
+def _peer_identities(transport: asyncio.BaseTransport) -> frozenset[str]:
+    """The DNS-IDs of the certificate the peer presented, if it verified (RFC 6125 §6.4);
+    nothing when it presented none (then only dialback can authenticate it)."""
+    ssl_obj = transport.get_extra_info("ssl_object")
+    cert = ssl_obj.getpeercert() if ssl_obj is not None else None
+    if not cert:
+        return frozenset()
+    names = [value.lower() for kind, value in cert.get("subjectAltName", ()) if kind == "DNS"]
+    return frozenset(names)
