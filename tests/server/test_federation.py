@@ -161,6 +161,97 @@ async def test_unreachable_domain_bounces(pair: Pair) -> None:
     await alice.close()
 
 
+# -- DNS SRV (RFC 6120 §3.2, RFC 2782) -----------------------------------------------------
+
+
+class _DNS(asyncio.DatagramProtocol):
+    """A DNS server on loopback that knows SRV records and nothing else (NXDOMAIN)."""
+
+    def __init__(self, records: dict[str, list[tuple[int, int, int, str]]]) -> None:
+        self.records = records
+        self.transport: asyncio.DatagramTransport | None = None
+        self.asked: list[str] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        import dns.message
+        import dns.rcode
+        import dns.rrset
+
+        query = dns.message.from_wire(data)
+        reply = dns.message.make_response(query)
+        name = query.question[0].name.to_text()
+        self.asked.append(name)
+        records = self.records.get(name)
+        if records is None:
+            reply.set_rcode(dns.rcode.NXDOMAIN)
+        else:
+            texts = [f"{p} {w} {port} {target}" for p, w, port, target in records]
+            reply.answer.append(dns.rrset.from_text(name, 60, "IN", "SRV", *texts))
+        assert self.transport is not None
+        self.transport.sendto(reply.to_wire(), addr)
+
+
+async def test_a_domain_is_found_through_its_srv_records(tmp_path: Path) -> None:
+    pb = free_port()
+    dns_server = _DNS(
+        {
+            # priority 5 first (an address that refuses), then the real one
+            "_xmpp-server._tcp.b.test.": [
+                (10, 0, pb, "localhost."),
+                (5, 0, free_port(), "localhost."),
+            ],
+            "_xmpp-server._tcp.gone.test.": [(0, 0, 0, ".")],
+        }
+    )
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: dns_server, local_addr=("127.0.0.1", 0)
+    )
+    dns_port = transport.get_extra_info("sockname")[1]
+    try:
+        pa = free_port()
+        a_data = _config(tmp_path, "a.test", pa, {})
+        a_data["s2s"]["dns_servers"] = [f"127.0.0.1:{dns_port}"]
+        a = Server(config_from_dict(a_data, tmp_path))
+        b = Server(config_from_dict(_config(tmp_path, "b.test", pb, {"a.test": pa}), tmp_path))
+        await a.start()
+        await b.start()
+        try:
+            await a.accounts.create("alice", "a.test", PASSWORD)
+            await b.accounts.create("bob", "b.test", PASSWORD)
+            alice = await _login(a, "alice", "a.test")
+            bob = await _login(b, "bob", "b.test")
+            await alice.send("<message to='bob@b.test/r' id='m1'><body>via SRV</body></message>")
+            assert (await bob.expect(lambda e: e.tag == "message")).get("id") == "m1"
+            # RFC 2782 "." target: decidedly no service; the sender hears so at once
+            await alice.send("<message to='x@gone.test' id='m2'><body>?</body></message>")
+            got = await alice.expect(lambda e: e.tag == "message")
+            assert got.get("type") == "error" and got.get("id") == "m2"
+            assert dns_server.asked == ["_xmpp-server._tcp.b.test.", "_xmpp-server._tcp.gone.test."]
+            await alice.close()
+            await bob.close()
+        finally:
+            await a.stop()
+            await b.stop()
+    finally:
+        transport.close()
+
+
+def test_srv_order_follows_priority_then_weight() -> None:
+    import random
+
+    from roost.transport.srv import order_srv
+
+    records = [(20, 0, 1, "last"), (10, 60, 2, "heavy"), (10, 0, 3, "zero"), (10, 40, 4, "light")]
+    firsts = {order_srv(records, random.Random(seed))[0][0] for seed in range(200)}
+    assert firsts == {"heavy", "light"}  # weight 0 comes first only when alone (RFC 2782)
+    for seed in range(50):
+        order = [host for host, _ in order_srv(records, random.Random(seed))]
+        assert order[-1] == "last" and sorted(order[:3]) == ["heavy", "light", "zero"]
+
+
 # -- certificates: SASL EXTERNAL (XEP-0178) -----------------------------------------------
 
 
@@ -217,6 +308,44 @@ async def test_untrusted_peer_without_dialback_is_refused(tmp_path: Path) -> Non
         error = got.find("error")
         assert error is not None and error.find("remote-server-not-found", ns.STANZAS) is not None
         await alice.close()
+    finally:
+        await p.a.stop()
+        await p.b.stop()
+
+
+# -- limits ------------------------------------------------------------------------------
+
+
+async def test_idle_streams_close_and_reopen(tmp_path: Path) -> None:
+    p = await _start_pair(tmp_path, {"s2s": {"idle_timeout": 0.3}}, {"s2s": {"idle_timeout": 30}})
+    try:
+        assert p.a.federation is not None
+        alice = await _login(p.a, "alice", "a.test")
+        bob = await _login(p.b, "bob", "b.test")
+        await alice.send("<message to='bob@b.test/r' id='m1'><body>one</body></message>")
+        assert (await bob.expect(lambda e: e.tag == "message")).get("id") == "m1"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while p.a.federation.routes:  # the sweep closed the quiet stream
+            assert loop.time() < deadline, "the idle stream was not closed"
+            await asyncio.sleep(0.05)
+        await alice.send("<message to='bob@b.test/r' id='m2'><body>two</body></message>")
+        assert (await bob.expect(lambda e: e.tag == "message")).get("id") == "m2"
+        await alice.close()
+        await bob.close()
+    finally:
+        await p.a.stop()
+        await p.b.stop()
+
+
+async def test_too_many_connections_from_one_address(tmp_path: Path) -> None:
+    p = await _start_pair(tmp_path, {"s2s": {"max_connections_per_ip": 1}})
+    try:
+        first = await _peer(p.a)
+        await first.expect(lambda e: e.tag == "features")
+        second = await _peer(p.a)
+        assert await second.stream_error() == "policy-violation"
+        await first.close()
     finally:
         await p.a.stop()
         await p.b.stop()

@@ -263,6 +263,8 @@ class Server:
             self.listeners += await listen(
                 "s2s", s2s.interfaces, s2s.port, self.federation.connection
             )
+            if s2s.idle_timeout:
+                self.spawn(self.federation.sweep(), daemon=True)
         self._stopping = asyncio.Event()
         self._sweeper = self.spawn(self._sweep(), daemon=True)
         if c2s.hibernate_after:

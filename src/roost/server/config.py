@@ -198,7 +198,12 @@ class S2SConfig:
     require_valid_certs: bool = True
     dialback: bool = True
     ca_file: Path | None = None
+    # "host:port" of DNS servers for SRV look-ups; empty: the system's (/etc/resolv.conf)
+    dns_servers: tuple[str, ...] = _opt((), item=_host_port)
     connect_timeout: float = _opt(10.0, lo=0.1)
+    # an s2s stream with no traffic this long is closed (0: never)
+    idle_timeout: float = _opt(600.0, lo=0)
+    max_connections_per_ip: int = _opt(100, lo=1)
     # stanzas waiting for one domain while its stream comes up; beyond: resource-constraint
     max_queue: int = _opt(1000, lo=1)
 

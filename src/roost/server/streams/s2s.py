@@ -22,7 +22,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from roost.core.errors import StanzaError, StanzaErrorCondition, StreamError
+from roost.core.errors import StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition
 from roost.core.jid import JID
 from roost.core.stream.events import StanzaReceived, StreamEnded, TLSRequested
 from roost.core.stream.s2s import (
@@ -43,6 +43,7 @@ from roost.server.delivery import stanza_bytes
 from roost.server.router import Router
 from roost.server.streams.base import StreamDriver
 from roost.transport.certs import load_tls_context_server, make_client_context
+from roost.transport.srv import srv_targets
 
 __all__ = ["Federation", "S2SInboundConnection", "S2SOutboundConnection"]
 
@@ -90,6 +91,7 @@ class Federation:
         )
         self.routes: dict[tuple[str, str], _Route] = {}
         self.connections: set[StreamDriver] = set()
+        self._per_ip: collections.Counter[str] = collections.Counter()
         bus.filter(events.ROUTE_REMOTE, self.route_remote, owner="s2s")
 
     # -- TLS ------------------------------------------------------------------------------
@@ -145,23 +147,39 @@ class Federation:
         route.send(stanza)
         return True
 
-    def address(self, domain: str) -> tuple[str, int]:
-        """Where a domain's server listens: ``s2s.routes``, else the domain on 5269."""
+    async def addresses(self, domain: str) -> list[tuple[str, int]]:
+        """Where a domain's server listens (RFC 6120 §3.2): ``s2s.routes``, else its
+        ``_xmpp-server._tcp`` SRV records in RFC 2782 order, else the domain on 5269."""
         static = self.config.routes.get(domain)
         if static is not None:
-            host, _, port = static.rpartition(":")
-            return host.strip("[]"), int(port)
-        return domain, DEFAULT_PORT
+            return [_host_port(static)]
+        return await srv_targets(
+            "xmpp-server",
+            domain,
+            DEFAULT_PORT,
+            nameservers=[_host_port(s) for s in self.config.dns_servers],
+            timeout=self.config.connect_timeout,
+        )
 
     async def open(self, stream: S2SOutbound) -> S2SOutboundConnection:
-        """Connect an outgoing stream (``OSError``, ``TimeoutError`` when it cannot)."""
-        host, port = self.address(stream.remote)
+        """Connect an outgoing stream to the first address that answers (``OSError``,
+        ``TimeoutError`` when none does)."""
         loop = asyncio.get_running_loop()
-        _, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: S2SOutboundConnection(self, stream), host, port),
-            self.config.connect_timeout,
-        )
-        return conn
+        targets = await self.addresses(stream.remote)
+        if not targets:
+            raise OSError(f"{stream.remote} offers no XMPP server-to-server service")
+        error: Exception | None = None
+        for host, port in targets:
+            try:
+                _, conn = await asyncio.wait_for(
+                    loop.create_connection(lambda: S2SOutboundConnection(self, stream), host, port),
+                    self.config.connect_timeout,
+                )
+                return conn
+            except (OSError, TimeoutError) as exc:
+                error = exc
+        assert error is not None
+        raise error
 
     # -- dialback: asking the authoritative server ------------------------------------------
 
@@ -178,6 +196,31 @@ class Federation:
             "dialback from %s for %s: %s", ev.sender, ev.target, "valid" if valid else "invalid"
         )
         inbound.dialback_verified(ev.sender, ev.target, valid)
+
+    async def sweep(self) -> None:
+        """Close streams quiet for ``s2s.idle_timeout`` (RFC 6120 §4.4: a stream may be
+        closed when it is no longer needed); the next stanza opens a new one."""
+        idle = self.config.idle_timeout
+        while True:
+            await asyncio.sleep(max(0.1, min(idle / 4, 30.0)))
+            now = time.monotonic()
+            for conn in list(self.connections):
+                if now - max(conn.last_rx, conn.last_tx) > idle:
+                    conn.close(None)
+
+    def accepted(self, conn: S2SInboundConnection) -> bool:
+        """Count an incoming connection; False when its address has too many already."""
+        self.connections.add(conn)
+        self._per_ip[conn.peer_ip] += 1
+        return self._per_ip[conn.peer_ip] <= self.config.max_connections_per_ip
+
+    def gone(self, conn: StreamDriver) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            if isinstance(conn, S2SInboundConnection):
+                self._per_ip[conn.peer_ip] -= 1
+                if self._per_ip[conn.peer_ip] <= 0:
+                    del self._per_ip[conn.peer_ip]
 
     def connection(self) -> S2SInboundConnection:
         """A protocol for one accepted connection (the listener's factory)."""
@@ -291,7 +334,7 @@ class S2SOutboundConnection(StreamDriver):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.federation.connections.discard(self)
+        self.federation.gone(self)
         if not self.stream.closed:
             self._handle(self.stream.close(None))
         self._ended(_C.REMOTE_SERVER_NOT_FOUND, "connection lost")
@@ -383,7 +426,8 @@ class S2SInboundConnection(StreamDriver):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if peer else "?"
-        self.federation.connections.add(self)
+        if not self.federation.accepted(self):
+            self.close(StreamError(StreamErrorCondition.POLICY_VIOLATION, "too many connections"))
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
@@ -397,7 +441,7 @@ class S2SInboundConnection(StreamDriver):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.federation.connections.discard(self)
+        self.federation.gone(self)
         if not self.stream.closed:
             self.stream.close(None)
         self.transport = None
@@ -480,6 +524,11 @@ class S2SInboundConnection(StreamDriver):
         self._handle(self.stream.tls_started(_peer_identities(new)))
         for data in held:
             self.data_received(data)
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 def _peer_identities(transport: asyncio.BaseTransport) -> frozenset[str]:
