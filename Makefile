@@ -16,6 +16,7 @@ serve: $(STAMP)
 	$(BIN)/roost serve $(if $(CONFIG),--config $(CONFIG),)
 
 test: $(STAMP)
+	@command -v prosody >/dev/null || echo "note: prosody is not installed; the Prosody federation test is skipped (apt-get install prosody)"
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest

@@ -434,3 +434,56 @@ def client_tls_context() -> ssl.SSLContext:
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+class LoopbackDNS(asyncio.DatagramProtocol):
+    """A DNS server on 127.0.0.1 for tests: the SRV and A records it is given, NXDOMAIN
+    for other names (an empty answer for other types of a known name)."""
+
+    def __init__(
+        self,
+        srv: dict[str, list[tuple[int, int, int, str]]],
+        a: dict[str, str] | None = None,
+    ) -> None:
+        self.srv = srv
+        self.a = a or {}
+        self.transport: asyncio.DatagramTransport | None = None
+        self.asked: list[str] = []
+
+    async def start(self) -> int:
+        """Listen on an ephemeral loopback UDP port; returns it."""
+        await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: self, local_addr=("127.0.0.1", 0)
+        )
+        assert self.transport is not None
+        port: int = self.transport.get_extra_info("sockname")[1]
+        return port
+
+    def stop(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        import dns.message
+        import dns.rcode
+        import dns.rdatatype
+        import dns.rrset
+
+        query = dns.message.from_wire(data)
+        reply = dns.message.make_response(query)
+        question = query.question[0]
+        name = question.name.to_text()
+        if question.rdtype == dns.rdatatype.SRV:
+            self.asked.append(name)
+        if question.rdtype == dns.rdatatype.SRV and name in self.srv:
+            texts = [f"{p} {w} {port} {target}" for p, w, port, target in self.srv[name]]
+            reply.answer.append(dns.rrset.from_text(name, 60, "IN", "SRV", *texts))
+        elif question.rdtype == dns.rdatatype.A and name in self.a:
+            reply.answer.append(dns.rrset.from_text(name, 60, "IN", "A", self.a[name]))
+        elif name not in self.a and name not in self.srv:
+            reply.set_rcode(dns.rcode.NXDOMAIN)
+        assert self.transport is not None
+        self.transport.sendto(reply.to_wire(), addr)

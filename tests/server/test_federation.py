@@ -18,7 +18,7 @@ from roost.core import ns
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
 from roost.server.config import config_from_dict
-from tests.helpers import RawClient, client_tls_context, free_port
+from tests.helpers import LoopbackDNS, RawClient, client_tls_context, free_port
 
 PASSWORD = "federation-secret"
 
@@ -164,39 +164,9 @@ async def test_unreachable_domain_bounces(pair: Pair) -> None:
 # -- DNS SRV (RFC 6120 §3.2, RFC 2782) -----------------------------------------------------
 
 
-class _DNS(asyncio.DatagramProtocol):
-    """A DNS server on loopback that knows SRV records and nothing else (NXDOMAIN)."""
-
-    def __init__(self, records: dict[str, list[tuple[int, int, int, str]]]) -> None:
-        self.records = records
-        self.transport: asyncio.DatagramTransport | None = None
-        self.asked: list[str] = []
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        import dns.message
-        import dns.rcode
-        import dns.rrset
-
-        query = dns.message.from_wire(data)
-        reply = dns.message.make_response(query)
-        name = query.question[0].name.to_text()
-        self.asked.append(name)
-        records = self.records.get(name)
-        if records is None:
-            reply.set_rcode(dns.rcode.NXDOMAIN)
-        else:
-            texts = [f"{p} {w} {port} {target}" for p, w, port, target in records]
-            reply.answer.append(dns.rrset.from_text(name, 60, "IN", "SRV", *texts))
-        assert self.transport is not None
-        self.transport.sendto(reply.to_wire(), addr)
-
-
 async def test_a_domain_is_found_through_its_srv_records(tmp_path: Path) -> None:
     pb = free_port()
-    dns_server = _DNS(
+    dns_server = LoopbackDNS(
         {
             # priority 5 first (an address that refuses), then the real one
             "_xmpp-server._tcp.b.test.": [
@@ -206,10 +176,7 @@ async def test_a_domain_is_found_through_its_srv_records(tmp_path: Path) -> None
             "_xmpp-server._tcp.gone.test.": [(0, 0, 0, ".")],
         }
     )
-    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: dns_server, local_addr=("127.0.0.1", 0)
-    )
-    dns_port = transport.get_extra_info("sockname")[1]
+    dns_port = await dns_server.start()
     try:
         pa = free_port()
         a_data = _config(tmp_path, "a.test", pa, {})
@@ -236,7 +203,7 @@ async def test_a_domain_is_found_through_its_srv_records(tmp_path: Path) -> None
             await a.stop()
             await b.stop()
     finally:
-        transport.close()
+        dns_server.stop()
 
 
 def test_srv_order_follows_priority_then_weight() -> None:

@@ -1,0 +1,219 @@
+"""Federation with Prosody (Debian's ``prosody``) on loopback: a user on each side.
+
+Prosody finds ``roost.example`` through DNS: its resolver (libunbound) is pointed at a loopback
+DNS server in this test that has the SRV and A records (not a ``.test`` name: unbound
+answers those itself, RFC 6761); Roost finds ``prosody.test``
+through ``s2s.routes``. Both use self-signed certificates, so Server Dialback authenticates
+each to the other (Prosody: ``s2s_secure_auth = false``; Roost:
+``s2s.require_valid_certs = false``); TLS is required on both sides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import slixmpp
+
+from roost.server.app import Server
+from roost.server.config import config_from_dict
+from roost.transport.certs import ensure_certificate
+from tests.helpers import LoopbackDNS, RawClient, free_port
+
+PROSODY = shutil.which("prosody")
+pytestmark = pytest.mark.skipif(
+    PROSODY is None and not os.environ.get("CI"),
+    reason="prosody is not installed (CI installs it: .ci/run)",
+)
+TIMEOUT = 15.0
+PASSWORD = "interop-secret"
+
+
+@dataclass
+class Sides:
+    roost: Server
+    prosody_c2s: int
+
+
+def _prosody_config(work: Path, c2s: int, s2s: int, dns: int) -> str:
+    cert, key = ensure_certificate("prosody.test", work)
+    return f"""
+daemonize = false
+run_as_root = true
+pidfile = "{work}/prosody.pid"
+data_path = "{work}/data"
+log = {{ info = "{work}/prosody.log" }}
+interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {c2s} }}
+c2s_direct_tls_ports = {{ }}
+s2s_ports = {{ {s2s} }}
+s2s_direct_tls_ports = {{ }}
+http_ports = {{ }}
+https_ports = {{ }}
+modules_enabled = {{ "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "posix" }}
+modules_disabled = {{ "offline" }}
+authentication = "internal_plain"
+storage = "internal"
+c2s_require_encryption = true
+s2s_require_encryption = true
+s2s_secure_auth = false
+unbound = {{ forward = "127.0.0.1@{dns}"; resolvconf = false; hoststxt = false }}
+VirtualHost "prosody.test"
+  ssl = {{ certificate = "{cert}"; key = "{key}" }}
+"""
+
+
+async def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            pass
+        assert proc.poll() is None, f"prosody exited: {log.read_text() if log.exists() else ''}"
+        assert loop.time() < deadline, "prosody did not start"
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def sides(tmp_path: Path) -> AsyncIterator[Sides]:
+    assert PROSODY is not None, "prosody is not installed"
+    p_c2s, p_s2s, r_s2s = free_port(), free_port(), free_port()
+    dns = LoopbackDNS(
+        srv={"_xmpp-server._tcp.roost.example.": [(0, 5, r_s2s, "roost.example.")]},
+        a={"roost.example.": "127.0.0.1"},
+    )
+    dns_port = await dns.start()
+    work = tmp_path / "prosody"
+    work.mkdir()
+    config = work / "prosody.cfg.lua"
+    config.write_text(_prosody_config(work, p_c2s, p_s2s, dns_port))
+    subprocess.run(
+        ["prosodyctl", "--config", str(config), "register", "bob", "prosody.test", PASSWORD],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    proc = subprocess.Popen(
+        [PROSODY, "--config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    roost: Server | None = None
+    try:
+        await _wait_port(p_s2s, proc, work / "prosody.log")
+        data = {
+            "domains": ["roost.example"],
+            "data_dir": str(tmp_path / "roost"),
+            "c2s": {"port": 0, "direct_tls_port": 0, "interfaces": ["127.0.0.1"]},
+            "auth": {"scram_iterations": 4096},
+            "s2s": {
+                "enabled": True,
+                "port": r_s2s,
+                "interfaces": ["127.0.0.1"],
+                "require_valid_certs": False,
+                "routes": {"prosody.test": f"127.0.0.1:{p_s2s}"},
+            },
+        }
+        roost = Server(config_from_dict(data, tmp_path))
+        await roost.start()
+        await roost.accounts.create("alice", "roost.example", PASSWORD)
+        yield Sides(roost, p_c2s)
+    finally:
+        if roost is not None:
+            await roost.stop()
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        dns.stop()
+
+
+class ProsodyUser:
+    """bob@prosody.test, a slixmpp client of the Prosody server."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.xmpp = slixmpp.ClientXMPP("bob@prosody.test/s", PASSWORD)
+        self.xmpp.ssl_context.check_hostname = False
+        self.xmpp.ssl_context.verify_mode = ssl.CERT_NONE
+        self.xmpp.enable_direct_tls = False
+        self.xmpp.enable_plaintext = False
+        self.started = asyncio.Event()
+        self.messages: asyncio.Queue[Any] = asyncio.Queue()
+        self.presences: asyncio.Queue[Any] = asyncio.Queue()
+        self.xmpp.add_event_handler("session_start", self._start)
+        self.xmpp.add_event_handler("message", self.messages.put_nowait)
+        self.xmpp.add_event_handler("presence", self.presences.put_nowait)
+        # answer subscription requests by hand (None: slixmpp neither accepts nor declines)
+        self.xmpp.roster.auto_authorize = None
+        self.xmpp.roster.auto_subscribe = None
+
+    async def _start(self, _: Any) -> None:
+        await self.xmpp.get_roster()
+        self.xmpp.send_presence()
+        self.started.set()
+
+    async def start(self) -> None:
+        self.xmpp.connect("127.0.0.1", self.port)
+        await asyncio.wait_for(self.started.wait(), TIMEOUT)
+
+    def stop(self) -> None:
+        self.xmpp.disconnect()
+
+
+async def _next(queue: asyncio.Queue[Any], match: Any) -> Any:
+    async def find() -> Any:
+        while True:
+            item = await queue.get()
+            if match(item):
+                return item
+
+    return await asyncio.wait_for(find(), TIMEOUT)
+
+
+async def test_users_on_roost_and_prosody_chat_and_share_presence(sides: Sides) -> None:
+    bob = ProsodyUser(sides.prosody_c2s)
+    await bob.start()
+    alice = await RawClient.connect(sides.roost.port())
+    await alice.login("alice", PASSWORD, "r", domain="roost.example")
+    await alice.send("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>")
+    await alice.expect(lambda e: e.tag == "iq" and e.get("id") == "r1")
+    await alice.send("<presence/>")
+    try:
+        # Roost -> Prosody: a message (Roost's outgoing stream, Prosody verifies by dialback)
+        await alice.send(
+            "<message to='bob@prosody.test/s' id='m1' type='chat'>"
+            "<body>hi from Roost</body></message>"
+        )
+        got = await _next(bob.messages, lambda m: m["id"] == "m1")
+        assert str(got["from"]) == "alice@roost.example/r" and got["body"] == "hi from Roost"
+        # Prosody -> Roost: the reply (Prosody finds roost.example by SRV; Roost verifies it)
+        bob.xmpp.send_message(mto="alice@roost.example/r", mbody="hi from Prosody", mtype="chat")
+        got = await asyncio.wait_for(alice.expect(lambda e: e.tag == "message"), TIMEOUT)
+        assert got.get("from") == "bob@prosody.test/s"
+        body = got.find("body")
+        assert body is not None and body.text == "hi from Prosody"
+        # a subscription across the two servers, and presence once approved
+        await alice.send("<presence to='bob@prosody.test' type='subscribe'/>")
+        request = await _next(bob.presences, lambda p: p["type"] == "subscribe")
+        assert str(request["from"]) == "alice@roost.example"
+        bob.xmpp.send_presence(pto="alice@roost.example", ptype="subscribed")
+        got = await asyncio.wait_for(
+            alice.expect(lambda e: e.tag == "presence" and e.get("from") == "bob@prosody.test/s"),
+            TIMEOUT,
+        )
+        assert got.get("type") is None  # bob's available presence, now that alice may see it
+    finally:
+        bob.stop()
+        await alice.close()
