@@ -378,6 +378,16 @@ async def test_bad_peer_gets_stream_error(pair: Pair, case: str, condition: str)
     assert await c.stream_error() == condition
 
 
+async def test_a_peer_that_never_authenticates_is_cut_off(tmp_path: Path) -> None:
+    p = await _start_pair(tmp_path, {"s2s": {"auth_timeout": 0.3}})
+    try:
+        c = await _peer_tls(p.a)  # TLS, then nothing: no dialback, no EXTERNAL
+        assert await c.stream_error() == "connection-timeout"
+    finally:
+        await p.a.stop()
+        await p.b.stop()
+
+
 async def test_forged_dialback_is_refused(pair: Pair) -> None:
     """A peer claiming a.test's domain to b.test cannot: a.test's server disowns the key."""
     c = await RawClient.connect(pair.b.port(kind="s2s"))

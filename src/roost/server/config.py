@@ -201,6 +201,8 @@ class S2SConfig:
     # "host:port" of DNS servers for SRV look-ups; empty: the system's (/etc/resolv.conf)
     dns_servers: tuple[str, ...] = _opt((), item=_host_port)
     connect_timeout: float = _opt(10.0, lo=0.1)
+    # an incoming stream must have authenticated a domain this soon (connection-timeout)
+    auth_timeout: float = _opt(30.0, lo=0.1)
     # an s2s stream with no traffic this long is closed (0: never)
     idle_timeout: float = _opt(600.0, lo=0)
     max_connections_per_ip: int = _opt(100, lo=1)

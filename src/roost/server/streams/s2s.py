@@ -408,7 +408,7 @@ class S2SOutboundConnection(StreamDriver):
 class S2SInboundConnection(StreamDriver):
     """An s2s TCP connection another server opened to us."""
 
-    __slots__ = ("_backlog", "_held", "_tls_pending", "federation", "stream")
+    __slots__ = ("_auth_timer", "_backlog", "_held", "_tls_pending", "federation", "stream")
 
     def __init__(self, federation: Federation) -> None:
         super().__init__()
@@ -418,6 +418,7 @@ class S2SInboundConnection(StreamDriver):
         #: work a stanza set off that later stanzas wait for (RFC 6120 §10.1), and those
         self._held = 0
         self._backlog: collections.deque[Element] = collections.deque()
+        self._auth_timer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         return f"<S2S in {self.peer_ip}>"
@@ -428,6 +429,18 @@ class S2SInboundConnection(StreamDriver):
         self.peer_ip = peer[0] if peer else "?"
         if not self.federation.accepted(self):
             self.close(StreamError(StreamErrorCondition.POLICY_VIOLATION, "too many connections"))
+            return
+        self._auth_timer = self._loop.call_later(
+            self.federation.config.auth_timeout, self._auth_expired
+        )
+
+    def _auth_expired(self) -> None:
+        """A peer that has not authenticated a domain by now (a verify-only stream would
+        have asked and gone) is cut off."""
+        if not self.stream.authorized:
+            self.close(
+                StreamError(StreamErrorCondition.CONNECTION_TIMEOUT, "authentication took too long")
+            )
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
@@ -442,6 +455,8 @@ class S2SInboundConnection(StreamDriver):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.federation.gone(self)
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
         if not self.stream.closed:
             self.stream.close(None)
         self.transport = None
