@@ -99,21 +99,21 @@ async def test_iq_to_a_remote_user_and_server(users: tuple[Pair, User, User]) ->
     # a mutual subscription first: iq requests to a full JID need it (RFC 6121 §8.5.3.1)
     alice.xmpp.send_presence(pto="bob@b.test", ptype="subscribe")
     await _next(alice.available, lambda p: str(p["from"]) == "bob@b.test/s")
-    version = await alice.xmpp["xep_0092"].get_version("bob@b.test/s", timeout=TIMEOUT)
+    version = await alice.xmpp.plugin["xep_0092"].get_version("bob@b.test/s", timeout=TIMEOUT)
     assert version["software_version"]["name"]
-    rtt = await alice.xmpp["xep_0199"].ping("bob@b.test/s", timeout=TIMEOUT)
+    rtt = await alice.xmpp.plugin["xep_0199"].ping("bob@b.test/s", timeout=TIMEOUT)
     assert rtt >= 0
-    info = await alice.xmpp["xep_0030"].get_info(jid="b.test", timeout=TIMEOUT)
+    info = await alice.xmpp.plugin["xep_0030"].get_info(jid="b.test", timeout=TIMEOUT)
     identities = info["disco_info"]["identities"]
     assert any(i[0] == "server" and i[1] == "im" for i in identities), identities
-    server_version = await alice.xmpp["xep_0092"].get_version("b.test", timeout=TIMEOUT)
+    server_version = await alice.xmpp.plugin["xep_0092"].get_version("b.test", timeout=TIMEOUT)
     assert server_version["software_version"]["name"] == "Roost"
 
 
 async def test_a_remote_jid_can_be_blocked(users: tuple[Pair, User, User]) -> None:
     """XEP-0191 §3.3 for a sender on another server: its messages are refused."""
     _, alice, bob = users
-    await bob.xmpp["xep_0191"].block(["alice@a.test"], timeout=TIMEOUT)
+    await bob.xmpp.plugin["xep_0191"].block(["alice@a.test"], timeout=TIMEOUT)
     error: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
     def on_error(msg: Any) -> None:
@@ -127,6 +127,6 @@ async def test_a_remote_jid_can_be_blocked(users: tuple[Pair, User, User]) -> No
     # alice has the error, so b.test has judged the message: it was not delivered (bob's
     # ping of his own server is a barrier for anything it wrote to him before)
     with pytest.raises(IqError):  # iq requests from a blocked JID are refused too
-        await alice.xmpp["xep_0199"].send_ping("bob@b.test/s", timeout=TIMEOUT)
-    await bob.xmpp["xep_0199"].ping("b.test", timeout=TIMEOUT)
+        await alice.xmpp.plugin["xep_0199"].send_ping("bob@b.test/s", timeout=TIMEOUT)
+    await bob.xmpp.plugin["xep_0199"].ping("b.test", timeout=TIMEOUT)
     assert bob.messages.empty()
