@@ -4,7 +4,7 @@ Prosody finds ``roost.example`` through DNS: its resolver (libunbound) is pointe
 DNS server in this test that has the SRV and A records (not a ``.test`` name: unbound
 answers those itself, RFC 6761); Roost finds ``prosody.test``
 through ``s2s.routes``. Both use self-signed certificates, so Server Dialback authenticates
-each to the other (Prosody: ``s2s_secure_auth = false``; Roost:
+each to the other (Prosody: ``s2s_secure_auth = {secure}``; Roost:
 ``s2s.require_valid_certs = false``); TLS is required on both sides.
 """
 
@@ -42,10 +42,34 @@ PASSWORD = "interop-secret"
 class Sides:
     roost: Server
     prosody_c2s: int
+    mode: str
 
 
-def _prosody_config(work: Path, c2s: int, s2s: int, dns: int) -> str:
-    cert, key = ensure_certificate("prosody.test", work)
+def _ca(tmp_path: Path) -> dict[str, dict[str, Path]]:
+    """A test CA, and certificates from it for both servers."""
+    import trustme
+
+    ca = trustme.CA()
+    ca_path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    out = {}
+    for domain in ("prosody.test", "roost.example"):
+        issued = ca.issue_cert(domain)
+        crt, key = tmp_path / f"{domain}.crt", tmp_path / f"{domain}.key"
+        for blob in issued.cert_chain_pems:
+            blob.write_to_path(str(crt), append=True)
+        issued.private_key_pem.write_to_path(str(key))
+        out[domain] = {"cert": crt, "key": key, "ca": ca_path}
+    return out
+
+
+def _prosody_config(work: Path, c2s: int, s2s: int, dns: int, certs: dict[str, Path] | None) -> str:
+    if certs is None:
+        cert, key = ensure_certificate("prosody.test", work)
+        ssl_extra, secure = "", "false"
+    else:
+        cert, key = certs["cert"], certs["key"]
+        ssl_extra, secure = f'; cafile = "{certs["ca"]}"', "true"
     return f"""
 daemonize = false
 run_as_root = true
@@ -65,10 +89,10 @@ authentication = "internal_plain"
 storage = "internal"
 c2s_require_encryption = true
 s2s_require_encryption = true
-s2s_secure_auth = false
+s2s_secure_auth = {secure}
 unbound = {{ forward = "127.0.0.1@{dns}"; resolvconf = false; hoststxt = false }}
 VirtualHost "prosody.test"
-  ssl = {{ certificate = "{cert}"; key = "{key}" }}
+  ssl = {{ certificate = "{cert}"; key = "{key}"{ssl_extra} }}
 """
 
 
@@ -86,8 +110,12 @@ async def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> Non
         await asyncio.sleep(0.1)
 
 
-@pytest.fixture
-async def sides(tmp_path: Path) -> AsyncIterator[Sides]:
+@pytest.fixture(params=["dialback", "certificates"])
+async def sides(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Sides]:
+    """``dialback``: self-signed certificates on both sides; ``certificates``: both from a
+    CA both trust, and neither accepts dialback, so SASL EXTERNAL must carry it."""
+    mode: str = request.param
+    certs = _ca(tmp_path) if mode == "certificates" else None
     assert PROSODY is not None, "prosody is not installed"
     p_c2s, p_s2s, r_s2s = free_port(), free_port(), free_port()
     dns = LoopbackDNS(
@@ -98,7 +126,9 @@ async def sides(tmp_path: Path) -> AsyncIterator[Sides]:
     work = tmp_path / "prosody"
     work.mkdir()
     config = work / "prosody.cfg.lua"
-    config.write_text(_prosody_config(work, p_c2s, p_s2s, dns_port))
+    config.write_text(
+        _prosody_config(work, p_c2s, p_s2s, dns_port, certs and certs["prosody.test"])
+    )
     subprocess.run(
         ["prosodyctl", "--config", str(config), "register", "bob", "prosody.test", PASSWORD],
         check=True,
@@ -124,10 +154,16 @@ async def sides(tmp_path: Path) -> AsyncIterator[Sides]:
                 "routes": {"prosody.test": f"127.0.0.1:{p_s2s}"},
             },
         }
+        if certs is not None:
+            mine = certs["roost.example"]
+            data["tls"] = {"cert": str(mine["cert"]), "key": str(mine["key"])}
+            data["s2s"].update(  # type: ignore[attr-defined]
+                {"require_valid_certs": True, "ca_file": str(mine["ca"]), "dialback": False}
+            )
         roost = Server(config_from_dict(data, tmp_path))
         await roost.start()
         await roost.accounts.create("alice", "roost.example", PASSWORD)
-        yield Sides(roost, p_c2s)
+        yield Sides(roost, p_c2s, mode)
     finally:
         if roost is not None:
             await roost.stop()
@@ -214,6 +250,9 @@ async def test_users_on_roost_and_prosody_chat_and_share_presence(sides: Sides) 
             TIMEOUT,
         )
         assert got.get("type") is None  # bob's available presence, now that alice may see it
+        assert sides.roost.federation is not None
+        route = sides.roost.federation.routes[("roost.example", "prosody.test")]
+        assert route.method == ("external" if sides.mode == "certificates" else "dialback")
     finally:
         bob.stop()
         await alice.close()
