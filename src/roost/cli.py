@@ -293,12 +293,63 @@ def cmd_check(args: argparse.Namespace) -> int:
                         f"{key}: cannot bind {host}:{port} ({exc.strerror}); is another server "
                         "running? choose another port"
                     )
+    if config.s2s.enabled:
+        problems += _check_s2s(config)
     for p in problems:
         print(f"problem: {p}")
     if problems:
         return 1
     print(f"ok: config {config.source or '(defaults)'}; domains {', '.join(config.domains)}")
     return 0
+
+
+def _check_s2s(config: Config) -> list[str]:
+    """Federation: certificate names and DNS records other servers will look at."""
+    from roost.core.stream.s2s import certificate_matches
+    from roost.transport.certs import CertificateError, certificate_dns_names
+    from roost.transport.srv import srv_targets
+
+    problems = []
+    s2s = config.s2s
+    for domain in config.domains:
+        if config.tls.cert is not None:
+            try:
+                names = certificate_dns_names(config.tls.cert)
+            except CertificateError:
+                continue  # already reported above
+            if not certificate_matches(domain, names):
+                named = ", ".join(sorted(names)) or "nothing"
+                problems.append(
+                    f"tls.cert does not name {domain} (it names {named}); other servers will "
+                    f"refuse it for federation: get one whose subjectAltName includes {domain}"
+                )
+        elif s2s.require_valid_certs:
+            print(
+                f"s2s for {domain}: the self-signed certificate is trusted by no one; peers "
+                "that require valid certificates will refuse it (set tls.cert/tls.key)"
+            )
+        if domain in s2s.routes:
+            continue
+        servers = []
+        for entry in s2s.dns_servers:
+            host, _, port = entry.rpartition(":")
+            servers.append((host, int(port)))
+        targets = asyncio.run(
+            srv_targets("xmpp-server", domain, 5269, nameservers=servers, timeout=3.0)
+        )
+        ports = {port for _, port in targets}
+        if not targets:
+            problems.append(
+                f"DNS: _xmpp-server._tcp.{domain} says there is no XMPP service; remove that "
+                "record or point it at this server"
+            )
+        elif s2s.port not in ports:
+            where = ", ".join(f"{h}:{p}" for h, p in targets)
+            problems.append(
+                f"DNS: other servers will look for {domain} at {where}, but s2s.port is "
+                f"{s2s.port}: publish _xmpp-server._tcp.{domain}. SRV 0 5 {s2s.port} <this host>."
+            )
+    return problems
 
 
 # -- bench ---------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ which waits for the single "Roost ready" line on stderr (never a fixed sleep); t
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import queue
@@ -573,3 +574,49 @@ def test_cert_generate(tmp_path: Path) -> None:
     r = run_roost("check", "--config", str(path), cwd=tmp_path)
     assert r.returncode == 0, r.stdout
     assert "ok:" in r.stdout
+
+
+async def test_check_reports_federation_problems(tmp_path: Path) -> None:
+    """``roost check`` with s2s on: a certificate for another name, SRV pointing elsewhere."""
+    import trustme
+
+    from tests.helpers import LoopbackDNS
+
+    issued = trustme.CA().issue_cert("other.example")
+    crt, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    for blob in issued.cert_chain_pems:
+        blob.write_to_path(str(crt), append=True)
+    issued.private_key_pem.write_to_path(str(key))
+    dns = LoopbackDNS({"_xmpp-server._tcp.localhost.": [(0, 5, 5999, "xmpp.example.")]})
+    dns_port = await dns.start()
+    extra = (
+        f'[tls]\ncert = "{crt}"\nkey = "{key}"\n'
+        f'[s2s]\nenabled = true\nport = 5269\ndns_servers = ["127.0.0.1:{dns_port}"]\n'
+    )
+    path = write_config(tmp_path, 0, 0, extra)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *ROOST,
+            "check",
+            "--config",
+            str(path),
+            cwd=tmp_path,
+            env=cli_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), CLI_TIMEOUT)
+    finally:
+        dns.stop()
+    text = out.decode()
+    assert proc.returncode == 1, (text, err.decode())
+    assert (
+        "problem: tls.cert does not name localhost (it names other.example); other servers "
+        "will refuse it for federation: get one whose subjectAltName includes localhost"
+    ) in text
+    assert (
+        "problem: DNS: other servers will look for localhost at xmpp.example:5999, but s2s.port "
+        "is 5269: publish _xmpp-server._tcp.localhost. SRV 0 5 5269 <this host>."
+    ) in text
+    assert "Traceback" not in err.decode()

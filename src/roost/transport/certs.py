@@ -139,6 +139,16 @@ def _load_certificates(path: Path) -> list[x509.Certificate]:
     return certs
 
 
+def certificate_dns_names(cert: Path) -> frozenset[str]:
+    """The DNS-IDs (subjectAltName dNSName) of the leaf certificate in a PEM file."""
+    leaf = _load_certificates(cert)[0]
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return frozenset()
+    return frozenset(name.lower() for name in san.value.get_values_for_type(x509.DNSName))
+
+
 def load_certificate_der(cert: Path) -> bytes:
     """DER of the first (leaf) certificate in a PEM file, e.g. for tls-server-end-point."""
     return _load_certificates(cert)[0].public_bytes(serialization.Encoding.DER)
