@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from roost.core.errors import StreamError, StreamErrorCondition
 
@@ -21,11 +22,13 @@ MAX_WRITE_BUFFER = 4 * 1024 * 1024
 
 
 class BufferedStream(Protocol):
-    """The part of a sans-IO stream the output path uses."""
+    """The part of a sans-IO stream every driver uses."""
 
     def send_raw(self, data: bytes) -> None: ...
 
     def data_to_send(self) -> bytes: ...
+
+    def close(self, error: StreamError | None) -> Sequence[object]: ...
 
 
 class StreamDriver(asyncio.Protocol):
@@ -54,8 +57,18 @@ class StreamDriver(asyncio.Protocol):
         self._out_size = 0
         self._flush_scheduled = False
 
-    def close(self, error: StreamError | None = None) -> None:
+    def _handle(self, events: Any) -> None:
+        """Act on what the stream said (each driver knows its stream's events)."""
         raise NotImplementedError
+
+    def close(self, error: StreamError | None = None) -> None:
+        """End the stream (with an optional stream error) and close the connection."""
+        if not self._closing:
+            self._handle(self.stream.close(error))
+
+    def eof_received(self) -> bool | None:
+        self._handle(self.stream.close(None))
+        return None
 
     def _too_slow(self) -> None:
         self.close(

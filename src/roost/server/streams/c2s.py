@@ -192,10 +192,6 @@ class C2SConnection(StreamDriver):
             return
         self._handle(self.stream.receive_data(data))
 
-    def eof_received(self) -> bool | None:
-        self._handle(self.stream.close(None))
-        return None
-
     def connection_lost(self, exc: Exception | None) -> None:
         if self.preauth_timer is not None:
             self.preauth_timer.cancel()
@@ -250,12 +246,6 @@ class C2SConnection(StreamDriver):
             self._backlog = None  # a deque keeps a 0.5 KB block even when empty
         if self._held is None and self.transport is not None and not self._closing:
             self.transport.resume_reading()
-
-    def close(self, error: StreamError | None = None) -> None:
-        """End the stream (with an optional stream error) and close the connection."""
-        if self._closing:
-            return
-        self._handle(self.stream.close(error))
 
     # -- stream events --------------------------------------------------------------------
 

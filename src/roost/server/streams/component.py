@@ -137,20 +137,12 @@ class ComponentConnection(StreamDriver):
         self.last_rx = time.monotonic()
         self._handle(self.stream.receive_data(data))
 
-    def eof_received(self) -> bool | None:
-        self._handle(self.stream.close(None))
-        return None
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.components.connections.discard(self)
         if not self.stream.closed:
             self.stream.close(None)
         self._detach()
         self.transport = None
-
-    def close(self, error: StreamError | None = None) -> None:
-        if not self._closing:
-            self._handle(self.stream.close(error))
 
     # -- stream events --------------------------------------------------------------------
 

@@ -329,20 +329,12 @@ class S2SOutboundConnection(StreamDriver):
         self.last_rx = time.monotonic()
         self._handle(self.stream.receive_data(data))
 
-    def eof_received(self) -> bool | None:
-        self._handle(self.stream.close(None))
-        return None
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.federation.gone(self)
         if not self.stream.closed:
             self._handle(self.stream.close(None))
         self._ended(_C.REMOTE_SERVER_NOT_FOUND, "connection lost")
         self.transport = None
-
-    def close(self, error: StreamError | None = None) -> None:
-        if not self._closing:
-            self._handle(self.stream.close(error))
 
     def _handle(self, evs: list[S2SEvent]) -> None:
         for ev in evs:
@@ -449,10 +441,6 @@ class S2SInboundConnection(StreamDriver):
             return
         self._handle(self.stream.receive_data(data))
 
-    def eof_received(self) -> bool | None:
-        self._handle(self.stream.close(None))
-        return None
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.federation.gone(self)
         if self._auth_timer is not None:
@@ -460,10 +448,6 @@ class S2SInboundConnection(StreamDriver):
         if not self.stream.closed:
             self.stream.close(None)
         self.transport = None
-
-    def close(self, error: StreamError | None = None) -> None:
-        if not self._closing:
-            self._handle(self.stream.close(error))
 
     def dialback_verified(self, sender: str, target: str, valid: bool) -> None:
         self._handle(self.stream.dialback_verified(sender, target, valid))
