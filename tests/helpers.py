@@ -38,6 +38,7 @@ def make_config(data_dir: Path, **sections: dict[str, Any]) -> Config:
         "domains": ["localhost", "example.test"],
         "data_dir": str(data_dir),
         "c2s": {"port": 0, "direct_tls_port": 0, "interfaces": ["127.0.0.1"]},
+        "s2s": {"port": 0, "interfaces": ["127.0.0.1"]},
         "auth": {"scram_iterations": 4096},
     }
     for key, value in sections.items():

@@ -278,11 +278,16 @@ def cmd_check(args: argparse.Namespace) -> int:
             crt = data / "certs" / f"{domain}.crt"
             state = "present" if crt.exists() else "will be generated on first start"
             print(f"certificate for {domain}: self-signed, {state}")
-    ports = [("c2s.port", config.c2s.port), ("c2s.direct_tls_port", config.c2s.direct_tls_port)]
-    for key, port in ports:
+    ports = [
+        ("c2s.port", config.c2s.port, config.c2s.interfaces),
+        ("c2s.direct_tls_port", config.c2s.direct_tls_port, config.c2s.interfaces),
+    ]
+    if config.s2s.enabled:
+        ports.append(("s2s.port", config.s2s.port, config.s2s.interfaces))
+    for key, port, interfaces in ports:
         if not port:
             continue
-        for host in config.c2s.interfaces:
+        for host in interfaces:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             with socket.socket(family, socket.SOCK_STREAM) as s:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -312,6 +317,8 @@ def _check_s2s(config: Config) -> list[str]:
     problems = []
     s2s = config.s2s
     for domain in config.domains:
+        if domain == "localhost":
+            continue  # never federated (RFC 6761 §6.3)
         if config.tls.cert is not None:
             try:
                 names = certificate_dns_names(config.tls.cert)
@@ -328,8 +335,8 @@ def _check_s2s(config: Config) -> list[str]:
                 f"s2s for {domain}: the self-signed certificate is trusted by no one; peers "
                 "that require valid certificates will refuse it (set tls.cert/tls.key)"
             )
-        if domain in s2s.routes:
-            continue
+        if domain in s2s.routes or not s2s.port:
+            continue  # found without DNS, or an ephemeral port
         servers = []
         for entry in s2s.dns_servers:
             host, _, port = entry.rpartition(":")

@@ -57,6 +57,10 @@ direct_tls_port = {tls_port}
 
 [auth]
 scram_iterations = 4096
+
+[s2s]
+interfaces = ["127.0.0.1"]
+port = 0
 {extra}"""
     )
     return path
@@ -587,13 +591,17 @@ async def test_check_reports_federation_problems(tmp_path: Path) -> None:
     for blob in issued.cert_chain_pems:
         blob.write_to_path(str(crt), append=True)
     issued.private_key_pem.write_to_path(str(key))
-    dns = LoopbackDNS({"_xmpp-server._tcp.localhost.": [(0, 5, 5999, "xmpp.example.")]})
+    dns = LoopbackDNS({"_xmpp-server._tcp.chat.example.": [(0, 5, 5999, "xmpp.example.")]})
     dns_port = await dns.start()
-    extra = (
+    path = tmp_path / "roost.toml"
+    port = free_port()
+    path.write_text(
+        'domains = ["chat.example"]\n'
+        '[c2s]\nport = 0\ndirect_tls_port = 0\ninterfaces = ["127.0.0.1"]\n'
         f'[tls]\ncert = "{crt}"\nkey = "{key}"\n'
-        f'[s2s]\nenabled = true\nport = 5269\ndns_servers = ["127.0.0.1:{dns_port}"]\n'
+        f'[s2s]\nport = {port}\ninterfaces = ["127.0.0.1"]\n'
+        f'dns_servers = ["127.0.0.1:{dns_port}"]\n'
     )
-    path = write_config(tmp_path, 0, 0, extra)
     try:
         proc = await asyncio.create_subprocess_exec(
             *ROOST,
@@ -612,11 +620,11 @@ async def test_check_reports_federation_problems(tmp_path: Path) -> None:
     text = out.decode()
     assert proc.returncode == 1, (text, err.decode())
     assert (
-        "problem: tls.cert does not name localhost (it names other.example); other servers "
-        "will refuse it for federation: get one whose subjectAltName includes localhost"
+        "problem: tls.cert does not name chat.example (it names other.example); other servers "
+        "will refuse it for federation: get one whose subjectAltName includes chat.example"
     ) in text
     assert (
-        "problem: DNS: other servers will look for localhost at xmpp.example:5999, but s2s.port "
-        "is 5269: publish _xmpp-server._tcp.localhost. SRV 0 5 5269 <this host>."
+        f"problem: DNS: other servers will look for chat.example at xmpp.example:5999, but "
+        f"s2s.port is {port}: publish _xmpp-server._tcp.chat.example. SRV 0 5 {port} <this host>."
     ) in text
     assert "Traceback" not in err.decode()

@@ -184,7 +184,8 @@ def _host_port(value: str) -> str:
 class S2SConfig:
     """Server-to-server federation (RFC 6120, XEP-0220 dialback); times in seconds."""
 
-    enabled: bool = False
+    # every domain has a certificate (configured, or self-signed on first start)
+    enabled: bool = True
     port: int = _opt(5269, lo=0, hi=65535)
     interfaces: tuple[str, ...] = _opt(("0.0.0.0",), item=_ip_address, nonempty=True)
     # domain -> "host:port", instead of DNS (private networks, tests)
