@@ -77,6 +77,8 @@ idle_timeout = 0
 ping_interval = 0
 [auth]
 scram_iterations = 10000
+[s2s]
+enabled = false  # as Prosody's below: client traffic only
 [log]
 level = "warning"
 EOF
