@@ -14,28 +14,25 @@ import asyncio
 import os
 import shutil
 import socket
-import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-import slixmpp
 
 from roost.server.app import Server
 from roost.server.config import config_from_dict
 from roost.transport.certs import ensure_certificate
 from tests.helpers import LoopbackDNS, RawClient, free_port
+from tests.interop.test_slixmpp_federation import TIMEOUT, User, next_matching
+from tests.server.test_federation import PASSWORD
 
 PROSODY = shutil.which("prosody")
 pytestmark = pytest.mark.skipif(
     PROSODY is None and not os.environ.get("CI"),
     reason="prosody is not installed (CI installs it: .ci/run)",
 )
-TIMEOUT = 15.0
-PASSWORD = "interop-secret"
 
 
 @dataclass
@@ -175,51 +172,8 @@ async def sides(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator
         dns.stop()
 
 
-class ProsodyUser:
-    """bob@prosody.test, a slixmpp client of the Prosody server."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.xmpp = slixmpp.ClientXMPP("bob@prosody.test/s", PASSWORD)
-        self.xmpp.ssl_context.check_hostname = False
-        self.xmpp.ssl_context.verify_mode = ssl.CERT_NONE
-        self.xmpp.enable_direct_tls = False
-        self.xmpp.enable_plaintext = False
-        self.started = asyncio.Event()
-        self.messages: asyncio.Queue[Any] = asyncio.Queue()
-        self.presences: asyncio.Queue[Any] = asyncio.Queue()
-        self.xmpp.add_event_handler("session_start", self._start)
-        self.xmpp.add_event_handler("message", self.messages.put_nowait)
-        self.xmpp.add_event_handler("presence", self.presences.put_nowait)
-        # answer subscription requests by hand (None: slixmpp neither accepts nor declines)
-        self.xmpp.roster.auto_authorize = None
-        self.xmpp.roster.auto_subscribe = None
-
-    async def _start(self, _: Any) -> None:
-        await self.xmpp.get_roster()
-        self.xmpp.send_presence()
-        self.started.set()
-
-    async def start(self) -> None:
-        self.xmpp.connect("127.0.0.1", self.port)
-        await asyncio.wait_for(self.started.wait(), TIMEOUT)
-
-    def stop(self) -> None:
-        self.xmpp.disconnect()
-
-
-async def _next(queue: asyncio.Queue[Any], match: Any) -> Any:
-    async def find() -> Any:
-        while True:
-            item = await queue.get()
-            if match(item):
-                return item
-
-    return await asyncio.wait_for(find(), TIMEOUT)
-
-
 async def test_users_on_roost_and_prosody_chat_and_share_presence(sides: Sides) -> None:
-    bob = ProsodyUser(sides.prosody_c2s)
+    bob = User(sides.prosody_c2s, "bob@prosody.test/s", answer_subscriptions=False)
     await bob.start()
     alice = await RawClient.connect(sides.roost.port())
     await alice.login("alice", PASSWORD, "r", domain="roost.example")
@@ -232,7 +186,7 @@ async def test_users_on_roost_and_prosody_chat_and_share_presence(sides: Sides) 
             "<message to='bob@prosody.test/s' id='m1' type='chat'>"
             "<body>hi from Roost</body></message>"
         )
-        got = await _next(bob.messages, lambda m: m["id"] == "m1")
+        got = await next_matching(bob.messages, lambda m: m["id"] == "m1")
         assert str(got["from"]) == "alice@roost.example/r" and got["body"] == "hi from Roost"
         # Prosody -> Roost: the reply (Prosody finds roost.example by SRV; Roost verifies it)
         bob.xmpp.send_message(mto="alice@roost.example/r", mbody="hi from Prosody", mtype="chat")
@@ -242,7 +196,7 @@ async def test_users_on_roost_and_prosody_chat_and_share_presence(sides: Sides) 
         assert body is not None and body.text == "hi from Prosody"
         # a subscription across the two servers, and presence once approved
         await alice.send("<presence to='bob@prosody.test' type='subscribe'/>")
-        request = await _next(bob.presences, lambda p: p["type"] == "subscribe")
+        request = await next_matching(bob.presences, lambda p: p["type"] == "subscribe")
         assert str(request["from"]) == "alice@roost.example"
         bob.xmpp.send_presence(pto="alice@roost.example", ptype="subscribed")
         got = await asyncio.wait_for(
@@ -254,5 +208,5 @@ async def test_users_on_roost_and_prosody_chat_and_share_presence(sides: Sides) 
         route = sides.roost.federation.routes[("roost.example", "prosody.test")]
         assert route.method == ("external" if sides.mode == "certificates" else "dialback")
     finally:
-        bob.stop()
+        bob.xmpp.disconnect()
         await alice.close()

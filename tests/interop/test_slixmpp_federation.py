@@ -17,17 +17,16 @@ import pytest
 import slixmpp
 from slixmpp.exceptions import IqError
 
-from roost.server.app import Server
 from tests.server.test_federation import PASSWORD, Pair, _start_pair
 
 TIMEOUT = 10.0
 
 
 class User:
-    """One slixmpp client, with its stanzas as queues."""
+    """One slixmpp client of any server (by port), with its stanzas as queues."""
 
-    def __init__(self, server: Server, jid: str) -> None:
-        self.server = server
+    def __init__(self, port: int, jid: str, *, answer_subscriptions: bool = True) -> None:
+        self.port = port
         self.xmpp = slixmpp.ClientXMPP(jid, PASSWORD)
         for plugin in ("xep_0030", "xep_0092", "xep_0199", "xep_0191"):
             self.xmpp.register_plugin(plugin)
@@ -35,11 +34,17 @@ class User:
         self.xmpp.ssl_context.verify_mode = ssl.CERT_NONE
         self.xmpp.enable_direct_tls = False
         self.xmpp.enable_plaintext = False
+        if not answer_subscriptions:
+            # None: slixmpp neither accepts nor declines; the test answers
+            self.xmpp.roster.auto_authorize = None
+            self.xmpp.roster.auto_subscribe = None
         self.started = asyncio.Event()
         self.messages: asyncio.Queue[Any] = asyncio.Queue()
+        self.presences: asyncio.Queue[Any] = asyncio.Queue()
         self.available: asyncio.Queue[Any] = asyncio.Queue()
         self.xmpp.add_event_handler("session_start", self._start)
         self.xmpp.add_event_handler("message", self.messages.put_nowait)
+        self.xmpp.add_event_handler("presence", self.presences.put_nowait)
         self.xmpp.add_event_handler("presence_available", self.available.put_nowait)
 
     async def _start(self, _: Any) -> None:
@@ -48,11 +53,13 @@ class User:
         self.started.set()
 
     async def start(self) -> None:
-        self.xmpp.connect("127.0.0.1", self.server.port())
+        self.xmpp.connect("127.0.0.1", self.port)
         await asyncio.wait_for(self.started.wait(), TIMEOUT)
 
 
-async def _next(queue: asyncio.Queue[Any], match: Any) -> Any:
+async def next_matching(queue: asyncio.Queue[Any], match: Any) -> Any:
+    """The next item of ``queue`` that ``match`` accepts (within ``TIMEOUT``)."""
+
     async def find() -> Any:
         while True:
             item = await queue.get()
@@ -65,8 +72,8 @@ async def _next(queue: asyncio.Queue[Any], match: Any) -> Any:
 @pytest.fixture
 async def users(tmp_path: Path) -> AsyncIterator[tuple[Pair, User, User]]:
     pair = await _start_pair(tmp_path)
-    alice = User(pair.a, "alice@a.test/s")
-    bob = User(pair.b, "bob@b.test/s")
+    alice = User(pair.a.port(), "alice@a.test/s")
+    bob = User(pair.b.port(), "bob@b.test/s")
     await alice.start()
     await bob.start()
     yield pair, alice, bob
@@ -80,17 +87,17 @@ async def test_subscription_presence_and_messages(users: tuple[Pair, User, User]
     _, alice, bob = users
     # slixmpp's defaults accept a request and ask back: a mutual subscription
     alice.xmpp.send_presence(pto="bob@b.test", ptype="subscribe")
-    got = await _next(alice.available, lambda p: str(p["from"]) == "bob@b.test/s")
+    got = await next_matching(alice.available, lambda p: str(p["from"]) == "bob@b.test/s")
     assert got["type"] == "available"
-    got = await _next(bob.available, lambda p: str(p["from"]) == "alice@a.test/s")
+    got = await next_matching(bob.available, lambda p: str(p["from"]) == "alice@a.test/s")
     assert got["type"] == "available"
     assert alice.xmpp.client_roster["bob@b.test"]["subscription"] == "both"
 
     alice.xmpp.send_message(mto="bob@b.test", mbody="over the federation", mtype="chat")
-    got = await _next(bob.messages, lambda m: m["body"] == "over the federation")
+    got = await next_matching(bob.messages, lambda m: m["body"] == "over the federation")
     assert str(got["from"]) == "alice@a.test/s"
     bob.xmpp.send_message(mto="alice@a.test/s", mbody="and back", mtype="chat")
-    got = await _next(alice.messages, lambda m: m["body"] == "and back")
+    got = await next_matching(alice.messages, lambda m: m["body"] == "and back")
     assert str(got["from"]) == "bob@b.test/s"
 
 
@@ -98,7 +105,7 @@ async def test_iq_to_a_remote_user_and_server(users: tuple[Pair, User, User]) ->
     _, alice, _bob = users
     # a mutual subscription first: iq requests to a full JID need it (RFC 6121 §8.5.3.1)
     alice.xmpp.send_presence(pto="bob@b.test", ptype="subscribe")
-    await _next(alice.available, lambda p: str(p["from"]) == "bob@b.test/s")
+    await next_matching(alice.available, lambda p: str(p["from"]) == "bob@b.test/s")
     version = await alice.xmpp.plugin["xep_0092"].get_version("bob@b.test/s", timeout=TIMEOUT)
     assert version["software_version"]["name"]
     rtt = await alice.xmpp.plugin["xep_0199"].ping("bob@b.test/s", timeout=TIMEOUT)
