@@ -9,6 +9,8 @@ first, and many small writes (each a TLS record and a syscall) become one.
 from __future__ import annotations
 
 import asyncio
+import logging
+import ssl
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -16,6 +18,8 @@ from typing import Any, Protocol
 from roost.core.errors import StreamError, StreamErrorCondition
 
 __all__ = ["MAX_WRITE_BUFFER", "BufferedStream", "StreamDriver"]
+
+log = logging.getLogger(__name__)
 
 #: A reader this far behind is cut off rather than buffered without bound.
 MAX_WRITE_BUFFER = 4 * 1024 * 1024
@@ -39,6 +43,7 @@ class StreamDriver(asyncio.Protocol):
         "_flush_scheduled",
         "_loop",
         "_out_size",
+        "_tls_pending",
         "last_rx",
         "last_tx",
         "peer_ip",
@@ -56,6 +61,8 @@ class StreamDriver(asyncio.Protocol):
         #: bytes of stanzas queued in the stream since the last flush
         self._out_size = 0
         self._flush_scheduled = False
+        #: bytes read while TLS is being set up (they belong after the stream restart)
+        self._tls_pending: list[bytes] | None = None
 
     def _handle(self, events: Any) -> None:
         """Act on what the stream said (each driver knows its stream's events)."""
@@ -79,6 +86,40 @@ class StreamDriver(asyncio.Protocol):
         # The peer reads slower than we write; past the hard cap we give up on it.
         if self.transport is not None and self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
             self._too_slow()
+
+    # -- STARTTLS, server side (RFC 6120 §5.4.3.3) ------------------------------------------
+
+    def _hold_for_tls(self) -> None:
+        """After ``<proceed/>``: the TLS handshake must not reach the XML parser."""
+        self._flush()
+        if self.transport is not None:
+            self.transport.pause_reading()
+            self._tls_pending = []
+
+    async def _upgrade(self, ctx: ssl.SSLContext, timeout: float) -> asyncio.Transport | None:
+        """Run the server side of the TLS handshake; the new transport, or None (closed)."""
+        transport = self.transport
+        if transport is None:
+            return None
+        try:
+            new = await asyncio.wait_for(
+                self._loop.start_tls(transport, self, ctx, server_side=True), timeout
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            log.info("%r: TLS negotiation failed: %s", self, exc)
+            transport.close()
+            return None
+        if new is None:
+            transport.close()
+            return None
+        self.transport = new
+        return new
+
+    def _replay_held(self) -> None:
+        """Feed what arrived during the handshake, now that the stream has restarted."""
+        held, self._tls_pending = self._tls_pending or [], None
+        for data in held:
+            self.data_received(data)
 
     def write(self, data: bytes) -> None:
         """Queue serialised stanza bytes in the stream; written once per loop iteration."""

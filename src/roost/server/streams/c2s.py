@@ -115,7 +115,6 @@ class C2SConnection(StreamDriver):
     __slots__ = (
         "_backlog",
         "_held",
-        "_tls_pending",
         "asleep",
         "host",
         "preauth_timer",
@@ -137,7 +136,6 @@ class C2SConnection(StreamDriver):
         self._held: asyncio.Task[object] | None = None
         #: stanzas waiting behind a held one; created on first use (most sessions never hold)
         self._backlog: collections.deque[Element] | None = None
-        self._tls_pending: list[bytes] | None = None
         #: the stream's XML parser is hibernating (``awake`` does not hold us)
         self.asleep = False
 
@@ -273,11 +271,7 @@ class C2SConnection(StreamDriver):
             elif self.session is not None:
                 self.host.router.from_client(self.session, ev.element)
         elif isinstance(ev, TLSRequested):
-            self._flush()
-            if self.transport is not None:
-                # The TLS handshake must not reach the XML parser.
-                self.transport.pause_reading()
-                self._tls_pending = []
+            self._hold_for_tls()
             self.host.spawn(self._start_tls())
         elif isinstance(ev, CredentialsNeeded):
             self.host.spawn(self._credentials(ev))
@@ -318,27 +312,10 @@ class C2SConnection(StreamDriver):
         )
 
     async def _start_tls(self) -> None:
-        transport = self.transport
-        if transport is None:
-            return
-        ctx = self.host.tls_context(self.stream.domain)
-        try:
-            new = await asyncio.wait_for(
-                self._loop.start_tls(transport, self, ctx, server_side=True), timeout=30
-            )
-        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
-            log.info("%s: TLS negotiation failed: %s", self.peer_ip, exc)
-            transport.close()
-            return
-        if new is None:
-            transport.close()
-            return
-        self.transport = new
-        ssl_obj = new.get_extra_info("ssl_object")
-        held, self._tls_pending = self._tls_pending or [], None
-        self._handle(self.stream.tls_started(self._bindings(ssl_obj)))
-        for data in held:
-            self.data_received(data)
+        new = await self._upgrade(self.host.tls_context(self.stream.domain), 30)
+        if new is not None:
+            self._handle(self.stream.tls_started(self._bindings(new.get_extra_info("ssl_object"))))
+            self._replay_held()
 
     async def _credentials(self, ev: CredentialsNeeded) -> None:
         if self.host.auth_blocked(self.peer_ip):

@@ -400,13 +400,12 @@ class S2SOutboundConnection(StreamDriver):
 class S2SInboundConnection(StreamDriver):
     """An s2s TCP connection another server opened to us."""
 
-    __slots__ = ("_auth_timer", "_backlog", "_held", "_tls_pending", "federation", "stream")
+    __slots__ = ("_auth_timer", "_backlog", "_held", "federation", "stream")
 
     def __init__(self, federation: Federation) -> None:
         super().__init__()
         self.federation = federation
         self.stream: S2SInbound = S2SInbound(federation.settings, federation.new_id)
-        self._tls_pending: list[bytes] | None = None
         #: work a stanza set off that later stanzas wait for (RFC 6120 §10.1), and those
         self._held = 0
         self._backlog: collections.deque[Element] = collections.deque()
@@ -467,10 +466,7 @@ class S2SInboundConnection(StreamDriver):
                 else:
                     self.federation.spawn(self.federation.verify(self, ev))
             elif isinstance(ev, TLSRequested):
-                self._flush()
-                if self.transport is not None:
-                    self.transport.pause_reading()
-                    self._tls_pending = []
+                self._hold_for_tls()
                 self.federation.spawn(self._start_tls())
             elif isinstance(ev, StreamEnded):
                 self._flush()
@@ -502,27 +498,11 @@ class S2SInboundConnection(StreamDriver):
             self.transport.resume_reading()
 
     async def _start_tls(self) -> None:
-        transport = self.transport
-        if transport is None:
-            return
         ctx = self.federation.server_tls(self.stream.local)
-        try:
-            new = await asyncio.wait_for(
-                self._loop.start_tls(transport, self, ctx, server_side=True),
-                self.federation.config.connect_timeout,
-            )
-        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
-            log.info("%r: TLS failed: %s", self, exc)
-            transport.close()
-            return
-        if new is None:
-            transport.close()
-            return
-        self.transport = new
-        held, self._tls_pending = self._tls_pending or [], None
-        self._handle(self.stream.tls_started(_peer_identities(new)))
-        for data in held:
-            self.data_received(data)
+        new = await self._upgrade(ctx, self.federation.config.connect_timeout)
+        if new is not None:
+            self._handle(self.stream.tls_started(_peer_identities(new)))
+            self._replay_held()
 
 
 def _host_port(text: str) -> tuple[str, int]:
