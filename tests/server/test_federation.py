@@ -196,7 +196,46 @@ async def test_a_domain_is_found_through_its_srv_records(tmp_path: Path) -> None
             await alice.send("<message to='x@gone.test' id='m2'><body>?</body></message>")
             got = await alice.expect(lambda e: e.tag == "message")
             assert got.get("type") == "error" and got.get("id") == "m2"
-            assert dns_server.asked == ["_xmpp-server._tcp.b.test.", "_xmpp-server._tcp.gone.test."]
+            assert dns_server.asked == [
+                "_xmpps-server._tcp.b.test.",  # XEP-0368 Direct TLS first, then STARTTLS
+                "_xmpp-server._tcp.b.test.",
+                "_xmpps-server._tcp.gone.test.",
+                "_xmpp-server._tcp.gone.test.",
+            ]
+            await alice.close()
+            await bob.close()
+        finally:
+            await a.stop()
+            await b.stop()
+    finally:
+        dns_server.stop()
+
+
+async def test_direct_tls_through_xmpps_server_records(tmp_path: Path) -> None:
+    """XEP-0368: ``_xmpps-server._tcp`` names a port that is TLS from the first byte."""
+    pb, direct = free_port(), free_port()
+    dns_server = LoopbackDNS({"_xmpps-server._tcp.b.test.": [(0, 5, direct, "localhost.")]})
+    dns_port = await dns_server.start()
+    try:
+        pa = free_port()
+        a_data = _config(tmp_path, "a.test", pa, {})
+        a_data["s2s"]["dns_servers"] = [f"127.0.0.1:{dns_port}"]
+        b_data = _config(tmp_path, "b.test", pb, {"a.test": pa})
+        b_data["s2s"]["direct_tls_port"] = direct
+        a = Server(config_from_dict(a_data, tmp_path))
+        b = Server(config_from_dict(b_data, tmp_path))
+        await a.start()
+        await b.start()
+        try:
+            await a.accounts.create("alice", "a.test", PASSWORD)
+            await b.accounts.create("bob", "b.test", PASSWORD)
+            alice = await _login(a, "alice", "a.test")
+            bob = await _login(b, "bob", "b.test")
+            await alice.send("<message to='bob@b.test/r' id='m1'><body>direct</body></message>")
+            assert (await bob.expect(lambda e: e.tag == "message")).get("id") == "m1"
+            assert a.federation is not None
+            route = a.federation.routes[("a.test", "b.test")]
+            assert route.direct and route.method == "dialback"
             await alice.close()
             await bob.close()
         finally:

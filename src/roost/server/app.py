@@ -263,6 +263,14 @@ class Server:
             self.listeners += await listen(
                 "s2s", s2s.interfaces, s2s.port, self.federation.connection
             )
+            if s2s.direct_tls_port:
+                self.listeners += await listen(
+                    "s2s",
+                    s2s.interfaces,
+                    s2s.direct_tls_port,
+                    self.federation.direct_connection,
+                    tls=self.federation.direct_tls_context(),
+                )
             if s2s.idle_timeout:
                 self.spawn(self.federation.sweep(), daemon=True)
         self._stopping = asyncio.Event()

@@ -187,6 +187,8 @@ class S2SConfig:
     # every domain has a certificate (configured, or self-signed on first start)
     enabled: bool = True
     port: int = _opt(5269, lo=0, hi=65535)
+    # XEP-0368 Direct TLS for servers (_xmpps-server._tcp); 0: no such listener
+    direct_tls_port: int = _opt(0, lo=0, hi=65535)
     interfaces: tuple[str, ...] = _opt(("0.0.0.0",), item=_ip_address, nonempty=True)
     # domain -> "host:port", instead of DNS (private networks, tests)
     routes: Mapping[str, str] = field(

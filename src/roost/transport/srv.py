@@ -51,12 +51,14 @@ def order_srv(
 async def srv_targets(
     service: str,
     domain: str,
-    fallback_port: int,
+    fallback_port: int | None,
     *,
     nameservers: Sequence[tuple[str, int]] = (),
     timeout: float = 5.0,
 ) -> list[tuple[str, int]]:
-    """Where ``_service._tcp.domain`` is: SRV targets in order, else ``(domain, port)``."""
+    """Where ``_service._tcp.domain`` is: SRV targets in order; with no records,
+    ``(domain, fallback_port)``, or nothing when ``fallback_port`` is None."""
+    fallback = [] if fallback_port is None else [(domain, fallback_port)]
     resolver = dns.asyncresolver.Resolver(configure=not nameservers)
     if nameservers:
         resolver.nameservers = [host for host, _ in nameservers]
@@ -65,9 +67,9 @@ async def srv_targets(
     try:
         answer = await resolver.resolve(f"_{service}._tcp.{domain}.", "SRV")
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers):
-        return [(domain, fallback_port)]
+        return fallback
     except dns.exception.Timeout:
-        return [(domain, fallback_port)]
+        return fallback
     records: list[SrvRecord] = []
     for rr in answer:
         assert isinstance(rr, dns.rdtypes.IN.SRV.SRV)

@@ -345,6 +345,11 @@ class S2SInbound(_S2SStream):
     def _tls_identities(self, identities: frozenset[str]) -> None:
         self.peer_ids = identities
 
+    def direct_tls(self, peer_identities: frozenset[str]) -> None:
+        """The connection is TLS from its first byte (XEP-0368): no STARTTLS."""
+        self.encrypted = True
+        self.peer_ids = peer_identities
+
     def _opened(self, ev: StreamOpened) -> None:
         if self.state is not S2SState.EXPECT_HEADER:
             raise StreamError(_SC.NOT_WELL_FORMED, "unexpected stream header")

@@ -147,19 +147,23 @@ class Federation:
         route.send(stanza)
         return True
 
-    async def addresses(self, domain: str) -> list[tuple[str, int]]:
-        """Where a domain's server listens (RFC 6120 §3.2): ``s2s.routes``, else its
-        ``_xmpp-server._tcp`` SRV records in RFC 2782 order, else the domain on 5269."""
+    async def addresses(self, domain: str) -> list[tuple[str, int, bool]]:
+        """Where a domain's server listens, and whether with Direct TLS: ``s2s.routes``,
+        else its ``_xmpps-server._tcp`` (XEP-0368) then ``_xmpp-server._tcp`` SRV records
+        (RFC 6120 §3.2, each in RFC 2782 order), else the domain on 5269."""
         static = self.config.routes.get(domain)
         if static is not None:
-            return [_host_port(static)]
-        return await srv_targets(
-            "xmpp-server",
-            domain,
-            DEFAULT_PORT,
-            nameservers=[_host_port(s) for s in self.config.dns_servers],
-            timeout=self.config.connect_timeout,
+            host, port = _host_port(static)
+            return [(host, port, False)]
+        servers = [_host_port(s) for s in self.config.dns_servers]
+        timeout = self.config.connect_timeout
+        direct = await srv_targets(
+            "xmpps-server", domain, None, nameservers=servers, timeout=timeout
         )
+        plain = await srv_targets(
+            "xmpp-server", domain, DEFAULT_PORT, nameservers=servers, timeout=timeout
+        )
+        return [(h, p, True) for h, p in direct] + [(h, p, False) for h, p in plain]
 
     async def open(self, stream: S2SOutbound) -> S2SOutboundConnection:
         """Connect an outgoing stream to the first address that answers (``OSError``,
@@ -169,14 +173,22 @@ class Federation:
         if not targets:
             raise OSError(f"{stream.remote} offers no XMPP server-to-server service")
         error: Exception | None = None
-        for host, port in targets:
+        for host, port, direct in targets:
+            stream.encrypted = direct
+            tls = self.client_tls(stream.local) if direct else None
             try:
                 _, conn = await asyncio.wait_for(
-                    loop.create_connection(lambda: S2SOutboundConnection(self, stream), host, port),
+                    loop.create_connection(
+                        lambda: S2SOutboundConnection(self, stream),
+                        host,
+                        port,
+                        ssl=tls,
+                        server_hostname=stream.remote if direct else None,
+                    ),
                     self.config.connect_timeout,
                 )
                 return conn
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, ssl.SSLError) as exc:
                 error = exc
         assert error is not None
         raise error
@@ -226,6 +238,21 @@ class Federation:
         """A protocol for one accepted connection (the listener's factory)."""
         return S2SInboundConnection(self)
 
+    def direct_connection(self) -> S2SInboundConnection:
+        """Likewise for the Direct TLS listener (XEP-0368)."""
+        return S2SInboundConnection(self, direct_tls=True)
+
+    def direct_tls_context(self) -> ssl.SSLContext:
+        """The Direct TLS listener's context: the first domain's, switching by SNI."""
+        default = self.server_tls(None)
+
+        def pick(sslobj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+            if name and name.lower() in self.cert_paths:
+                sslobj.context = self.server_tls(name.lower())
+
+        default.sni_callback = pick
+        return default
+
     def close_all(self, error: StreamError) -> None:
         for conn in list(self.connections):
             conn.close(error)
@@ -234,7 +261,7 @@ class Federation:
 class _Route:
     """The outgoing stream for one domain pair, and what waits for it."""
 
-    __slots__ = ("conn", "federation", "local", "method", "queue", "ready", "remote")
+    __slots__ = ("conn", "direct", "federation", "local", "method", "queue", "ready", "remote")
 
     def __init__(self, federation: Federation, local: str, remote: str) -> None:
         self.federation = federation
@@ -245,6 +272,8 @@ class _Route:
         self.ready = False
         #: how the peer accepted us: "external" (our certificate) or "dialback"
         self.method: str | None = None
+        #: the stream is TLS from its first byte (XEP-0368)
+        self.direct = False
 
     def send(self, stanza: Element) -> None:
         if self.ready and self.conn is not None:
@@ -259,6 +288,7 @@ class _Route:
         try:
             self.conn = await self.federation.open(stream)
             self.conn.route = self
+            self.direct = stream.encrypted
             await asyncio.wait_for(self.conn.established, self.federation.config.connect_timeout)
         except TimeoutError:
             self.fail(_C.REMOTE_SERVER_TIMEOUT, "no answer")
@@ -400,12 +430,13 @@ class S2SOutboundConnection(StreamDriver):
 class S2SInboundConnection(StreamDriver):
     """An s2s TCP connection another server opened to us."""
 
-    __slots__ = ("_auth_timer", "_backlog", "_held", "federation", "stream")
+    __slots__ = ("_auth_timer", "_backlog", "_held", "direct_tls", "federation", "stream")
 
-    def __init__(self, federation: Federation) -> None:
+    def __init__(self, federation: Federation, *, direct_tls: bool = False) -> None:
         super().__init__()
         self.federation = federation
         self.stream: S2SInbound = S2SInbound(federation.settings, federation.new_id)
+        self.direct_tls = direct_tls
         #: work a stanza set off that later stanzas wait for (RFC 6120 §10.1), and those
         self._held = 0
         self._backlog: collections.deque[Element] = collections.deque()
@@ -418,6 +449,8 @@ class S2SInboundConnection(StreamDriver):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if peer else "?"
+        if self.direct_tls:
+            self.stream.direct_tls(_peer_identities(transport))
         if not self.federation.accepted(self):
             self.close(StreamError(StreamErrorCondition.POLICY_VIOLATION, "too many connections"))
             return
