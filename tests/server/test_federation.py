@@ -236,6 +236,9 @@ async def test_direct_tls_through_xmpps_server_records(tmp_path: Path) -> None:
             assert a.federation is not None
             route = a.federation.routes[("a.test", "b.test")]
             assert route.direct and route.method == "dialback"
+            assert route.conn is not None and route.conn.transport is not None
+            tls = route.conn.transport.get_extra_info("ssl_object")
+            assert tls.selected_alpn_protocol() == "xmpp-server"  # XEP-0368 §3
             await alice.close()
             await bob.close()
         finally:

@@ -104,6 +104,7 @@ class Federation:
         ctx = self._server_tls.get(name)
         if ctx is None:
             ctx = load_tls_context_server(*self.cert_paths[name])
+            ctx.set_alpn_protocols(["xmpp-server"])  # XEP-0368 §3 (Direct TLS)
             if self.config.require_valid_certs:
                 ctx.verify_mode = ssl.CERT_OPTIONAL
                 self._load_trust(ctx)
@@ -121,6 +122,7 @@ class Federation:
                 ctx.verify_mode = ssl.CERT_REQUIRED
                 self._load_trust(ctx)
             ctx.load_cert_chain(*self.cert_paths[domain])
+            ctx.set_alpn_protocols(["xmpp-server"])  # XEP-0368 §3 (Direct TLS)
             self._client_tls[domain] = ctx
         return ctx
 
