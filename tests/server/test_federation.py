@@ -59,6 +59,8 @@ async def _start_pair(
                 data.setdefault(key, {}).update(value)
             else:
                 data[key] = value
+    for domain in a_data["domains"]:  # b.test finds every domain a.test's server serves
+        b_data["s2s"]["routes"].setdefault(domain, f"127.0.0.1:{pa}")
     a = Server(config_from_dict(a_data, tmp_path))
     b = Server(config_from_dict(b_data, tmp_path))
     await a.start()
@@ -137,6 +139,31 @@ async def test_subscription_and_presence_across_domains(pair: Pair) -> None:
     assert got.get("type") is None
     await alice.close()
     await bob.close()
+
+
+async def test_each_local_domain_federates_under_its_own_name(tmp_path: Path) -> None:
+    """Two domains on one server: one stream per domain pair, each authenticated for its
+    own domain (a stanza from the second is not sent on the first's stream)."""
+    p = await _start_pair(tmp_path, {"domains": ["a.test", "a2.test"]})
+    try:
+        await p.a.accounts.create("carol", "a2.test", PASSWORD)
+        alice = await _login(p.a, "alice", "a.test")
+        carol = await _login(p.a, "carol", "a2.test")
+        bob = await _login(p.b, "bob", "b.test")
+        await alice.send("<message to='bob@b.test/r' id='m1'><body>from a</body></message>")
+        await carol.send("<message to='bob@b.test/r' id='m2'><body>from a2</body></message>")
+        got = [await bob.expect(lambda e: e.tag == "message") for _ in range(2)]
+        assert {(m.get("id"), m.get("from")) for m in got} == {
+            ("m1", "alice@a.test/r"),
+            ("m2", "carol@a2.test/r"),
+        }
+        assert p.a.federation is not None
+        assert set(p.a.federation.routes) == {("a.test", "b.test"), ("a2.test", "b.test")}
+        for c in (alice, carol, bob):
+            await c.close()
+    finally:
+        await p.a.stop()
+        await p.b.stop()
 
 
 async def test_iq_to_the_remote_server(pair: Pair) -> None:
