@@ -48,10 +48,19 @@ def _config(tmp: Path, domain: str, s2s_port: int, peers: dict[str, int], **s2s:
 
 
 async def _start_pair(
-    tmp_path: Path, a_extra: dict | None = None, b_extra: dict | None = None
+    tmp_path: Path,
+    a_extra: dict | None = None,
+    b_extra: dict | None = None,
+    *,
+    pb: int | None = None,
+    a_routes: bool = True,
 ) -> Pair:
-    pa, pb, dead = free_port(), free_port(), free_port()
-    a_data = _config(tmp_path, "a.test", pa, {"b.test": pb, "nowhere.test": dead})
+    """``a.test`` and ``b.test`` (on ``pb`` if given); without ``a_routes`` a.test finds
+    b.test through DNS (give it ``s2s.dns_servers`` in ``a_extra``)."""
+    pa, dead = free_port(), free_port()
+    pb = free_port() if pb is None else pb
+    routes = {"b.test": pb, "nowhere.test": dead} if a_routes else {}
+    a_data = _config(tmp_path, "a.test", pa, routes)
     b_data = _config(tmp_path, "b.test", pb, {"a.test": pa})
     for data, extra in ((a_data, a_extra), (b_data, b_extra)):
         for key, value in (extra or {}).items():
@@ -205,18 +214,12 @@ async def test_a_domain_is_found_through_its_srv_records(tmp_path: Path) -> None
     )
     dns_port = await dns_server.start()
     try:
-        pa = free_port()
-        a_data = _config(tmp_path, "a.test", pa, {})
-        a_data["s2s"]["dns_servers"] = [f"127.0.0.1:{dns_port}"]
-        a = Server(config_from_dict(a_data, tmp_path))
-        b = Server(config_from_dict(_config(tmp_path, "b.test", pb, {"a.test": pa}), tmp_path))
-        await a.start()
-        await b.start()
+        p = await _start_pair(
+            tmp_path, {"s2s": {"dns_servers": [f"127.0.0.1:{dns_port}"]}}, pb=pb, a_routes=False
+        )
         try:
-            await a.accounts.create("alice", "a.test", PASSWORD)
-            await b.accounts.create("bob", "b.test", PASSWORD)
-            alice = await _login(a, "alice", "a.test")
-            bob = await _login(b, "bob", "b.test")
+            alice = await _login(p.a, "alice", "a.test")
+            bob = await _login(p.b, "bob", "b.test")
             await alice.send("<message to='bob@b.test/r' id='m1'><body>via SRV</body></message>")
             assert (await bob.expect(lambda e: e.tag == "message")).get("id") == "m1"
             # RFC 2782 "." target: decidedly no service; the sender hears so at once
@@ -232,8 +235,8 @@ async def test_a_domain_is_found_through_its_srv_records(tmp_path: Path) -> None
             await alice.close()
             await bob.close()
         finally:
-            await a.stop()
-            await b.stop()
+            await p.a.stop()
+            await p.b.stop()
     finally:
         dns_server.stop()
 
@@ -244,24 +247,20 @@ async def test_direct_tls_through_xmpps_server_records(tmp_path: Path) -> None:
     dns_server = LoopbackDNS({"_xmpps-server._tcp.b.test.": [(0, 5, direct, "localhost.")]})
     dns_port = await dns_server.start()
     try:
-        pa = free_port()
-        a_data = _config(tmp_path, "a.test", pa, {})
-        a_data["s2s"]["dns_servers"] = [f"127.0.0.1:{dns_port}"]
-        b_data = _config(tmp_path, "b.test", pb, {"a.test": pa})
-        b_data["s2s"]["direct_tls_port"] = direct
-        a = Server(config_from_dict(a_data, tmp_path))
-        b = Server(config_from_dict(b_data, tmp_path))
-        await a.start()
-        await b.start()
+        p = await _start_pair(
+            tmp_path,
+            {"s2s": {"dns_servers": [f"127.0.0.1:{dns_port}"]}},
+            {"s2s": {"direct_tls_port": direct}},
+            pb=pb,
+            a_routes=False,
+        )
         try:
-            await a.accounts.create("alice", "a.test", PASSWORD)
-            await b.accounts.create("bob", "b.test", PASSWORD)
-            alice = await _login(a, "alice", "a.test")
-            bob = await _login(b, "bob", "b.test")
+            alice = await _login(p.a, "alice", "a.test")
+            bob = await _login(p.b, "bob", "b.test")
             await alice.send("<message to='bob@b.test/r' id='m1'><body>direct</body></message>")
             assert (await bob.expect(lambda e: e.tag == "message")).get("id") == "m1"
-            assert a.federation is not None
-            route = a.federation.routes[("a.test", "b.test")]
+            assert p.a.federation is not None
+            route = p.a.federation.routes[("a.test", "b.test")]
             assert route.direct and route.method == "dialback"
             assert route.conn is not None and route.conn.transport is not None
             tls = route.conn.transport.get_extra_info("ssl_object")
@@ -269,8 +268,8 @@ async def test_direct_tls_through_xmpps_server_records(tmp_path: Path) -> None:
             await alice.close()
             await bob.close()
         finally:
-            await a.stop()
-            await b.stop()
+            await p.a.stop()
+            await p.b.stop()
     finally:
         dns_server.stop()
 
