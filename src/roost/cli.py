@@ -310,8 +310,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _check_s2s(config: Config) -> list[str]:
     """Federation: certificate names and DNS records other servers will look at."""
-    from roost.core.stream.s2s import certificate_matches
-    from roost.transport.certs import CertificateError, certificate_dns_names
+    from roost.core.identity import certificate_matches
+    from roost.transport.certs import CertificateError, certificate_identities
     from roost.transport.srv import srv_targets
 
     problems = []
@@ -321,11 +321,11 @@ def _check_s2s(config: Config) -> list[str]:
             continue  # never federated (RFC 6761 §6.3)
         if config.tls.cert is not None:
             try:
-                names = certificate_dns_names(config.tls.cert)
+                ids = certificate_identities(config.tls.cert)
             except CertificateError:
                 continue  # already reported above
-            if not certificate_matches(domain, names):
-                named = ", ".join(sorted(names)) or "nothing"
+            if not certificate_matches(domain, ids):
+                named = ", ".join(ids.names()) or "nothing"
                 problems.append(
                     f"tls.cert does not name {domain} (it names {named}); other servers will "
                     f"refuse it for federation: get one whose subjectAltName includes {domain}"

@@ -8,16 +8,22 @@ TLS (``s2s.require_encryption``, the default). Raw-XML clients on each side.
 from __future__ import annotations
 
 import asyncio
+import datetime
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from roost.core import ns
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
 from roost.server.config import config_from_dict
+from roost.transport.certs import ID_ON_DNSSRV, ID_ON_XMPPADDR
 from tests.helpers import LoopbackDNS, RawClient, client_tls_context, free_port
 
 PASSWORD = "federation-secret"
@@ -326,6 +332,96 @@ async def test_certificates_from_a_trusted_ca_use_sasl_external(tmp_path: Path) 
         assert _route_method(p.b, "b.test", "a.test") == "external"
         await alice.close()
         await bob.close()
+    finally:
+        await p.a.stop()
+        await p.b.stop()
+
+
+def _issue(ca: object, tmp_path: Path, stem: str, names: list[x509.GeneralName]) -> dict:
+    """A certificate from the trustme ``ca`` with exactly ``names`` as subjectAltName."""
+    import trustme
+
+    assert isinstance(ca, trustme.CA)
+    ca_key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, stem)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    crt, key_path = tmp_path / f"{stem}.crt", tmp_path / f"{stem}.key"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return {"cert": str(crt), "key": str(key_path)}
+
+
+def _other(oid: x509.ObjectIdentifier, tag: int, text: str) -> x509.OtherName:
+    return x509.OtherName(oid, bytes((tag, len(text))) + text.encode())
+
+
+async def test_xmppaddr_and_srv_id_certificates_use_sasl_external(tmp_path: Path) -> None:
+    """RFC 6120 §13.7.1.4 and RFC 6125 §6.5.1: a certificate may name a server only by an
+    XmppAddr or an SRV-ID; both directions must accept it, for EXTERNAL and for the
+    outgoing stream's own check of the peer (dialback is off: nothing else can work)."""
+    import trustme
+
+    ca = trustme.CA()
+    ca_path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    s2s = {"require_valid_certs": True, "ca_file": str(ca_path), "dialback": False}
+    a_tls = _issue(ca, tmp_path, "a", [_other(ID_ON_XMPPADDR, 0x0C, "a.test")])
+    b_tls = _issue(ca, tmp_path, "b", [_other(ID_ON_DNSSRV, 0x16, "_xmpp-server.b.test")])
+    p = await _start_pair(tmp_path, {"tls": a_tls, "s2s": s2s}, {"tls": b_tls, "s2s": s2s})
+    try:
+        alice = await _login(p.a, "alice", "a.test")
+        bob = await _login(p.b, "bob", "b.test")
+        await alice.send("<message to='bob@b.test/r' id='m1' type='chat'><body>x</body></message>")
+        assert (await bob.expect(lambda e: e.tag == "message")).get("from") == "alice@a.test/r"
+        await bob.send("<message to='alice@a.test/r' id='m2' type='chat'><body>y</body></message>")
+        assert (await alice.expect(lambda e: e.tag == "message")).get("from") == "bob@b.test/r"
+        assert _route_method(p.a, "a.test", "b.test") == "external"
+        assert _route_method(p.b, "b.test", "a.test") == "external"
+        await alice.close()
+        await bob.close()
+    finally:
+        await p.a.stop()
+        await p.b.stop()
+
+
+async def test_a_trusted_certificate_for_another_name_is_refused(tmp_path: Path) -> None:
+    """RFC 6125 §6: a chain that verifies is not enough; the certificate must name the
+    domain a.test asked for. b.test's names only c.test, so a.test will not talk to it."""
+    import trustme
+
+    ca = trustme.CA()
+    ca_path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    s2s = {"require_valid_certs": True, "ca_file": str(ca_path), "dialback": False}
+    b_tls = _issue(ca, tmp_path, "b", [x509.DNSName("c.test")])
+    a_tls = _issue(ca, tmp_path, "a", [x509.DNSName("a.test")])
+    p = await _start_pair(tmp_path, {"tls": a_tls, "s2s": s2s}, {"tls": b_tls, "s2s": s2s})
+    try:
+        alice = await _login(p.a, "alice", "a.test")
+        await alice.send("<message to='bob@b.test' id='m1'><body>hello?</body></message>")
+        got = await alice.expect(lambda e: e.tag == "message")
+        assert got.get("type") == "error" and got.get("from") == "bob@b.test"
+        error = got.find("error")
+        assert error is not None and error.find("remote-server-not-found", ns.STANZAS) is not None
+        await alice.close()
     finally:
         await p.a.stop()
         await p.b.stop()

@@ -16,16 +16,29 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from roost.core.identity import CertIdentities
+
 __all__ = [
+    "ID_ON_DNSSRV",
+    "ID_ON_XMPPADDR",
     "CertificateError",
+    "certificate_identities",
+    "der_identities",
     "ensure_certificate",
     "generate_self_signed",
+    "identities_of",
     "load_certificate_der",
     "load_tls_context_server",
     "make_client_context",
 ]
 
 log = logging.getLogger(__name__)
+
+#: RFC 6120 §13.7.1.4 and RFC 4985 §2: the otherName types that carry XMPP identities
+ID_ON_XMPPADDR = x509.ObjectIdentifier("1.3.6.1.5.5.7.8.5")
+ID_ON_DNSSRV = x509.ObjectIdentifier("1.3.6.1.5.5.7.8.7")
+_UTF8STRING = 0x0C
+_IA5STRING = 0x16
 
 
 class CertificateError(Exception):
@@ -141,12 +154,60 @@ def _load_certificates(path: Path) -> list[x509.Certificate]:
 
 def certificate_dns_names(cert: Path) -> frozenset[str]:
     """The DNS-IDs (subjectAltName dNSName) of the leaf certificate in a PEM file."""
-    leaf = _load_certificates(cert)[0]
+    return identities_of(_load_certificates(cert)[0]).dns
+
+
+def certificate_identities(cert: Path) -> CertIdentities:
+    """The service identities of the leaf certificate in a PEM file."""
+    return identities_of(_load_certificates(cert)[0])
+
+
+def der_identities(der: bytes) -> CertIdentities:
+    """The service identities of a DER certificate (a TLS peer's)."""
     try:
-        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        return frozenset()
-    return frozenset(name.lower() for name in san.value.get_values_for_type(x509.DNSName))
+        return identities_of(x509.load_der_x509_certificate(der))
+    except ValueError:
+        return CertIdentities()
+
+
+def identities_of(cert: x509.Certificate) -> CertIdentities:
+    """DNS-IDs, SRV-IDs (RFC 4985) and XmppAddrs (RFC 6120 §13.7.1.4) in the
+    subjectAltName; values that do not decode are skipped, never guessed at."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (x509.ExtensionNotFound, ValueError):
+        return CertIdentities()
+    dns = frozenset(name.lower() for name in san.get_values_for_type(x509.DNSName))
+    srv: set[str] = set()
+    xmpp: set[str] = set()
+    for other in san.get_values_for_type(x509.OtherName):
+        if other.type_id == ID_ON_XMPPADDR:
+            text = _der_string(other.value, _UTF8STRING)
+            if text is not None:
+                xmpp.add(text.lower())
+        elif other.type_id == ID_ON_DNSSRV:
+            text = _der_string(other.value, _IA5STRING)
+            if text is not None and text.startswith("_"):
+                srv.add(text.lower())
+    return CertIdentities(dns, frozenset(srv), frozenset(xmpp))
+
+
+def _der_string(der: bytes, tag: int) -> str | None:
+    """The text of one DER string of type ``tag`` (X.690 §8.1: tag, length, content)."""
+    if len(der) < 2 or der[0] != tag:
+        return None
+    length, offset = der[1], 2
+    if length & 0x80:
+        size = length & 0x7F
+        if not 1 <= size <= 4 or len(der) < 2 + size:
+            return None
+        length, offset = int.from_bytes(der[2 : 2 + size], "big"), 2 + size
+    if len(der) != offset + length:
+        return None
+    try:
+        return der[offset:].decode("utf-8" if tag == _UTF8STRING else "ascii")
+    except UnicodeDecodeError:
+        return None
 
 
 def load_certificate_der(cert: Path) -> bytes:

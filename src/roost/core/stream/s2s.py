@@ -21,6 +21,7 @@ from typing import Final
 
 from roost.core import ns
 from roost.core.errors import StreamError, StreamErrorCondition, parse_stream_error
+from roost.core.identity import CertIdentities, certificate_matches
 from roost.core.jid import JID, InvalidJID
 from roost.core.stream.events import StanzaReceived, StreamEnded, TLSRequested
 from roost.core.xml.element import Element
@@ -40,7 +41,6 @@ __all__ = [
     "S2SState",
     "VerifyAnswered",
     "VerifyRequested",
-    "certificate_matches",
     "dialback_key",
 ]
 
@@ -49,6 +49,7 @@ DIALBACK_FEATURE: Final = "urn:xmpp:features:dialback"
 _SC = StreamErrorCondition
 _STANZAS: Final = frozenset(("message", "presence", "iq"))
 _CLOSE: Final = b"</stream:stream>"
+NO_IDENTITIES: Final = CertIdentities()
 
 
 def dialback_key(secret: str, receiving: str, originating: str, stream_id: str) -> str:
@@ -167,14 +168,6 @@ S2SEvent = (
 )
 
 
-def certificate_matches(domain: str, identities: frozenset[str]) -> bool:
-    """RFC 6125 §6.4: ``domain`` against a certificate's DNS-IDs (one leftmost wildcard)."""
-    if domain in identities:
-        return True
-    _, dot, parent = domain.partition(".")
-    return bool(dot) and f"*.{parent}" in identities
-
-
 class _S2SStream:
     """Plumbing both directions share: parser, output buffer, header, closing."""
 
@@ -267,17 +260,17 @@ class _S2SStream:
         self._close(error)
         return self._take()
 
-    def tls_started(self, peer_identities: frozenset[str] = frozenset()) -> list[S2SEvent]:
+    def tls_started(self, peer_identities: CertIdentities = NO_IDENTITIES) -> list[S2SEvent]:
         """The transport is now TLS: the stream restarts (RFC 6120 §5.4.3.3).
 
-        ``peer_identities``: the DNS-IDs of the peer's certificate if it presented one that
-        verified (an inbound stream then offers SASL EXTERNAL)."""
+        ``peer_identities``: the identities in the peer's certificate if it presented one
+        that verified (an inbound stream then offers SASL EXTERNAL)."""
         self.encrypted = True
         self._tls_identities(peer_identities)
         self._restart()
         return self._take()
 
-    def _tls_identities(self, identities: frozenset[str]) -> None: ...
+    def _tls_identities(self, identities: CertIdentities) -> None: ...
 
     def _restart(self) -> None:
         self._go(S2SState.EXPECT_HEADER)
@@ -338,14 +331,14 @@ class S2SInbound(_S2SStream):
         self.local: str | None = None
         #: (peer domain, our domain) pairs dialback verified on this stream
         self.authorized: set[tuple[str, str]] = set()
-        #: DNS-IDs of the peer's verified certificate (empty: none, or it did not verify)
-        self.peer_ids: frozenset[str] = frozenset()
+        #: identities in the peer's verified certificate (empty: none, or it did not verify)
+        self.peer_ids = CertIdentities()
         self._peer_header_from: str | None = None
 
-    def _tls_identities(self, identities: frozenset[str]) -> None:
+    def _tls_identities(self, identities: CertIdentities) -> None:
         self.peer_ids = identities
 
-    def direct_tls(self, peer_identities: frozenset[str]) -> None:
+    def direct_tls(self, peer_identities: CertIdentities) -> None:
         """The connection is TLS from its first byte (XEP-0368): no STARTTLS."""
         self.encrypted = True
         self.peer_ids = peer_identities

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from roost.core.errors import StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition
+from roost.core.identity import CertIdentities, certificate_matches
 from roost.core.jid import JID
 from roost.core.stream.events import StanzaReceived, StreamEnded, TLSRequested
 from roost.core.stream.s2s import (
@@ -42,7 +43,7 @@ from roost.server.config import S2SConfig
 from roost.server.delivery import stanza_bytes
 from roost.server.router import Router
 from roost.server.streams.base import StreamDriver
-from roost.transport.certs import load_tls_context_server, make_client_context
+from roost.transport.certs import der_identities, load_tls_context_server, make_client_context
 from roost.transport.srv import srv_targets
 
 __all__ = ["Federation", "S2SInboundConnection", "S2SOutboundConnection"]
@@ -112,13 +113,14 @@ class Federation:
         return ctx
 
     def client_tls(self, domain: str) -> ssl.SSLContext:
-        """Our side of an outbound stream's TLS: we verify the peer (with
-        ``require_valid_certs``) and present our certificate for ``domain``."""
+        """Our side of an outbound stream's TLS: we verify the peer's chain (with
+        ``require_valid_certs``; its name is checked after the handshake, since OpenSSL
+        knows DNS-IDs only, not SRV-IDs or XmppAddrs) and present our certificate for
+        ``domain``."""
         ctx = self._client_tls.get(domain)
         if ctx is None:
             ctx = make_client_context(verify=False)
             if self.config.require_valid_certs:
-                ctx.check_hostname = True
                 ctx.verify_mode = ssl.CERT_REQUIRED
                 self._load_trust(ctx)
             ctx.load_cert_chain(*self.cert_paths[domain])
@@ -355,7 +357,24 @@ class S2SOutboundConnection(StreamDriver):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.federation.connections.add(self)
+        if transport.get_extra_info("ssl_object") is not None and not self._peer_named(transport):
+            self._ended(_C.REMOTE_SERVER_NOT_FOUND, "the certificate does not name the peer")
+            transport.close()
+            return
         self._flush()  # the stream header
+
+    def _peer_named(self, transport: asyncio.BaseTransport) -> bool:
+        """RFC 6125 §6, XEP-0178 §2: with ``require_valid_certs`` the peer's certificate
+        (its chain verified by the handshake) must name the domain we asked for, as a
+        DNS-ID, an SRV-ID or an XmppAddr."""
+        if not self.federation.config.require_valid_certs:
+            return True
+        ids = _peer_identities(transport)
+        if certificate_matches(self.stream.remote, ids):
+            return True
+        named = ", ".join(ids.names()) or "nothing"
+        log.info("%r: the certificate names %s, not %s", self, named, self.stream.remote)
+        return False
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
@@ -426,6 +445,10 @@ class S2SOutboundConnection(StreamDriver):
             transport.close()
             return
         self.transport = new
+        if not self._peer_named(new):
+            self._ended(_C.REMOTE_SERVER_NOT_FOUND, "the certificate does not name the peer")
+            new.close()
+            return
         self._handle(self.stream.tls_started())
 
 
@@ -545,12 +568,11 @@ def _host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _peer_identities(transport: asyncio.BaseTransport) -> frozenset[str]:
-    """The DNS-IDs of the certificate the peer presented, if it verified (RFC 6125 §6.4);
-    nothing when it presented none (then only dialback can authenticate it)."""
+def _peer_identities(transport: asyncio.BaseTransport) -> CertIdentities:
+    """The identities in the certificate the peer presented, if it verified (RFC 6125
+    §6); nothing when it presented none (then only dialback can authenticate it)."""
     ssl_obj = transport.get_extra_info("ssl_object")
-    cert = ssl_obj.getpeercert() if ssl_obj is not None else None
-    if not cert:
-        return frozenset()
-    names = [value.lower() for kind, value in cert.get("subjectAltName", ()) if kind == "DNS"]
-    return frozenset(names)
+    if ssl_obj is None or not ssl_obj.getpeercert():  # empty unless it verified
+        return CertIdentities()
+    der = ssl_obj.getpeercert(binary_form=True)
+    return der_identities(der) if der else CertIdentities()
