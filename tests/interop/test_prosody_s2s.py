@@ -23,6 +23,7 @@ import pytest
 
 from roost.server.app import Server
 from roost.server.config import config_from_dict
+from roost.server.streams.s2s import S2SInboundConnection, S2SOutboundConnection
 from roost.transport.certs import ensure_certificate
 from tests.helpers import LoopbackDNS, RawClient, free_port
 from tests.interop.test_slixmpp_federation import TIMEOUT, User, next_matching
@@ -60,13 +61,16 @@ def _ca(tmp_path: Path) -> dict[str, dict[str, Path]]:
     return out
 
 
-def _prosody_config(work: Path, c2s: int, s2s: int, dns: int, certs: dict[str, Path] | None) -> str:
+def _prosody_config(
+    work: Path, c2s: int, s2s: int, dns: int, certs: dict[str, Path] | None, *, bidi: bool
+) -> str:
     if certs is None:
         cert, key = ensure_certificate("prosody.test", work)
         ssl_extra, secure = "", "false"
     else:
         cert, key = certs["cert"], certs["key"]
         ssl_extra, secure = f'; cafile = "{certs["ca"]}"', "true"
+    extra_modules = '; "s2s_bidi"' if bidi else ""
     return f"""
 daemonize = false
 run_as_root = true
@@ -80,7 +84,9 @@ s2s_ports = {{ {s2s} }}
 s2s_direct_tls_ports = {{ }}
 http_ports = {{ }}
 https_ports = {{ }}
-modules_enabled = {{ "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "posix" }}
+modules_enabled = {{
+  "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "posix"{extra_modules}
+}}
 modules_disabled = {{ "offline" }}
 authentication = "internal_plain"
 storage = "internal"
@@ -107,10 +113,11 @@ async def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> Non
         await asyncio.sleep(0.1)
 
 
-@pytest.fixture(params=["dialback", "certificates"])
+@pytest.fixture(params=["dialback", "certificates", "bidi"])
 async def sides(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Sides]:
     """``dialback``: self-signed certificates on both sides; ``certificates``: both from a
-    CA both trust, and neither accepts dialback, so SASL EXTERNAL must carry it."""
+    CA both trust, and neither accepts dialback, so SASL EXTERNAL must carry it; ``bidi``:
+    dialback, and Prosody's mod_s2s_bidi loaded (XEP-0288: one stream both ways)."""
     mode: str = request.param
     certs = _ca(tmp_path) if mode == "certificates" else None
     assert PROSODY is not None, "prosody is not installed"
@@ -124,7 +131,9 @@ async def sides(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator
     work.mkdir()
     config = work / "prosody.cfg.lua"
     config.write_text(
-        _prosody_config(work, p_c2s, p_s2s, dns_port, certs and certs["prosody.test"])
+        _prosody_config(
+            work, p_c2s, p_s2s, dns_port, certs and certs["prosody.test"], bidi=mode == "bidi"
+        )
     )
     subprocess.run(
         ["prosodyctl", "--config", str(config), "register", "bob", "prosody.test", PASSWORD],
@@ -207,6 +216,49 @@ async def test_users_on_roost_and_prosody_chat_and_share_presence(sides: Sides) 
         assert sides.roost.federation is not None
         route = sides.roost.federation.routes[("roost.example", "prosody.test")]
         assert route.method == ("external" if sides.mode == "certificates" else "dialback")
+        # streams carrying stanzas: one each way, or with bidi one for both (whichever
+        # side's came up first; Prosody's verifying stream also authenticates itself)
+        carrying = [
+            c
+            for c in sides.roost.federation.connections
+            if not c.stream.closed
+            and (
+                (isinstance(c, S2SInboundConnection) and c.stream.authorized)
+                or (isinstance(c, S2SOutboundConnection) and c.stream.verify is None)
+            )
+        ]
+        assert len(carrying) == (1 if sides.mode == "bidi" else 2), carrying
+        assert route.bidi == isinstance(route.conn, S2SInboundConnection)
+    finally:
+        bob.xmpp.disconnect()
+        await alice.close()
+
+
+@pytest.mark.parametrize("sides", ["bidi"], indirect=True)
+async def test_roost_answers_on_the_stream_prosody_opened(sides: Sides) -> None:
+    """XEP-0288, Roost as the receiving server: Prosody writes first and asks for bidi;
+    Roost's reply goes back on Prosody's stream, and Roost opens no stream of its own."""
+    bob = User(sides.prosody_c2s, "bob@prosody.test/s", answer_subscriptions=False)
+    await bob.start()
+    alice = await RawClient.connect(sides.roost.port())
+    await alice.login("alice", PASSWORD, "r", domain="roost.example")
+    try:
+        bob.xmpp.send_message(mto="alice@roost.example/r", mbody="you first", mtype="chat")
+        got = await asyncio.wait_for(alice.expect(lambda e: e.tag == "message"), TIMEOUT)
+        assert got.get("from") == "bob@prosody.test/s"
+        await alice.send(
+            "<message to='bob@prosody.test/s' id='m1' type='chat'><body>on your stream</body>"
+            "</message>"
+        )
+        answer = await next_matching(bob.messages, lambda m: m["id"] == "m1")
+        assert answer["body"] == "on your stream"
+        assert sides.roost.federation is not None
+        route = sides.roost.federation.routes[("roost.example", "prosody.test")]
+        assert isinstance(route.conn, S2SInboundConnection) and route.bidi
+        assert not any(
+            isinstance(c, S2SOutboundConnection) and c.stream.verify is None
+            for c in sides.roost.federation.connections
+        )
     finally:
         bob.xmpp.disconnect()
         await alice.close()

@@ -23,6 +23,7 @@ from roost.core import ns
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
 from roost.server.config import config_from_dict
+from roost.server.streams.s2s import S2SInboundConnection, S2SOutboundConnection
 from roost.transport.certs import ID_ON_DNSSRV, ID_ON_XMPPADDR
 from tests.helpers import LoopbackDNS, RawClient, client_tls_context, free_port
 
@@ -181,6 +182,99 @@ async def test_each_local_domain_federates_under_its_own_name(tmp_path: Path) ->
         await p.b.stop()
 
 
+def _route(server: Server, local: str, remote: str) -> _RouteView:
+    assert server.federation is not None
+    route = server.federation.routes[(local, remote)]
+    return _RouteView(route.conn, route.bidi, route.method)
+
+
+@dataclass
+class _RouteView:
+    conn: object
+    bidi: bool
+    method: str | None
+
+
+async def test_a_second_local_domain_is_multiplexed_onto_the_stream(tmp_path: Path) -> None:
+    """XEP-0220 §8.1: once a.test's stream to b.test is up, a2.test's stanzas go on it
+    after one more dialback (b.test advertises dialback errors, so this is safe). A third
+    domain b.test cannot verify gets a dialback error: its stanza bounces with
+    remote-server-timeout (XEP-0220 §2.4) and the stream goes on for the others."""
+    dead = free_port()
+    p = await _start_pair(
+        tmp_path,
+        {"domains": ["a.test", "a2.test", "a3.test"], "s2s": {"bidi": False}},
+        {"s2s": {"routes": {"a3.test": f"127.0.0.1:{dead}"}}},
+    )
+    try:
+        for user, domain in (("carol", "a2.test"), ("dave", "a3.test")):
+            await p.a.accounts.create(user, domain, PASSWORD)
+        alice = await _login(p.a, "alice", "a.test")
+        carol = await _login(p.a, "carol", "a2.test")
+        dave = await _login(p.a, "dave", "a3.test")
+        bob = await _login(p.b, "bob", "b.test")
+        await alice.send("<message to='bob@b.test/r' id='m1'><body>from a</body></message>")
+        assert (await bob.expect(lambda e: e.tag == "message")).get("id") == "m1"
+        await carol.send("<message to='bob@b.test/r' id='m2'><body>from a2</body></message>")
+        got = await bob.expect(lambda e: e.tag == "message")
+        assert (got.get("id"), got.get("from")) == ("m2", "carol@a2.test/r")
+        first, second = _route(p.a, "a.test", "b.test"), _route(p.a, "a2.test", "b.test")
+        assert first.conn is second.conn and second.method == "dialback"
+        await dave.send("<message to='bob@b.test/r' id='m3'><body>from a3</body></message>")
+        bounce = await dave.expect(lambda e: e.tag == "message")
+        assert bounce.get("type") == "error" and bounce.get("id") == "m3"
+        error = bounce.find("error")
+        assert error is not None and error.find("remote-server-timeout", ns.STANZAS) is not None
+        await alice.send("<message to='bob@b.test/r' id='m4'><body>still up</body></message>")
+        assert (await bob.expect(lambda e: e.tag == "message")).get("id") == "m4"
+        assert _route(p.a, "a.test", "b.test").conn is first.conn
+        for c in (alice, carol, dave, bob):
+            await c.close()
+    finally:
+        await p.a.stop()
+        await p.b.stop()
+
+
+async def test_one_bidirectional_stream_carries_both_ways(pair: Pair) -> None:
+    """XEP-0288: a.test asks for bidi on the stream it opens; b.test answers on that very
+    stream instead of opening one of its own."""
+    alice = await _login(pair.a, "alice", "a.test")
+    bob = await _login(pair.b, "bob", "b.test")
+    await alice.send("<message to='bob@b.test/r' id='m1'><body>there</body></message>")
+    assert (await bob.expect(lambda e: e.tag == "message")).get("id") == "m1"
+    await bob.send("<message to='alice@a.test/r' id='m2'><body>and back</body></message>")
+    assert (await alice.expect(lambda e: e.tag == "message")).get("id") == "m2"
+    there, back = _route(pair.a, "a.test", "b.test"), _route(pair.b, "b.test", "a.test")
+    assert isinstance(there.conn, S2SOutboundConnection) and not there.bidi
+    assert isinstance(back.conn, S2SInboundConnection) and back.bidi
+    assert back.method == "dialback"
+    assert pair.b.federation is not None
+    assert not any(  # b.test opened no stream to a.test but for verifying (gone by now)
+        isinstance(c, S2SOutboundConnection) and c.stream.verify is None
+        for c in pair.b.federation.connections
+    )
+    await alice.close()
+    await bob.close()
+
+
+async def test_without_bidi_each_direction_has_its_own_stream(tmp_path: Path) -> None:
+    p = await _start_pair(tmp_path, {"s2s": {"bidi": False}})
+    try:
+        alice = await _login(p.a, "alice", "a.test")
+        bob = await _login(p.b, "bob", "b.test")
+        await alice.send("<message to='bob@b.test/r' id='m1'><body>there</body></message>")
+        assert (await bob.expect(lambda e: e.tag == "message")).get("id") == "m1"
+        await bob.send("<message to='alice@a.test/r' id='m2'><body>and back</body></message>")
+        assert (await alice.expect(lambda e: e.tag == "message")).get("id") == "m2"
+        back = _route(p.b, "b.test", "a.test")
+        assert isinstance(back.conn, S2SOutboundConnection) and not back.bidi
+        await alice.close()
+        await bob.close()
+    finally:
+        await p.a.stop()
+        await p.b.stop()
+
+
 async def test_iq_to_the_remote_server(pair: Pair) -> None:
     alice = await _login(pair.a, "alice", "a.test")
     await alice.send(f"<iq type='get' id='p1' to='b.test'><ping xmlns='{ns.PING}'/></iq>")
@@ -327,9 +421,10 @@ async def test_certificates_from_a_trusted_ca_use_sasl_external(tmp_path: Path) 
         assert (await bob.expect(lambda e: e.tag == "message")).get("from") == "alice@a.test/r"
         await bob.send("<message to='alice@a.test/r' id='m2' type='chat'><body>y</body></message>")
         assert (await alice.expect(lambda e: e.tag == "message")).get("from") == "bob@b.test/r"
-        # dialback is off on both: only EXTERNAL can have done it
+        # dialback is off on both: only EXTERNAL can have done it; XEP-0288 §3 with SASL
         assert _route_method(p.a, "a.test", "b.test") == "external"
         assert _route_method(p.b, "b.test", "a.test") == "external"
+        assert _route(p.b, "b.test", "a.test").bidi
         await alice.close()
         await bob.close()
     finally:
@@ -469,6 +564,37 @@ async def test_idle_streams_close_and_reopen(tmp_path: Path) -> None:
         await p.b.stop()
 
 
+async def test_a_flooding_peer_is_cut_off(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Past ``s2s.stanza_burst`` (refilled at ``max_stanza_rate``) b.test ends a.test's
+    stream with policy-violation; what a.test sends next opens a new stream."""
+    p = await _start_pair(tmp_path, None, {"s2s": {"max_stanza_rate": 1, "stanza_burst": 5}})
+    try:
+        assert p.a.federation is not None
+        alice = await _login(p.a, "alice", "a.test")
+        bob = await _login(p.b, "bob", "b.test")
+        caplog.set_level("INFO", logger="roost.server.streams.s2s")
+        flood = "".join(
+            f"<message to='bob@b.test/r' id='m{i}'><body>{i}</body></message>" for i in range(20)
+        )
+        await alice.send(flood)
+        got = [(await bob.expect(lambda e: e.tag == "message")).get("id")]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while ("a.test", "b.test") in p.a.federation.routes:
+            assert loop.time() < deadline, "the flooding stream was not cut off"
+            await asyncio.sleep(0.02)
+        assert any("policy-violation" in r.getMessage() for r in caplog.records)
+        await alice.send("<message to='bob@b.test/r' id='after'><body>calm</body></message>")
+        while got[-1] != "after":
+            got.append((await bob.expect(lambda e: e.tag == "message")).get("id"))
+        assert got[:5] == ["m0", "m1", "m2", "m3", "m4"] and len(got) <= 7, got
+        await alice.close()
+        await bob.close()
+    finally:
+        await p.a.stop()
+        await p.b.stop()
+
+
 async def test_too_many_connections_from_one_address(tmp_path: Path) -> None:
     p = await _start_pair(tmp_path, {"s2s": {"max_connections_per_ip": 1}})
     try:
@@ -517,7 +643,6 @@ async def _peer_tls(server: Server) -> RawClient:
         ("client-namespace", "invalid-namespace"),
         ("stanza-before-tls", "policy-violation"),
         ("stanza-before-dialback", "not-authorized"),
-        ("dialback-elsewhere", "host-unknown"),
         ("restricted-xml", "restricted-xml"),
     ],
 )
@@ -535,11 +660,25 @@ async def test_bad_peer_gets_stream_error(pair: Pair, case: str, condition: str)
         await c.send(
             {
                 "stanza-before-dialback": "<message from='x@evil.test' to='alice@a.test'/>",
-                "dialback-elsewhere": "<db:result from='evil.test' to='c.test'>k</db:result>",
                 "restricted-xml": "<!-- a comment -->",
             }[case]
         )
     assert await c.stream_error() == condition
+
+
+async def test_dialback_for_a_domain_not_served_here_is_a_dialback_error(pair: Pair) -> None:
+    """XEP-0220 §2.4: we advertise dialback errors, so a request for a domain we do not
+    host gets ``item-not-found`` and the stream (which may carry other pairs) goes on."""
+    c = await _peer_tls(pair.a)
+    await c.send("<db:result from='evil.test' to='c.test'>k</db:result>")
+    got = await c.expect(lambda e: e.tag == "result")
+    assert (got.get("from"), got.get("to"), got.get("type")) == ("c.test", "evil.test", "error")
+    error = got.find("error", ns.SERVER)
+    assert error is not None and error.get("type") == "cancel"
+    assert error.find("item-not-found", ns.STANZAS) is not None
+    # still open, still unauthenticated
+    await c.send("<message from='x@evil.test' to='alice@a.test'/>")
+    assert await c.stream_error() == "not-authorized"
 
 
 async def test_a_peer_that_never_authenticates_is_cut_off(tmp_path: Path) -> None:

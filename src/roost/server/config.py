@@ -211,6 +211,12 @@ class S2SConfig:
     max_connections_per_ip: int = _opt(100, lo=1)
     # stanzas waiting for one domain while its stream comes up; beyond: resource-constraint
     max_queue: int = _opt(1000, lo=1)
+    # XEP-0288: one stream carries both directions when the peer agrees
+    bidi: bool = True
+    # stanzas a second one stream may carry in, sustained, and saved up for a burst;
+    # a peer beyond them is cut off (policy-violation)
+    max_stanza_rate: float = _opt(1000.0, lo=1)
+    stanza_burst: int = _opt(10000, lo=1)
 
 
 @dataclass(frozen=True, slots=True)

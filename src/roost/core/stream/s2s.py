@@ -6,6 +6,12 @@ we opened (the Initiating Server), either to send stanzas for a domain pair once
 says "valid", or only to ask a peer's authoritative server to verify a key (``db:verify``).
 Keys follow XEP-0185: HMAC-SHA256 of "Receiving Originating StreamID" under SHA-256 of a
 secret only this server knows. TLS is negotiated with STARTTLS before dialback.
+
+One stream may carry several domain pairs (XEP-0220 §8, multiplexing): an inbound stream
+authorizes each pair it is asked for, and an outbound one can add sender domains once it
+is up, when the peer handles dialback errors (a refusal then costs that pair, not the
+stream). With XEP-0288 (bidirectional streams) the stream a peer opened also carries our
+stanzas back to it, for exactly the pairs it authenticated, inverted.
 """
 
 from __future__ import annotations
@@ -20,21 +26,31 @@ from enum import Enum
 from typing import Final
 
 from roost.core import ns
-from roost.core.errors import StreamError, StreamErrorCondition, parse_stream_error
+from roost.core.errors import (
+    StanzaError,
+    StanzaErrorCondition,
+    StreamError,
+    StreamErrorCondition,
+    parse_stanza_error,
+    parse_stream_error,
+)
 from roost.core.identity import CertIdentities, certificate_matches
 from roost.core.jid import JID, InvalidJID
 from roost.core.stream.events import StanzaReceived, StreamEnded, TLSRequested
 from roost.core.xml.element import Element
 from roost.core.xml.parser import ElementParsed, StreamClosed, StreamOpened, XMLStreamParser
-from roost.core.xml.writer import escape_attr, serialize
+from roost.core.xml.writer import escape_attr, escape_text, serialize
 
 __all__ = [
+    "BIDI",
+    "BIDI_FEATURE",
     "DIALBACK",
     "DIALBACK_FEATURE",
     "DialbackFailed",
     "DialbackKeyReceived",
     "Established",
     "PeerAuthenticated",
+    "ReverseReady",
     "S2SInbound",
     "S2SOutbound",
     "S2SSettings",
@@ -46,6 +62,8 @@ __all__ = [
 
 DIALBACK: Final = "jabber:server:dialback"
 DIALBACK_FEATURE: Final = "urn:xmpp:features:dialback"
+BIDI: Final = "urn:xmpp:bidi"
+BIDI_FEATURE: Final = "urn:xmpp:features:bidi"
 _SC = StreamErrorCondition
 _STANZAS: Final = frozenset(("message", "presence", "iq"))
 _CLOSE: Final = b"</stream:stream>"
@@ -92,6 +110,8 @@ class S2SSettings:
     require_tls: bool = True
     #: authenticate peers with Server Dialback when SASL EXTERNAL is not possible
     dialback: bool = True
+    #: offer and request XEP-0288 bidirectional streams
+    bidi: bool = True
     max_stanza_size: int = 262144
     max_depth: int = 64
 
@@ -139,12 +159,24 @@ class PeerAuthenticated:
 
 
 @dataclass(frozen=True, slots=True)
+class ReverseReady:
+    """Inbound, bidirectional (XEP-0288 §3): the peer authenticated ``remote`` to our
+    ``local``, so this stream may now carry our stanzas from ``local`` to ``remote``."""
+
+    local: str
+    remote: str
+    method: str
+
+
+@dataclass(frozen=True, slots=True)
 class DialbackFailed:
-    """Outbound: the peer refused the domain pair (``type='invalid'`` or an error)."""
+    """Outbound: the peer refused the domain pair: ``type='invalid'`` or no way to
+    authenticate (``fatal``), or a dialback error (XEP-0220 §2.4, the stream goes on)."""
 
     local: str
     remote: str
     reason: str
+    fatal: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +197,48 @@ S2SEvent = (
     | DialbackFailed
     | VerifyAnswered
     | PeerAuthenticated
+    | ReverseReady
 )
+
+
+def _db(
+    tag: str,
+    attrs: dict[str, str],
+    key: str | None = None,
+    error: StanzaErrorCondition | None = None,
+) -> bytes:
+    """A dialback element with the ``db:`` prefix the stream header declares: XEP-0220
+    §2.3 notes deployments that accept no other. A dialback error carries the stanza
+    error condition in an ``<error/>`` of ``jabber:server`` (XEP-0220 §2.4)."""
+    text = "".join(f" {k}='{escape_attr(v)}'" for k, v in attrs.items())
+    if error is not None:
+        err = StanzaError(error)
+        child = Element("error", ns.SERVER, {"type": err.type.value})
+        child.sub(error.value, ns.STANZAS)
+        return f"<db:{tag}{text}>{serialize(child, ns.SERVER)}</db:{tag}>".encode()
+    if key is not None:
+        return f"<db:{tag}{text}>{escape_text(key)}</db:{tag}>".encode()
+    return f"<db:{tag}{text}/>".encode()
+
+
+def _dialback_error_reason(el: Element) -> str:
+    error = el.find("error", ns.SERVER)
+    if error is None:
+        return el.get("type") or "?"
+    return parse_stanza_error(error).condition.value
+
+
+def _stanza_addresses(el: Element) -> tuple[JID, JID]:
+    """RFC 6120 §8.1.1.2 / §8.1.2.2: 'to' and 'from' are required on s2s stanzas."""
+    try:
+        sender = JID.parse(el.get("from") or "")
+    except InvalidJID:
+        raise StreamError(_SC.INVALID_FROM, "a stanza needs a valid 'from'") from None
+    try:
+        to = JID.parse(el.get("to") or "")
+    except InvalidJID:
+        raise StreamError(_SC.IMPROPER_ADDRESSING, "a stanza needs a valid 'to'") from None
+    return sender, to
 
 
 class _S2SStream:
@@ -320,7 +393,7 @@ class _S2SStream:
 class S2SInbound(_S2SStream):
     """A stream a peer opened to us: we receive its stanzas and answer its dialback."""
 
-    __slots__ = ("_new_id", "_peer_header_from", "authorized", "local", "peer_ids")
+    __slots__ = ("_new_id", "_peer_header_from", "authorized", "bidi", "local", "peer_ids")
 
     def __init__(
         self, settings: S2SSettings, new_id: Callable[[], str], *, encrypted: bool = False
@@ -334,6 +407,8 @@ class S2SInbound(_S2SStream):
         #: identities in the peer's verified certificate (empty: none, or it did not verify)
         self.peer_ids = CertIdentities()
         self._peer_header_from: str | None = None
+        #: the peer asked for a bidirectional stream (XEP-0288)
+        self.bidi = False
 
     def _tls_identities(self, identities: CertIdentities) -> None:
         self.peer_ids = identities
@@ -367,6 +442,8 @@ class S2SInbound(_S2SStream):
                 mechanisms.sub("mechanism", text="EXTERNAL")
             if (self.encrypted or not self.settings.require_tls) and self.settings.dialback:
                 features.sub("dialback", DIALBACK_FEATURE).sub("errors")
+            if self.settings.bidi and not self.authorized:
+                features.sub("bidi", BIDI_FEATURE)  # XEP-0288 §2: before and after TLS
             self._send(features)
 
     def _element(self, el: Element) -> None:
@@ -385,13 +462,19 @@ class S2SInbound(_S2SStream):
         if el.ns == ns.SASL and el.tag == "auth":
             self._external(el)
             return
+        if el.ns == BIDI and el.tag == "bidi" and self.settings.bidi and not self.authorized:
+            self.bidi = True  # XEP-0288 §2.2: no answer; it applies once a pair is authorized
+            return
         if el.ns == DIALBACK and el.tag in ("result", "verify") and el.get("type") is None:
             sender, target = self._domains(el)
-            if el.tag == "result":
+            if el.tag == "verify":
+                self._verify(sender, target, el)
+            elif target not in self.settings.domains:
+                # XEP-0220 §2.4: we advertise dialback errors; the stream goes on
+                self.dialback_error(sender, target, StanzaErrorCondition.ITEM_NOT_FOUND)
+            else:
                 assert self.stream_id is not None
                 self._events.append(DialbackKeyReceived(sender, target, el.text, self.stream_id))
-            else:
-                self._verify(sender, target, el)
             return
         if el.tag in _STANZAS and el.ns == ns.SERVER:
             self._stanza(el)
@@ -423,6 +506,9 @@ class S2SInbound(_S2SStream):
         self._sasl_done = True
         self.authorized.add((domain, self.local))
         self._events.append(PeerAuthenticated(domain))
+        if self.bidi:
+            # XEP-0288 §3: with SASL, the stream's 'to' is what we may send from
+            self._events.append(ReverseReady(self.local, domain, "external"))
         self._restart()
 
     def _domains(self, el: Element) -> tuple[str, str]:
@@ -433,7 +519,9 @@ class S2SInbound(_S2SStream):
             raise StreamError(_SC.IMPROPER_ADDRESSING, "dialback needs 'from' and 'to'") from None
         if sender.local is not None or sender.resource is not None:
             raise StreamError(_SC.INVALID_FROM, "dialback is for domains")
-        if target.domain not in self.settings.domains or target.local is not None:
+        if target.local is not None or target.resource is not None:
+            raise StreamError(_SC.IMPROPER_ADDRESSING, "dialback is for domains")
+        if el.tag == "verify" and target.domain not in self.settings.domains:
             raise StreamError(_SC.HOST_UNKNOWN, "this server does not serve that domain")
         return sender.domain, target.domain
 
@@ -442,47 +530,41 @@ class S2SInbound(_S2SStream):
         stream_id = el.get("id") or ""
         expected = dialback_key(self.settings.secret, receiving, originating, stream_id)
         valid = bool(stream_id) and hmac.compare_digest(expected, el.text.strip())
-        answer = Element(
-            "verify",
-            DIALBACK,
-            {
-                "from": originating,
-                "to": receiving,
-                "id": stream_id,
-                "type": "valid" if valid else "invalid",
-            },
-        )
-        self._out.append(serialize(answer, ns.SERVER).encode())
+        attrs = {"from": originating, "to": receiving, "id": stream_id}
+        self._out.append(_db("verify", attrs | {"type": "valid" if valid else "invalid"}))
         self._events.append(VerifyRequested(receiving, originating, stream_id, valid))
 
     def dialback_verified(self, sender: str, target: str, valid: bool) -> list[S2SEvent]:
         """Tell the peer what the authoritative server said (XEP-0220 §2.1.4)."""
         if self.state is S2SState.CLOSED:
             return []
-        result = Element(
-            "result",
-            DIALBACK,
-            {"from": target, "to": sender, "type": "valid" if valid else "invalid"},
-        )
-        self._out.append(serialize(result, ns.SERVER).encode())
+        attrs = {"from": target, "to": sender, "type": "valid" if valid else "invalid"}
+        self._out.append(_db("result", attrs))
         if valid:
             self.authorized.add((sender, target))
+            if self.bidi:
+                # XEP-0288 §3: the inverse of the domain pair dialback verified
+                self._events.append(ReverseReady(target, sender, "dialback"))
         elif not self.authorized:
             self._close(StreamError(_SC.NOT_AUTHORIZED, "dialback failed"))
         return self._take()
 
+    def dialback_error(
+        self, sender: str, target: str, condition: StanzaErrorCondition
+    ) -> list[S2SEvent]:
+        """XEP-0220 §2.4: the request could not be decided (the authoritative server did
+        not answer, the target is not ours): a ``type='error'`` answer, not fatal for the
+        stream, so the pairs it already carries stay up."""
+        if self.state is S2SState.CLOSED:
+            return []
+        attrs = {"from": target, "to": sender, "type": "error"}
+        self._out.append(_db("result", attrs, error=condition))
+        return self._take()
+
     def _stanza(self, el: Element) -> None:
-        # RFC 6120 §8.1.1.2 / §8.1.2.2: 'to' and 'from' are required on s2s stanzas.
         if not self.authorized:
             raise StreamError(_SC.NOT_AUTHORIZED, "authenticate with dialback first")
-        try:
-            sender = JID.parse(el.get("from") or "")
-        except InvalidJID:
-            raise StreamError(_SC.INVALID_FROM, "a stanza needs a valid 'from'") from None
-        try:
-            to = JID.parse(el.get("to") or "")
-        except InvalidJID:
-            raise StreamError(_SC.IMPROPER_ADDRESSING, "a stanza needs a valid 'to'") from None
+        sender, to = _stanza_addresses(el)
         if to.domain not in self.settings.domains:
             raise StreamError(_SC.HOST_UNKNOWN, f"{to.domain} is not served here")
         if (sender.domain, to.domain) not in self.authorized:
@@ -497,7 +579,16 @@ class S2SOutbound(_S2SStream):
     authoritative server of ``remote``, to verify a key, and ends with the answer.
     """
 
-    __slots__ = ("external", "local", "remote", "verify")
+    __slots__ = (
+        "bidi",
+        "dialback_errors",
+        "external",
+        "local",
+        "locals",
+        "pending",
+        "remote",
+        "verify",
+    )
 
     def __init__(
         self,
@@ -515,10 +606,43 @@ class S2SOutbound(_S2SStream):
         self.external = external
         #: (stream id, key) to verify, for a verify-only stream
         self.verify = verify
+        #: our domains the peer has accepted on this stream (``local`` first)
+        self.locals: set[str] = set()
+        #: further sender domains asked for with dialback, not yet answered (XEP-0220 §8.1)
+        self.pending: set[str] = set()
+        #: the peer advertised dialback errors (XEP-0220 §2.4), so multiplexing is safe
+        self.dialback_errors = False
+        #: we asked for a bidirectional stream (XEP-0288): the peer may send to us here
+        self.bidi = False
         self._header(local, remote, None)
 
     def _restarted(self) -> None:
         self._header(self.local, self.remote, None)
+
+    @property
+    def can_multiplex(self) -> bool:
+        """Whether another sender domain may be added (XEP-0220 §8.1): the stream is up,
+        and the peer does dialback with errors, so a refusal is not fatal to it."""
+        return (
+            self.state is S2SState.READY
+            and self.verify is None
+            and self.dialback_errors
+            and self.settings.dialback
+        )
+
+    def add_local(self, local: str) -> list[S2SEvent]:
+        """Ask the peer to accept stanzas from ``local`` too (sender multiplexing)."""
+        assert self.can_multiplex and self.stream_id is not None
+        if local not in self.locals and local not in self.pending:
+            self.pending.add(local)
+            self._send_result(local)
+        return self._take()
+
+    def _send_result(self, local: str) -> None:
+        assert self.stream_id is not None
+        key = dialback_key(self.settings.secret, self.remote, local, self.stream_id)
+        attrs = {"from": local, "to": self.remote}
+        self._out.append(_db("result", attrs, key))
 
     def _opened(self, ev: StreamOpened) -> None:
         if self.state is not S2SState.EXPECT_HEADER:
@@ -542,39 +666,52 @@ class S2SOutbound(_S2SStream):
         if self.verify is not None:
             stream_id, key = self.verify
             attrs = {"from": self.local, "to": self.remote, "id": stream_id}
-            self._out.append(
-                serialize(Element("verify", DIALBACK, attrs, [key]), ns.SERVER).encode()
-            )
+            self._out.append(_db("verify", attrs, key))
             return
-        key = dialback_key(self.settings.secret, self.remote, self.local, self.stream_id)
-        attrs = {"from": self.local, "to": self.remote}
-        self._out.append(serialize(Element("result", DIALBACK, attrs, [key]), ns.SERVER).encode())
+        self._send_result(self.local)
+
+    def _established(self, method: str) -> None:
+        self._go(S2SState.READY)
+        self.locals.add(self.local)
+        self._events.append(Established(self.local, self.remote, method))
+
+    def _features(self, el: Element) -> None:
+        tls = el.find("starttls", ns.STARTTLS)
+        if tls is not None and not self.encrypted and self.settings.tls_available:
+            self._out.append(f"<starttls xmlns='{ns.STARTTLS}'/>".encode())
+            return
+        dialback = el.find("dialback", DIALBACK_FEATURE)
+        self.dialback_errors = dialback is not None and dialback.find("errors") is not None
+        if self._sasl_done:
+            self._established("external")
+            return
+        if (
+            self.settings.bidi
+            and self.verify is None
+            and not self.bidi
+            and (self.encrypted or not self.settings.require_tls)
+            and el.find("bidi", BIDI_FEATURE) is not None
+        ):
+            # XEP-0288 §2.2: after TLS, before SASL or dialback
+            self.bidi = True
+            self._out.append(f"<bidi xmlns='{BIDI}'/>".encode())
+        mechanisms = el.find("mechanisms", ns.SASL)
+        offered = (
+            [m.text for m in mechanisms.find_all("mechanism", ns.SASL)]
+            if mechanisms is not None
+            else []
+        )
+        if self.external and self.encrypted and self.verify is None and "EXTERNAL" in offered:
+            auth = base64.b64encode(self.local.encode()).decode()
+            self._out.append(f"<auth xmlns='{ns.SASL}' mechanism='EXTERNAL'>{auth}</auth>".encode())
+            return
+        self._dialback()
 
     def _element(self, el: Element) -> None:
         if self.state is not S2SState.OPEN and self.state is not S2SState.READY:
             raise StreamError(_SC.NOT_WELL_FORMED, "an element before the stream header")
         if el.ns == ns.STREAM and el.tag == "features":
-            tls = el.find("starttls", ns.STARTTLS)
-            if tls is not None and not self.encrypted and self.settings.tls_available:
-                self._out.append(f"<starttls xmlns='{ns.STARTTLS}'/>".encode())
-                return
-            if self._sasl_done:
-                self._go(S2SState.READY)
-                self._events.append(Established(self.local, self.remote, "external"))
-                return
-            mechanisms = el.find("mechanisms", ns.SASL)
-            offered = (
-                [m.text for m in mechanisms.find_all("mechanism", ns.SASL)]
-                if mechanisms is not None
-                else []
-            )
-            if self.external and self.encrypted and self.verify is None and "EXTERNAL" in offered:
-                auth = base64.b64encode(self.local.encode()).decode()
-                self._out.append(
-                    f"<auth xmlns='{ns.SASL}' mechanism='EXTERNAL'>{auth}</auth>".encode()
-                )
-                return
-            self._dialback()
+            self._features(el)
             return
         if el.ns == ns.SASL and el.tag == "success" and not self._sasl_done:
             self._sasl_done = True
@@ -593,11 +730,51 @@ class S2SOutbound(_S2SStream):
             self._close(None)
             return
         if el.ns == DIALBACK and el.tag == "result" and self.verify is None:
-            if el.get("type") == "valid":
-                self._go(S2SState.READY)
-                self._events.append(Established(self.local, self.remote, "dialback"))
-            else:
-                self._events.append(DialbackFailed(self.local, self.remote, el.get("type") or "?"))
-                self._close(None)
+            self._result(el)
+            return
+        if el.ns == ns.SERVER and el.tag in _STANZAS and self.bidi and self.state is S2SState.READY:
+            self._stanza(el)
             return
         raise StreamError(_SC.UNSUPPORTED_STANZA_TYPE, f"<{el.tag}/> is not expected here")
+
+    def _result(self, el: Element) -> None:
+        """The peer's answer to a ``db:result`` of ours; a request (no type) on a
+        bidirectional stream is the peer multiplexing its own domains onto it, which we
+        do not take: ``resource-constraint`` tells it to open a stream of its own
+        (XEP-0220 §2.4)."""
+        kind = el.get("type")
+        to = (el.get("to") or "").lower()
+        if kind is None and self.bidi:
+            attrs = {"from": el.get("to") or "", "to": el.get("from") or "", "type": "error"}
+            self._out.append(_db("result", attrs, error=StanzaErrorCondition.RESOURCE_CONSTRAINT))
+            return
+        if to in self.pending:
+            self.pending.discard(to)
+            if kind == "valid":
+                self.locals.add(to)
+                self._events.append(Established(to, self.remote, "dialback"))
+            else:
+                reason = _dialback_error_reason(el)
+                self._events.append(DialbackFailed(to, self.remote, reason, kind != "error"))
+            return
+        if self.state is S2SState.OPEN and to in ("", self.local):
+            if kind == "valid":
+                self._established("dialback")
+            else:
+                reason = _dialback_error_reason(el)
+                self._events.append(
+                    DialbackFailed(self.local, self.remote, reason, kind != "error")
+                )
+                self._close(None)
+            return
+        raise StreamError(_SC.UNSUPPORTED_STANZA_TYPE, "an unexpected dialback answer")
+
+    def _stanza(self, el: Element) -> None:
+        """XEP-0288 §3: the peer sends on our stream only what it authenticated, inverted:
+        from ``remote`` to a domain of ours it accepted here."""
+        sender, to = _stanza_addresses(el)
+        if to.domain not in self.settings.domains:
+            raise StreamError(_SC.HOST_UNKNOWN, f"{to.domain} is not served here")
+        if sender.domain != self.remote or to.domain not in self.locals:
+            raise StreamError(_SC.INVALID_FROM, f"{sender.domain} is not authenticated here")
+        self._events.append(StanzaReceived(el))

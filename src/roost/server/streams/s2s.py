@@ -7,6 +7,11 @@ refuses, or does not answer within ``s2s.connect_timeout``, the queued stanzas b
 ``remote-server-not-found`` or ``remote-server-timeout``. Incoming streams are checked by
 the core (``S2SInbound``); their dialback keys are verified with the sender's authoritative
 server on a verify-only stream, and their stanzas routed like any other.
+
+A route is a domain pair on a stream, not a stream: a second local domain to the same peer
+is added to an established stream with dialback (XEP-0220 §8.1) when the peer handles
+dialback errors, and a stream a peer opened with XEP-0288 ``<bidi/>`` carries our stanzas
+back to it (the route is then that inbound stream, and we open none of our own).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from roost.core.stream.s2s import (
     DialbackFailed,
     DialbackKeyReceived,
     Established,
+    ReverseReady,
     S2SEvent,
     S2SInbound,
     S2SOutbound,
@@ -87,6 +93,7 @@ class Federation:
             tls_available=True,
             require_tls=config.require_encryption,
             dialback=config.dialback,
+            bidi=config.bidi,
             max_stanza_size=max_stanza_size,
             max_depth=max_depth,
         )
@@ -147,9 +154,48 @@ class Federation:
         route = self.routes.get(key)
         if route is None:
             route = self.routes[key] = _Route(self, local, to.domain)
-            self.spawn(route.connect())
+            shared = self._multiplexable(to.domain)
+            if shared is not None:
+                self.spawn(route.multiplex(shared))
+            else:
+                self.spawn(route.connect())
         route.send(stanza)
         return True
+
+    def _multiplexable(self, remote: str) -> S2SOutboundConnection | None:
+        """An established stream of ours to ``remote`` that can take another sender
+        domain (XEP-0220 §8.1)."""
+        for (_, peer), route in self.routes.items():
+            conn = route.conn
+            if (
+                peer == remote
+                and route.ready
+                and isinstance(conn, S2SOutboundConnection)
+                and conn.stream.can_multiplex
+                and not conn._closing
+            ):
+                return conn
+        return None
+
+    def reverse_route(self, conn: S2SInboundConnection, ev: ReverseReady) -> None:
+        """XEP-0288: the peer's stream may carry our stanzas for ``ev``'s pair; it becomes
+        the route unless one of our own streams already serves the pair."""
+        key = (ev.local, ev.remote)
+        route = self.routes.get(key)
+        if route is not None and route.ready:
+            return
+        if route is None:
+            route = self.routes[key] = _Route(self, ev.local, ev.remote)
+        if isinstance(route.conn, S2SOutboundConnection):
+            # ours is still coming up: the peer's stream carries the queue instead
+            ours = route.conn
+            ours.routes.pop(ev.local, None)
+            if not ours.routes:
+                ours.close(None)
+        route.bidi = True
+        conn.routes[key] = route
+        route.conn = conn
+        route.established(ev.method)
 
     async def addresses(self, domain: str) -> list[tuple[str, int, bool]]:
         """Where a domain's server listens, and whether with Direct TLS: ``s2s.routes``,
@@ -200,14 +246,20 @@ class Federation:
     # -- dialback: asking the authoritative server ------------------------------------------
 
     async def verify(self, inbound: S2SInboundConnection, ev: DialbackKeyReceived) -> None:
-        """XEP-0220 §2.1.2: ask ``ev.sender``'s authoritative server whether the key is its."""
+        """XEP-0220 §2.1.2: ask ``ev.sender``'s authoritative server whether the key is its;
+        when it cannot be asked, a dialback error says why (XEP-0220 §2.4)."""
         stream = S2SOutbound(self.settings, ev.target, ev.sender, verify=(ev.stream_id, ev.key))
-        valid = False
         try:
             conn = await self.open(stream)
             valid = await asyncio.wait_for(conn.answer, self.config.connect_timeout)
-        except (OSError, TimeoutError, ssl.SSLError) as exc:
-            log.info("cannot verify dialback for %s: %s", ev.sender, exc)
+        except TimeoutError:
+            log.info("dialback from %s for %s: no answer from its server", ev.sender, ev.target)
+            inbound.dialback_error(ev.sender, ev.target, _C.REMOTE_SERVER_TIMEOUT)
+            return
+        except (OSError, ssl.SSLError, ConnectionError) as exc:
+            log.info("dialback from %s for %s: cannot ask (%s)", ev.sender, ev.target, exc)
+            inbound.dialback_error(ev.sender, ev.target, _C.REMOTE_SERVER_NOT_FOUND)
+            return
         log.info(
             "dialback from %s for %s: %s", ev.sender, ev.target, "valid" if valid else "invalid"
         )
@@ -262,22 +314,45 @@ class Federation:
             conn.close(error)
 
 
-class _Route:
-    """The outgoing stream for one domain pair, and what waits for it."""
+class _Refused(ConnectionError):
+    """The peer refused a domain pair, or its stream ended before accepting it."""
 
-    __slots__ = ("conn", "direct", "federation", "local", "method", "queue", "ready", "remote")
+    def __init__(self, why: str, condition: StanzaErrorCondition) -> None:
+        super().__init__(why)
+        self.condition = condition
+
+
+class _Route:
+    """One domain pair to a peer: the stream that carries it, and what waits for it."""
+
+    __slots__ = (
+        "bidi",
+        "conn",
+        "direct",
+        "federation",
+        "local",
+        "method",
+        "queue",
+        "ready",
+        "remote",
+        "waiter",
+    )
 
     def __init__(self, federation: Federation, local: str, remote: str) -> None:
         self.federation = federation
         self.local = local
         self.remote = remote
         self.queue: list[Element] = []
-        self.conn: S2SOutboundConnection | None = None
+        self.conn: S2SOutboundConnection | S2SInboundConnection | None = None
         self.ready = False
         #: how the peer accepted us: "external" (our certificate) or "dialback"
         self.method: str | None = None
         #: the stream is TLS from its first byte (XEP-0368)
         self.direct = False
+        #: the stream is one the peer opened (XEP-0288)
+        self.bidi = False
+        #: set when the peer accepts the pair (or refuses it)
+        self.waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def send(self, stanza: Element) -> None:
         if self.ready and self.conn is not None:
@@ -290,25 +365,61 @@ class _Route:
     async def connect(self) -> None:
         stream = S2SOutbound(self.federation.settings, self.local, self.remote, external=True)
         try:
-            self.conn = await self.federation.open(stream)
-            self.conn.route = self
+            conn = await self.federation.open(stream)
+            if self.ready:  # a bidirectional stream from the peer got there first
+                conn.close(None)
+                return
+            self.conn = conn
+            conn.routes[self.local] = self
             self.direct = stream.encrypted
-            await asyncio.wait_for(self.conn.established, self.federation.config.connect_timeout)
+            await asyncio.wait_for(
+                asyncio.shield(self.waiter), self.federation.config.connect_timeout
+            )
         except TimeoutError:
             self.fail(_C.REMOTE_SERVER_TIMEOUT, "no answer")
+        except _Refused as exc:
+            self.fail(exc.condition, str(exc))
         except (OSError, ssl.SSLError, ConnectionError) as exc:
             self.fail(_C.REMOTE_SERVER_NOT_FOUND, str(exc))
 
+    async def multiplex(self, conn: S2SOutboundConnection) -> None:
+        """Add this pair to ``conn``, an established stream to the same peer."""
+        self.conn = conn
+        conn.routes[self.local] = self
+        conn.add_local(self.local)
+        try:
+            await asyncio.wait_for(
+                asyncio.shield(self.waiter), self.federation.config.connect_timeout
+            )
+        except TimeoutError:
+            self.fail(_C.REMOTE_SERVER_TIMEOUT, "no answer to dialback")
+        except _Refused as exc:
+            self.fail(exc.condition, str(exc))
+
     def established(self, method: str) -> None:
-        log.info("s2s %s -> %s established (%s)", self.local, self.remote, method)
+        how = f"{method}, bidirectional" if self.bidi else method
+        log.info("s2s %s -> %s established (%s)", self.local, self.remote, how)
         self.ready = True
         self.method = method
+        if not self.waiter.done():
+            self.waiter.set_result(None)
         queue, self.queue = self.queue, []
         for stanza in queue:
             self.send(stanza)
 
+    def refused(
+        self, why: str, condition: StanzaErrorCondition = _C.REMOTE_SERVER_NOT_FOUND
+    ) -> None:
+        """The stream ended or the peer refused the pair: whoever waits is told."""
+        if not self.waiter.done():
+            self.waiter.set_exception(_Refused(why, condition))
+            self.waiter.exception()  # retrieved: only the waiting task acts on it
+        elif self.ready:
+            self.fail(condition, why)
+
     def fail(self, condition: StanzaErrorCondition, why: str) -> None:
-        """The stream could not be set up or ended: bounce what waits, forget the route."""
+        """The pair could not be set up or its stream ended: bounce what waits, forget the
+        route (the next stanza sets up a new one)."""
         if self.federation.routes.get((self.local, self.remote)) is self:
             del self.federation.routes[(self.local, self.remote)]
         if self.queue:
@@ -322,9 +433,14 @@ class _Route:
         queue, self.queue = self.queue, []
         for stanza in queue:
             self._bounce(stanza, condition)
-        if self.conn is not None:
-            conn, self.conn = self.conn, None
-            conn.close(None)
+        conn, self.conn = self.conn, None
+        self.ready = False
+        if isinstance(conn, S2SOutboundConnection):
+            conn.routes.pop(self.local, None)
+            if not conn.routes:
+                conn.close(None)  # no pair left on it
+        elif conn is not None:
+            conn.routes.pop((self.local, self.remote), None)
 
     def _bounce(self, stanza: Element, condition: StanzaErrorCondition) -> None:
         try:
@@ -335,21 +451,79 @@ class _Route:
         self.federation.router.reply_error(stanza, StanzaError(condition), sender)
 
 
-class S2SOutboundConnection(StreamDriver):
-    """An outgoing s2s TCP connection."""
+class _Inbox(StreamDriver):
+    """Stanzas a peer sends, routed in order (RFC 6120 §10.1) and within a rate.
 
-    __slots__ = ("answer", "established", "federation", "route", "stream")
+    If routing one sets off work (a subscription stored, say), the peer's later stanzas
+    wait until it is done. A peer over ``s2s.max_stanza_rate`` (beyond ``stanza_burst``)
+    is cut off with ``policy-violation``.
+    """
 
-    def __init__(self, federation: Federation, stream: S2SOutbound) -> None:
+    __slots__ = ("_backlog", "_budget", "_held", "_refilled", "federation")
+
+    federation: Federation
+
+    def __init__(self, federation: Federation) -> None:
         super().__init__()
         self.federation = federation
+        self._held = 0
+        self._backlog: collections.deque[Element] = collections.deque()
+        self._budget = float(federation.config.stanza_burst)
+        self._refilled = time.monotonic()
+
+    def _received(self, stanza: Element) -> None:
+        if not self._within_rate():
+            self.close(StreamError(StreamErrorCondition.POLICY_VIOLATION, "too many stanzas"))
+            return
+        if self._held:
+            self._backlog.append(stanza)
+            if len(self._backlog) >= MAX_BACKLOG and self.transport is not None:
+                self.transport.pause_reading()  # a peer this far ahead waits
+        else:
+            self._route(stanza)
+
+    def _within_rate(self) -> bool:
+        """A token bucket: ``max_stanza_rate`` a second, ``stanza_burst`` at most saved."""
+        config = self.federation.config
+        now = time.monotonic()
+        self._budget = min(
+            float(config.stanza_burst),
+            self._budget + (now - self._refilled) * config.max_stanza_rate,
+        )
+        self._refilled = now
+        self._budget -= 1
+        return self._budget >= 0
+
+    def _route(self, stanza: Element) -> None:
+        with self.federation.capture() as spawned:
+            # the stream checked both addresses against what it authenticated
+            self.federation.router.route(
+                stanza, JID.parse(stanza.attrs["from"]), JID.parse(stanza.attrs["to"])
+            )
+        if spawned:
+            self._held = len(spawned)
+            for task in spawned:
+                task.add_done_callback(self._release)
+
+    def _release(self, _: asyncio.Task[Any]) -> None:
+        self._held -= 1
+        while not self._held and self._backlog and not self._closing:
+            self._route(self._backlog.popleft())
+        if not self._held and self.transport is not None and not self._closing:
+            self.transport.resume_reading()
+
+
+class S2SOutboundConnection(_Inbox):
+    """An outgoing s2s TCP connection: the pairs it carries, keyed by our domain."""
+
+    __slots__ = ("answer", "routes", "stream")
+
+    def __init__(self, federation: Federation, stream: S2SOutbound) -> None:
+        super().__init__(federation)
         self.stream: S2SOutbound = stream
-        self.route: _Route | None = None
-        loop = asyncio.get_running_loop()
-        #: set when dialback says valid (stanza streams)
-        self.established: asyncio.Future[None] = loop.create_future()
+        self.routes: dict[str, _Route] = {}
         #: the authoritative server's answer (verify-only streams)
-        self.answer: asyncio.Future[bool] = loop.create_future()
+        self.answer: asyncio.Future[bool] = self._loop.create_future()
 
     def __repr__(self) -> str:
         return f"<S2S out {self.stream.local} -> {self.stream.remote}>"
@@ -358,7 +532,7 @@ class S2SOutboundConnection(StreamDriver):
         self.transport = transport  # type: ignore[assignment]
         self.federation.connections.add(self)
         if transport.get_extra_info("ssl_object") is not None and not self._peer_named(transport):
-            self._ended(_C.REMOTE_SERVER_NOT_FOUND, "the certificate does not name the peer")
+            self._ended("the certificate does not name the peer")
             transport.close()
             return
         self._flush()  # the stream header
@@ -376,6 +550,10 @@ class S2SOutboundConnection(StreamDriver):
         log.info("%r: the certificate names %s, not %s", self, named, self.stream.remote)
         return False
 
+    def add_local(self, local: str) -> None:
+        """Ask the peer to take ``local``'s stanzas on this stream too (XEP-0220 §8.1)."""
+        self._handle(self.stream.add_local(local))
+
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
         self._handle(self.stream.receive_data(data))
@@ -384,21 +562,27 @@ class S2SOutboundConnection(StreamDriver):
         self.federation.gone(self)
         if not self.stream.closed:
             self._handle(self.stream.close(None))
-        self._ended(_C.REMOTE_SERVER_NOT_FOUND, "connection lost")
+        self._ended("connection lost")
         self.transport = None
 
     def _handle(self, evs: list[S2SEvent]) -> None:
         for ev in evs:
-            if isinstance(ev, TLSRequested):
+            if isinstance(ev, StanzaReceived):
+                self._received(ev.element)  # XEP-0288: the peer's, on our stream
+            elif isinstance(ev, TLSRequested):
                 self._flush()
                 self.federation.spawn(self._start_tls())
             elif isinstance(ev, Established):
-                if not self.established.done():
-                    self.established.set_result(None)
-                if self.route is not None:
-                    self.route.established(ev.method)
+                route = self.routes.get(ev.local)
+                if route is not None and route.conn is self:
+                    route.established(ev.method)
             elif isinstance(ev, DialbackFailed):
-                self._ended(_C.REMOTE_SERVER_NOT_FOUND, f"dialback {ev.reason}")
+                route = self.routes.get(ev.local)
+                log.info("%r: %s refused for %s: %s", self, ev.remote, ev.local, ev.reason)
+                if route is not None and route.conn is self:
+                    # XEP-0220 §2.4: after a dialback error, stanzas bounce with a timeout
+                    condition = _C.REMOTE_SERVER_NOT_FOUND if ev.fatal else _C.REMOTE_SERVER_TIMEOUT
+                    route.refused(f"dialback {ev.reason}", condition)
             elif isinstance(ev, VerifyAnswered):
                 if not self.answer.done():
                     self.answer.set_result(ev.valid)
@@ -407,20 +591,19 @@ class S2SOutboundConnection(StreamDriver):
                 self._closing = True
                 if ev.error is not None:
                     log.info("%r: stream error %s", self, ev.error)
-                self._ended(_C.REMOTE_SERVER_NOT_FOUND, "stream ended")
+                self._ended("stream ended")
                 if self.transport is not None:
                     self.transport.close()
         self._flush()
 
-    def _ended(self, condition: StanzaErrorCondition, why: str) -> None:
-        for fut in (self.established, self.answer):
-            if not fut.done():
-                fut.set_exception(ConnectionError(why))
-                fut.exception()  # retrieved: whoever waits sees it, nobody else is told
-        route, self.route = self.route, None
-        if route is not None:
-            route.conn = None
-            route.fail(condition, why)
+    def _ended(self, why: str) -> None:
+        if not self.answer.done():
+            self.answer.set_exception(ConnectionError(why))
+            self.answer.exception()  # retrieved: whoever waits sees it, nobody else is told
+        routes, self.routes = list(self.routes.values()), {}
+        for route in routes:
+            if route.conn is self:
+                route.refused(why)
 
     async def _start_tls(self) -> None:
         transport = self.transport
@@ -438,7 +621,7 @@ class S2SOutboundConnection(StreamDriver):
             )
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
             log.info("%r: TLS failed: %s", self, exc)
-            self._ended(_C.REMOTE_SERVER_NOT_FOUND, f"TLS failed: {exc}")
+            self._ended(f"TLS failed: {exc}")
             transport.close()
             return
         if new is None:
@@ -446,25 +629,23 @@ class S2SOutboundConnection(StreamDriver):
             return
         self.transport = new
         if not self._peer_named(new):
-            self._ended(_C.REMOTE_SERVER_NOT_FOUND, "the certificate does not name the peer")
+            self._ended("the certificate does not name the peer")
             new.close()
             return
         self._handle(self.stream.tls_started())
 
 
-class S2SInboundConnection(StreamDriver):
+class S2SInboundConnection(_Inbox):
     """An s2s TCP connection another server opened to us."""
 
-    __slots__ = ("_auth_timer", "_backlog", "_held", "direct_tls", "federation", "stream")
+    __slots__ = ("_auth_timer", "direct_tls", "routes", "stream")
 
     def __init__(self, federation: Federation, *, direct_tls: bool = False) -> None:
-        super().__init__()
-        self.federation = federation
+        super().__init__(federation)
         self.stream: S2SInbound = S2SInbound(federation.settings, federation.new_id)
         self.direct_tls = direct_tls
-        #: work a stanza set off that later stanzas wait for (RFC 6120 §10.1), and those
-        self._held = 0
-        self._backlog: collections.deque[Element] = collections.deque()
+        #: our pairs to the peer this stream carries back (XEP-0288)
+        self.routes: dict[tuple[str, str], _Route] = {}
         self._auth_timer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
@@ -505,19 +686,23 @@ class S2SInboundConnection(StreamDriver):
         if not self.stream.closed:
             self.stream.close(None)
         self.transport = None
+        routes, self.routes = list(self.routes.values()), {}
+        for route in routes:
+            if route.conn is self:
+                route.refused("connection lost")
 
     def dialback_verified(self, sender: str, target: str, valid: bool) -> None:
         self._handle(self.stream.dialback_verified(sender, target, valid))
 
+    def dialback_error(self, sender: str, target: str, condition: StanzaErrorCondition) -> None:
+        self._handle(self.stream.dialback_error(sender, target, condition))
+
     def _handle(self, evs: list[S2SEvent]) -> None:
         for ev in evs:
             if isinstance(ev, StanzaReceived):
-                if self._held:
-                    self._backlog.append(ev.element)
-                    if len(self._backlog) >= MAX_BACKLOG and self.transport is not None:
-                        self.transport.pause_reading()  # a flooding peer waits
-                else:
-                    self._route(ev.element)
+                self._received(ev.element)
+            elif isinstance(ev, ReverseReady):
+                self.federation.reverse_route(self, ev)
             elif isinstance(ev, DialbackKeyReceived):
                 if not self.federation.config.dialback:
                     self.dialback_verified(ev.sender, ev.target, False)
@@ -534,26 +719,6 @@ class S2SInboundConnection(StreamDriver):
                 if self.transport is not None:
                     self.transport.close()
         self._flush()
-
-    def _route(self, stanza: Element) -> None:
-        """Route a stanza; if that set off work (a subscription stored, say), hold the
-        peer's later stanzas until it is done, so they are handled in order."""
-        with self.federation.capture() as spawned:
-            # the stream checked both addresses against what dialback authorized
-            self.federation.router.route(
-                stanza, JID.parse(stanza.attrs["from"]), JID.parse(stanza.attrs["to"])
-            )
-        if spawned:
-            self._held = len(spawned)
-            for task in spawned:
-                task.add_done_callback(self._release)
-
-    def _release(self, _: asyncio.Task[Any]) -> None:
-        self._held -= 1
-        while not self._held and self._backlog and not self._closing:
-            self._route(self._backlog.popleft())
-        if not self._held and self.transport is not None and not self._closing:
-            self.transport.resume_reading()
 
     async def _start_tls(self) -> None:
         ctx = self.federation.server_tls(self.stream.local)
