@@ -17,6 +17,7 @@ import pytest
 import slixmpp
 from slixmpp.exceptions import IqError
 
+from roost.core.jid import JID
 from tests.server.test_federation import PASSWORD, Pair, _start_pair
 
 TIMEOUT = 10.0
@@ -28,7 +29,7 @@ class User:
     def __init__(self, port: int, jid: str, *, answer_subscriptions: bool = True) -> None:
         self.port = port
         self.xmpp = slixmpp.ClientXMPP(jid, PASSWORD)
-        for plugin in ("xep_0030", "xep_0092", "xep_0199", "xep_0191"):
+        for plugin in ("xep_0012", "xep_0030", "xep_0092", "xep_0199", "xep_0191"):
             self.xmpp.register_plugin(plugin)
         self.xmpp.ssl_context.check_hostname = False
         self.xmpp.ssl_context.verify_mode = ssl.CERT_NONE
@@ -115,6 +116,37 @@ async def test_iq_to_a_remote_user_and_server(users: tuple[Pair, User, User]) ->
     assert any(i[0] == "server" and i[1] == "im" for i in identities), identities
     server_version = await alice.xmpp.plugin["xep_0092"].get_version("b.test", timeout=TIMEOUT)
     assert server_version["software_version"]["name"] == "Roost"
+    # XEP-0012: the remote server's uptime (§5), and a contact's account (§4), which b.test
+    # answers because alice is subscribed: bob is online, so 0 seconds
+    last = alice.xmpp.plugin["xep_0012"]
+    uptime = await last.get_last_activity("b.test", timeout=TIMEOUT)
+    assert int(uptime["last_activity"]["seconds"]) >= 0
+    contact = await last.get_last_activity("bob@b.test", timeout=TIMEOUT)
+    assert int(contact["last_activity"]["seconds"]) == 0
+
+
+async def test_last_activity_of_a_remote_account(users: tuple[Pair, User, User]) -> None:
+    """XEP-0012 §4 across domains: a stranger is refused; a contact who has logged out gets
+    the seconds since, with the status of the last unavailable presence."""
+    pair, alice, bob = users
+    with pytest.raises(IqError) as refused:
+        await alice.xmpp.plugin["xep_0012"].get_last_activity("bob@b.test", timeout=TIMEOUT)
+    assert refused.value.condition in ("forbidden", "subscription-required")
+    alice.xmpp.send_presence(pto="bob@b.test", ptype="subscribe")
+    await next_matching(alice.available, lambda p: str(p["from"]) == "bob@b.test/s")
+    bob.xmpp.send_presence(ptype="unavailable", pstatus="gone fishing")
+    bob.xmpp.disconnect()  # the logout is what XEP-0012 §4 counts from
+    await next_matching(
+        alice.presences,
+        lambda p: str(p["from"]) == "bob@b.test/s" and p["type"] == "unavailable",
+    )
+    deadline = asyncio.get_running_loop().time() + TIMEOUT
+    while pair.b.sessions.resources(JID.parse("bob@b.test")):  # until b.test saw the logout
+        assert asyncio.get_running_loop().time() < deadline, "bob's session did not end"
+        await asyncio.sleep(0.02)
+    got = await alice.xmpp.plugin["xep_0012"].get_last_activity("bob@b.test", timeout=TIMEOUT)
+    assert int(got["last_activity"]["seconds"]) >= 0
+    assert got["last_activity"]["status"] == "gone fishing"
 
 
 async def test_a_remote_jid_can_be_blocked(users: tuple[Pair, User, User]) -> None:

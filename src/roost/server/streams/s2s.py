@@ -383,7 +383,11 @@ class _Route:
             self.fail(_C.REMOTE_SERVER_NOT_FOUND, str(exc))
 
     async def multiplex(self, conn: S2SOutboundConnection) -> None:
-        """Add this pair to ``conn``, an established stream to the same peer."""
+        """Add this pair to ``conn``, an established stream to the same peer (or to a new
+        stream, if that one has gone since)."""
+        if conn._closing or not conn.stream.can_multiplex:
+            await self.connect()
+            return
         self.conn = conn
         conn.routes[self.local] = self
         conn.add_local(self.local)
