@@ -192,3 +192,24 @@ def test_an_undecided_dialback_is_a_dialback_error_and_the_stream_stays() -> Non
         b"</db:result>"
     )
     assert not inbound.closed
+
+
+def test_inbound_takes_a_second_target_domain_on_the_same_stream() -> None:
+    """XEP-0220 §8.2 target multiplexing, receiving side: any domain served here may be
+    asked for on a stream opened to another one; each pair is authorized by itself."""
+    inbound = S2SInbound(SETTINGS, lambda: "ID1")
+    inbound.receive_data(PEER_HEADER.replace(b" id='S1'", b""))
+    inbound.receive_data(b"<db:result from='b.example' to='a.example'>k1</db:result>")
+    inbound.dialback_verified("b.example", "a.example", True)
+    got = inbound.receive_data(b"<db:result from='b.example' to='a2.example'>k2</db:result>")
+    assert got == [DialbackKeyReceived("b.example", "a2.example", "k2", "ID1")]
+    (ev,) = inbound.receive_data(b"<message from='bob@b.example' to='carol@a2.example'/>")
+    assert isinstance(ev, StreamEnded) and ev.error is not None
+    assert ev.error.condition.value == "invalid-from"  # not yet verified for a2.example
+    inbound = S2SInbound(SETTINGS, lambda: "ID1")
+    inbound.receive_data(PEER_HEADER.replace(b" id='S1'", b""))
+    for target in ("a.example", "a2.example"):
+        inbound.receive_data(f"<db:result from='b.example' to='{target}'>k</db:result>".encode())
+        inbound.dialback_verified("b.example", target, True)
+    (ev,) = inbound.receive_data(b"<message from='bob@b.example' to='carol@a2.example'/>")
+    assert isinstance(ev, StanzaReceived)
