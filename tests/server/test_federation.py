@@ -539,6 +539,55 @@ async def test_untrusted_peer_without_dialback_is_refused(tmp_path: Path) -> Non
         await p.b.stop()
 
 
+@pytest.mark.parametrize("insecure", [True, False])
+async def test_insecure_domains_may_use_dialback_with_any_certificate(
+    tmp_path: Path, insecure: bool
+) -> None:
+    """b.test wants CA-verified certificates but allows dialback; a.test's certificate is
+    self-signed. Listed in ``s2s.insecure_domains`` a.test gets in by dialback (and b.test
+    does not check a.test's certificate when it connects back); not listed, it is refused."""
+    files = _ca_files(tmp_path)
+    b_extra = files["b.test"]
+    b_extra["s2s"]["dialback"] = True
+    if insecure:
+        b_extra["s2s"]["insecure_domains"] = ["a.test"]
+    p = await _start_pair(tmp_path, None, b_extra)
+    try:
+        alice = await _login(p.a, "alice", "a.test")
+        bob = await _login(p.b, "bob", "b.test")
+        await alice.send("<message to='bob@b.test/r' id='m1'><body>let me in</body></message>")
+        if not insecure:
+            got = await alice.expect(lambda e: e.tag == "message")
+            assert got.get("type") == "error" and got.get("id") == "m1"
+            return
+        assert (await bob.expect(lambda e: e.tag == "message")).get("id") == "m1"
+        await bob.send("<message to='alice@a.test/r' id='m2'><body>welcome</body></message>")
+        assert (await alice.expect(lambda e: e.tag == "message")).get("id") == "m2"
+        assert _route_method(p.a, "a.test", "b.test") == "dialback"
+        await alice.close()
+        await bob.close()
+    finally:
+        await p.a.stop()
+        await p.b.stop()
+
+
+async def test_dialback_needs_a_certificate_naming_the_domain(tmp_path: Path) -> None:
+    """With ``require_valid_certs`` (the default) dialback is not enough by itself: a peer
+    that presented no certificate gets the XEP-0220 §2.4 ``not-authorized`` dialback error
+    (it would be asked of evil.test's server otherwise)."""
+    p = await _start_pair(tmp_path, {"s2s": {"require_valid_certs": True}})
+    try:
+        c = await _peer_tls(p.a)
+        await c.send("<db:result from='evil.test' to='a.test'>0123</db:result>")
+        got = await c.expect(lambda e: e.tag == "result")
+        assert (got.get("from"), got.get("to"), got.get("type")) == ("a.test", "evil.test", "error")
+        error = got.find("error", ns.SERVER)
+        assert error is not None and error.find("not-authorized", ns.STANZAS) is not None
+    finally:
+        await p.a.stop()
+        await p.b.stop()
+
+
 # -- limits ------------------------------------------------------------------------------
 
 

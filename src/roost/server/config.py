@@ -199,6 +199,9 @@ class S2SConfig:
     require_encryption: bool = True
     # false: accept peers whose certificate does not verify (dialback authenticates them)
     require_valid_certs: bool = True
+    # remote domains exempt from require_valid_certs (development only): dialback
+    # authenticates them whatever certificate they have, and theirs is not checked
+    insecure_domains: tuple[str, ...] = _opt((), item=_domain)
     dialback: bool = True
     ca_file: Path | None = None
     # "host:port" of DNS servers for SRV look-ups; empty: the system's (/etc/resolv.conf)

@@ -112,6 +112,11 @@ class S2SSettings:
     dialback: bool = True
     #: offer and request XEP-0288 bidirectional streams
     bidi: bool = True
+    #: a peer must prove a domain with a certificate that verified and names it, also
+    #: when it uses dialback (XEP-0220 §2.4 ``not-authorized``) ...
+    require_valid_certs: bool = False
+    #: ... except these domains (development only)
+    insecure_domains: frozenset[str] = frozenset()
     max_stanza_size: int = 262144
     max_depth: int = 64
 
@@ -472,6 +477,8 @@ class S2SInbound(_S2SStream):
             elif target not in self.settings.domains:
                 # XEP-0220 §2.4: we advertise dialback errors; the stream goes on
                 self.dialback_error(sender, target, StanzaErrorCondition.ITEM_NOT_FOUND)
+            elif not self._certified(sender):
+                self.dialback_error(sender, target, StanzaErrorCondition.NOT_AUTHORIZED)
             else:
                 assert self.stream_id is not None
                 self._events.append(DialbackKeyReceived(sender, target, el.text, self.stream_id))
@@ -480,6 +487,23 @@ class S2SInbound(_S2SStream):
             self._stanza(el)
             return
         raise StreamError(_SC.UNSUPPORTED_STANZA_TYPE, f"<{el.tag}/> is not expected here")
+
+    def _certified(self, sender: str) -> bool:
+        """Whether policy lets dialback authenticate ``sender`` on this stream: always,
+        unless ``require_valid_certs``; then its certificate must have verified and name
+        it (XEP-0220 §2.4, ``not-authorized``: "a valid PKIX certificate containing the
+        identity of the Sender Domain"), or it is one of the ``insecure_domains``."""
+        settings = self.settings
+        return (
+            not settings.require_valid_certs
+            or sender in settings.insecure_domains
+            or certificate_matches(sender, self.peer_ids)
+        )
+
+    @property
+    def peer_claims(self) -> str | None:
+        """The domain the peer named in its stream header (before TLS: unproven)."""
+        return self._peer_header_from.lower() if self._peer_header_from else None
 
     def _external(self, el: Element) -> None:
         """XEP-0178 §3: SASL EXTERNAL: the peer's certificate must name the domain."""

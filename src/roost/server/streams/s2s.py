@@ -85,8 +85,14 @@ class Federation:
         self.spawn = spawn
         self.capture = capture
         self.cert_paths = cert_paths
-        self._server_tls: dict[str, ssl.SSLContext] = {}
-        self._client_tls: dict[str, ssl.SSLContext] = {}
+        self._server_tls: dict[tuple[str, bool], ssl.SSLContext] = {}
+        self._client_tls: dict[tuple[str, bool], ssl.SSLContext] = {}
+        for domain in config.insecure_domains:
+            log.warning(
+                "s2s.insecure_domains: %s is accepted without a valid certificate "
+                "(for development only)",
+                domain,
+            )
         self.settings = S2SSettings(
             domains=domains,
             secret=secrets.token_hex(32),  # XEP-0185: never leaves this process
@@ -94,6 +100,8 @@ class Federation:
             require_tls=config.require_encryption,
             dialback=config.dialback,
             bidi=config.bidi,
+            require_valid_certs=config.require_valid_certs,
+            insecure_domains=frozenset(config.insecure_domains),
             max_stanza_size=max_stanza_size,
             max_depth=max_depth,
         )
@@ -104,36 +112,43 @@ class Federation:
 
     # -- TLS ------------------------------------------------------------------------------
 
-    def server_tls(self, domain: str | None) -> ssl.SSLContext:
+    def server_tls(self, domain: str | None, peer: str | None = None) -> ssl.SSLContext:
         """Our side of an inbound stream's TLS: our certificate for ``domain``; with
         ``require_valid_certs``, the peer's certificate is asked for and verified (one that
-        does not verify ends the handshake), so SASL EXTERNAL can use it."""
+        does not verify ends the handshake), so SASL EXTERNAL can use it; not from a
+        ``peer`` (as its header claimed) in ``insecure_domains``."""
         name = domain if domain is not None and domain in self.cert_paths else min(self.cert_paths)
-        ctx = self._server_tls.get(name)
+        verify = self.config.require_valid_certs and peer not in self.settings.insecure_domains
+        ctx = self._server_tls.get((name, verify))
         if ctx is None:
             ctx = load_tls_context_server(*self.cert_paths[name])
             ctx.set_alpn_protocols(["xmpp-server"])  # XEP-0368 §3 (Direct TLS)
-            if self.config.require_valid_certs:
+            if verify:
                 ctx.verify_mode = ssl.CERT_OPTIONAL
                 self._load_trust(ctx)
-            self._server_tls[name] = ctx
+            self._server_tls[(name, verify)] = ctx
         return ctx
 
-    def client_tls(self, domain: str) -> ssl.SSLContext:
+    def client_tls(self, domain: str, remote: str) -> ssl.SSLContext:
         """Our side of an outbound stream's TLS: we verify the peer's chain (with
         ``require_valid_certs``; its name is checked after the handshake, since OpenSSL
         knows DNS-IDs only, not SRV-IDs or XmppAddrs) and present our certificate for
-        ``domain``."""
-        ctx = self._client_tls.get(domain)
+        ``domain``; a ``remote`` in ``insecure_domains`` is not verified."""
+        verify = self.must_verify(remote)
+        ctx = self._client_tls.get((domain, verify))
         if ctx is None:
             ctx = make_client_context(verify=False)
-            if self.config.require_valid_certs:
+            if verify:
                 ctx.verify_mode = ssl.CERT_REQUIRED
                 self._load_trust(ctx)
             ctx.load_cert_chain(*self.cert_paths[domain])
             ctx.set_alpn_protocols(["xmpp-server"])  # XEP-0368 §3 (Direct TLS)
-            self._client_tls[domain] = ctx
+            self._client_tls[(domain, verify)] = ctx
         return ctx
+
+    def must_verify(self, remote: str) -> bool:
+        """Whether ``remote``'s certificate must verify and name it."""
+        return self.config.require_valid_certs and remote not in self.settings.insecure_domains
 
     def _load_trust(self, ctx: ssl.SSLContext) -> None:
         if self.config.ca_file is not None:
@@ -225,7 +240,7 @@ class Federation:
         error: Exception | None = None
         for host, port, direct in targets:
             stream.encrypted = direct
-            tls = self.client_tls(stream.local) if direct else None
+            tls = self.client_tls(stream.local, stream.remote) if direct else None
             try:
                 _, conn = await asyncio.wait_for(
                     loop.create_connection(
@@ -545,7 +560,7 @@ class S2SOutboundConnection(_Inbox):
         """RFC 6125 §6, XEP-0178 §2: with ``require_valid_certs`` the peer's certificate
         (its chain verified by the handshake) must name the domain we asked for, as a
         DNS-ID, an SRV-ID or an XmppAddr."""
-        if not self.federation.config.require_valid_certs:
+        if not self.federation.must_verify(self.stream.remote):
             return True
         ids = _peer_identities(transport)
         if certificate_matches(self.stream.remote, ids):
@@ -618,7 +633,7 @@ class S2SOutboundConnection(_Inbox):
                 self._loop.start_tls(
                     transport,
                     self,
-                    self.federation.client_tls(self.stream.local),
+                    self.federation.client_tls(self.stream.local, self.stream.remote),
                     server_hostname=self.stream.remote,
                 ),
                 self.federation.config.connect_timeout,
@@ -725,7 +740,7 @@ class S2SInboundConnection(_Inbox):
         self._flush()
 
     async def _start_tls(self) -> None:
-        ctx = self.federation.server_tls(self.stream.local)
+        ctx = self.federation.server_tls(self.stream.local, self.stream.peer_claims)
         new = await self._upgrade(ctx, self.federation.config.connect_timeout)
         if new is not None:
             self._handle(self.stream.tls_started(_peer_identities(new)))
