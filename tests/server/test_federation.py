@@ -297,6 +297,53 @@ async def test_unreachable_domain_bounces(pair: Pair) -> None:
     await alice.close()
 
 
+async def test_an_error_to_an_unreachable_domain_is_not_bounced(pair: Pair) -> None:
+    """RFC 6120 §8.3.1: never an error for an error; the next stanza's bounce is the
+    barrier (it would come second if the error had been answered)."""
+    alice = await _login(pair.a, "alice", "a.test")
+    await alice.send(
+        "<message to='x@nowhere.test' id='e1' type='error'>"
+        f"<error type='cancel'><item-not-found xmlns='{ns.STANZAS}'/></error></message>"
+        "<message to='x@nowhere.test' id='m2'><body>hello?</body></message>"
+    )
+    got = await alice.expect(lambda e: e.tag == "message")
+    assert got.get("id") == "m2" and got.get("type") == "error"
+    await alice.close()
+
+
+async def test_a_peer_that_never_answers_times_out(tmp_path: Path) -> None:
+    """A server that accepts the connection and says nothing: the queued stanza bounces
+    with remote-server-timeout once ``s2s.connect_timeout`` has passed."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def mute(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    silent = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    p = await _start_pair(
+        tmp_path,
+        {"s2s": {"connect_timeout": 0.5, "routes": {"silent.test": f"127.0.0.1:{port}"}}},
+    )
+    try:
+        alice = await _login(p.a, "alice", "a.test")
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await alice.send("<message to='x@silent.test' id='m1'><body>anyone?</body></message>")
+        got = await alice.expect(lambda e: e.tag == "message")
+        assert 0.4 < loop.time() - start < 3
+        error = got.find("error")
+        assert error is not None and error.find("remote-server-timeout", ns.STANZAS) is not None
+        assert accepted  # it was reached, and said nothing
+        await alice.close()
+    finally:
+        for writer in accepted:
+            writer.close()
+        silent.close()
+        await p.a.stop()
+        await p.b.stop()
+
+
 # -- DNS SRV (RFC 6120 §3.2, RFC 2782) -----------------------------------------------------
 
 

@@ -24,8 +24,12 @@ PRIVACY = "jabber:iq:privacy"
 @pytest.fixture
 async def friends(tmp_path: Path) -> AsyncIterator[Pair]:
     p = await _start_pair(tmp_path)
-    await p.a.storage.put_roster_item("alice", "a.test", RosterItem("bob@b.test", subscription="both"))
-    await p.b.storage.put_roster_item("bob", "b.test", RosterItem("alice@a.test", subscription="both"))
+    await p.a.storage.put_roster_item(
+        "alice", "a.test", RosterItem("bob@b.test", subscription="both")
+    )
+    await p.b.storage.put_roster_item(
+        "bob", "b.test", RosterItem("alice@a.test", subscription="both")
+    )
     yield p
     await p.a.stop()
     await p.b.stop()
