@@ -382,6 +382,13 @@ class ModuleContext:
     #: write one stanza to several sessions (serialised once)
     deliver_all = staticmethod(delivery.deliver_all)
 
+    def deliver_message(
+        self, stanza: Element, sender: JID, to: JID, sessions: Sequence[Session]
+    ) -> None:
+        """Deliver a message to these sessions of the local account ``to``, through the
+        ``message/deliver`` event (the archive, carbons)."""
+        self._host.router.deliver_message(stanza, sender, to, sessions)
+
     def deliver_to(self, to: JID, stanza: Element) -> None:
         """Write a server-made stanza to a local full JID, or every resource of a bare one."""
         self._host.router.deliver_local(stanza, to)

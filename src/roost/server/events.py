@@ -6,7 +6,7 @@ exception refuses it (see ``roost.server.bus``). *Observers* (``Observer``) only
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Final
 
@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IQ_RESPONSE",
+    "MESSAGE_DELIVER",
     "MESSAGE_OFFLINE",
+    "MESSAGE_OUTBOUND",
     "PRESENCE_BROADCAST",
     "PRESENCE_INITIAL",
     "PRESENCE_OUTBOUND",
@@ -45,6 +47,14 @@ ROUTE_REMOTE: Final[Filter[[Element, JID | None, JID]]] = Filter("route/remote")
 PRESENCE_OUTBOUND: Final[Filter[[Element, JID, JID, Session]]] = Filter("presence/outbound")
 #: (stanza, sender, to): a chat/normal message for a user with no available resource
 MESSAGE_OFFLINE: Final[Filter[[Element, JID, JID]]] = Filter("message/offline")
+#: (stanza, session, to): a message a local session sent (``from`` stamped; ``to`` its
+#: own bare JID when it had none), before it is routed: carbons' "sent" copies, the
+#: sender's archive
+MESSAGE_OUTBOUND: Final[Filter[[Element, Session, JID]]] = Filter("message/outbound")
+#: (stanza, sender, to, sessions): a message about to be written to ``sessions`` of the
+#: local account ``to`` (as addressed: bare or full): the archive's stanza-id, carbons'
+#: "received" copies. Every message delivered to a local session passes here once.
+MESSAGE_DELIVER: Final[Filter[[Element, JID, JID, Sequence[Session]]]] = Filter("message/deliver")
 
 #: (session): a session sent its initial presence (RFC 6121 §4.2); offline messages follow
 PRESENCE_INITIAL: Final[Observer[[Session]]] = Observer("presence/initial")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import CoroutineType
 from typing import Any, Final
 
@@ -156,8 +156,16 @@ class Router:
                     stanza, StanzaError(_C.BAD_REQUEST, "iq get/set needs one payload"), sender
                 )
                 return
-        elif stanza.tag == "presence" and to is not None:
-            outcome = self._bus.run(events.PRESENCE_OUTBOUND, stanza, sender, to, session)
+        elif stanza.tag == "presence":
+            if to is not None:
+                outcome = self._bus.run(events.PRESENCE_OUTBOUND, stanza, sender, to, session)
+                if outcome is not None:
+                    self._failed(outcome, stanza, sender)
+                    return
+        elif stanza.tag == "message":
+            outcome = self._bus.run(
+                events.MESSAGE_OUTBOUND, stanza, session, sender.bare if to is None else to
+            )
             if outcome is not None:
                 self._failed(outcome, stanza, sender)
                 return
@@ -242,9 +250,10 @@ class Router:
         target = self.sessions.get(to)
         tag = stanza.tag
         if target is not None:
-            if tag == "message" or (
-                tag == "presence" and stanza.attrs.get("type") not in PRESENCE_HANDLED
-            ):
+            if tag == "message":
+                self.deliver_message(stanza, sender, to, (target,))
+                return
+            if tag == "presence" and stanza.attrs.get("type") not in PRESENCE_HANDLED:
                 deliver(target, stanza)
                 return
             # iq requests (RFC 6121 §8.5.3.1), subscription stanzas and probes: the IM
@@ -295,7 +304,10 @@ class Router:
         if verdict is None:
             return False
         if isinstance(verdict, OnlyTo):
-            deliver_all(verdict.sessions, stanza)
+            if stanza.tag == "message":
+                self.deliver_message(stanza, sender, to, verdict.sessions)
+            else:
+                deliver_all(verdict.sessions, stanza)
         elif verdict.error is not None:
             self.reply_error(stanza, verdict.error, sender)
         return True
@@ -479,6 +491,17 @@ class Router:
         self._answer(reply, request.sender)
 
     # -- helpers --------------------------------------------------------------------------
+
+    def deliver_message(
+        self, stanza: Element, sender: JID, to: JID, sessions: Sequence[Session]
+    ) -> None:
+        """Write a message to ``sessions`` of the local account ``to``: the one place a
+        message reaches a session, so the archive and carbons see each once."""
+        outcome = self._bus.run(events.MESSAGE_DELIVER, stanza, sender, to, sessions)
+        if outcome is None:
+            deliver_all(sessions, stanza)
+        else:
+            self._failed(outcome, stanza, sender)
 
     def deliver_local(self, stanza: Element, to: JID) -> None:
         """Write a server-made stanza to a local full JID, or to all resources of a bare one."""

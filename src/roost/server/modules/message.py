@@ -50,7 +50,7 @@ class MessageModule:
                 top = max(c.priority for c in ready)
                 ready = [c for c in ready if c.priority == top]
             # §8.5.2.1.1: the 'to' stays the bare JID; serialised once for every resource.
-            self.ctx.deliver_all(ready, stanza)
+            self.ctx.deliver_message(stanza, sender, to, ready)
             return True
         if mtype == "headline":
             return True  # §8.5.2.2.1: silently ignored
