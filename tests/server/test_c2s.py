@@ -48,6 +48,7 @@ async def test_features_exact(server: Server) -> None:
     assert serialize(features) == (
         "<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
         "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>"
+        "<csi xmlns='urn:xmpp:csi:0'/>"
         "<sub xmlns='urn:xmpp:features:pre-approval'/>"
         "<ver xmlns='urn:xmpp:features:rosterver'/>"
         "</stream:features>"

@@ -100,9 +100,9 @@ def _route_method(server: Server, local: str, remote: str) -> str | None:
     return None if route is None else route.method
 
 
-async def _login(server: Server, user: str, domain: str) -> RawClient:
+async def _login(server: Server, user: str, domain: str, resource: str = "r") -> RawClient:
     c = await RawClient.connect(server.port())
-    await c.login(user, PASSWORD, "r", domain=domain)
+    await c.login(user, PASSWORD, resource, domain=domain)
     return c
 
 

@@ -133,3 +133,24 @@ async def test_a_privacy_list_applies_to_remote_senders(friends: Pair) -> None:
     assert got.tag == "presence" and got.get("from") == "alice@a.test/r"
     await alice.close()
     await bob.close()
+
+
+async def test_a_carbon_of_a_remote_message_reads_as_jabber_client(friends: Pair) -> None:
+    """XEP-0280 §7 with XEP-0297: bob's message came in on a ``jabber:server`` stream; the
+    copy alice's other resource gets is forwarded in ``jabber:client``."""
+    bob = await _online(friends.b, "bob", "b.test")
+    r1 = await _online(friends.a, "alice", "a.test")
+    r2 = await _login(friends.a, "alice", "a.test", resource="r2")
+    await r2.send("<iq type='set' id='c1'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+    await r2.expect(lambda e: e.tag == "iq" and e.get("id") == "c1")
+    await bob.send("<message to='alice@a.test/r' type='chat' id='m1'><body>far</body></message>")
+    await r1.expect(lambda e: e.tag == "message")
+    got = await r2.expect(lambda e: e.tag == "message")
+    assert serialize(got) == (
+        "<message from='alice@a.test' type='chat' to='alice@a.test/r2'>"
+        "<received xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'>"
+        "<message xmlns='jabber:client' to='alice@a.test/r' type='chat' id='m1' "
+        "from='bob@b.test/r'><body>far</body></message></forwarded></received></message>"
+    )
+    for c in (bob, r1, r2):
+        await c.close()

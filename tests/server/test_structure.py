@@ -62,7 +62,8 @@ def test_the_module_api_has_no_server_attribute() -> None:
 
 
 def test_one_function_writes_stanzas_to_sessions() -> None:
-    """Every write to a session's stream is in ``roost.server.delivery.deliver``."""
+    """Every write to a session's stream is in ``roost.server.delivery._write``, which
+    only ``deliver`` calls."""
     writers = []
     for path in sorted(SERVER.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -77,7 +78,19 @@ def test_one_function_writes_stanzas_to_sessions() -> None:
                     and "stream" in ast.unparse(node.func.value)
                 ):
                     writers.append(f"{path.relative_to(SERVER)}:{func.name}")
-    assert writers == ["delivery.py:deliver"]
+    assert writers == ["delivery.py:_write"]
+    callers = []
+    for path in sorted(SERVER.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef):
+                for call in ast.walk(node):
+                    if (
+                        isinstance(call, ast.Call)
+                        and isinstance(call.func, ast.Name)
+                        and call.func.id == "_write"
+                    ):
+                        callers.append(f"{path.relative_to(SERVER)}:{node.name}")
+    assert set(callers) == {"delivery.py:deliver"}
 
 
 def test_streams_and_router_do_not_import_the_server_lifecycle() -> None:

@@ -146,6 +146,8 @@ class PreAuthStream(Protocol):
 
 
 PreAuthHandler = Callable[[PreAuthStream, Element], None]
+#: a first-level non-stanza element from a bound session (XEP-0352, XEP-0198)
+NonzaHandler = Callable[[Session, Element], None]
 
 
 class HostedService(Protocol):
@@ -238,6 +240,7 @@ class Registry:
         "disco_nodes",
         "hosted",
         "iq_handlers",
+        "nonza_handlers",
         "preauth_features",
         "preauth_handlers",
         "privacy_gate",
@@ -256,6 +259,8 @@ class Registry:
         #: iq payload namespace -> handler for iqs before authentication (XEP-0077, XEP-0078)
         self.preauth_handlers: dict[str, PreAuthHandler] = {}
         self.bound_features: list[StreamFeature] = []
+        #: namespace -> handler for first-level non-stanza elements after bind
+        self.nonza_handlers: dict[str, NonzaHandler] = {}
         #: local service domains -> (service, name for disco#items)
         self.hosted: dict[str, tuple[HostedService, str | None]] = {}
         #: the privacy rules every stanza between two parties passes (XEP-0016, XEP-0191)
@@ -489,6 +494,15 @@ class ModuleContext:
     def preauth_iq(self, ns: str, handler: PreAuthHandler) -> None:
         """Take iqs with a payload in ``ns`` before the stream is authenticated."""
         table = self._host.registry.preauth_handlers
+        table[ns] = handler
+        self._undo.append(functools.partial(table.pop, ns, None))
+
+    def nonza(self, ns: str, handler: NonzaHandler) -> None:
+        """Take first-level elements in ``ns`` that a bound client sends between stanzas
+        (RFC 6120 §4.9.3.22 allows extensions there: XEP-0352 ``<active/>``, say)."""
+        table = self._host.registry.nonza_handlers
+        if ns in table:
+            raise ValueError(f"{ns} is taken by another module")
         table[ns] = handler
         self._undo.append(functools.partial(table.pop, ns, None))
 

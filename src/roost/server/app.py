@@ -195,6 +195,7 @@ class Server:
             max_depth=c2s.max_depth,
             max_sasl_attempts=c2s.max_sasl_attempts,
             preauth_iq_namespaces=frozenset(self.registry.preauth_handlers),
+            nonza_namespaces=frozenset(self.registry.nonza_handlers),
             preauth_features=lambda: self.registry.features(self.registry.preauth_features),
             bound_features=lambda: self.registry.features(self.registry.bound_features),
         )

@@ -42,6 +42,18 @@ def deliver(session: Session, stanza: Element | None, data: bytes | None = None)
     if data is None:
         assert stanza is not None
         data = stanza_bytes(stanza)
+    hold = session.hold_back
+    if hold is not None:
+        # XEP-0352: an inactive client gets what can wait later, and all of it, in
+        # order, before the next thing that cannot
+        if stanza is not None and hold.keep(stanza, data):
+            return
+        for kept in hold.release():
+            _write(session, kept)
+    _write(session, data)
+
+
+def _write(session: Session, data: bytes) -> None:
     stream = session.stream
     if stream is not None:
         stream.write(data)

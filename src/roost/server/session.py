@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from roost.core.errors import StreamError
     from roost.core.xml.element import Element
 
-__all__ = ["MAX_DETACHED_QUEUE", "Session", "SessionStream"]
+__all__ = ["MAX_DETACHED_QUEUE", "HoldBack", "Session", "SessionStream"]
 
 #: bytes a detached session may collect before further stanzas for it are dropped
 MAX_DETACHED_QUEUE: Final = 1024 * 1024
@@ -49,12 +49,26 @@ class SessionStream(Protocol):
         ...
 
 
+class HoldBack(Protocol):
+    """What a session holds back instead of writing (XEP-0352, client inactive)."""
+
+    def keep(self, stanza: Element, data: bytes) -> bool:
+        """Keep ``stanza`` (serialised: ``data``) for later (True), or let it go out now
+        (False: it is urgent, and what was kept goes out before it)."""
+        ...
+
+    def release(self) -> list[bytes]:
+        """What was kept, in order, to go out before a stanza that does not wait."""
+        ...
+
+
 class Session:
     """A bound client resource, with its RFC 6121 presence state."""
 
     __slots__ = (
         "available",
         "directed",
+        "hold_back",
         "jid",
         "jid_str",
         "presence",
@@ -80,6 +94,8 @@ class Session:
         #: bytes delivered while detached, written on the next attach
         self.queued: list[bytes] | None = None
         self.queued_size = 0
+        #: set while the client is inactive (XEP-0352): what need not wake it waits there
+        self.hold_back: HoldBack | None = None
 
     def __repr__(self) -> str:
         return f"<Session {self.jid_str}>"

@@ -45,6 +45,7 @@ __all__ = [
     "Authenticated",
     "BindRequested",
     "CredentialsNeeded",
+    "NonzaReceived",
     "PasswordCheckNeeded",
     "PreAuthStanza",
     "ServerStream",
@@ -152,6 +153,14 @@ class PreAuthStanza:
     element: Element
 
 
+@dataclass(frozen=True, slots=True)
+class NonzaReceived:
+    """A first-level element that is not a stanza, in a namespace a module handles once
+    the stream is bound (XEP-0352 ``<active/>``/``<inactive/>``, say)."""
+
+    element: Element
+
+
 StreamEvent = (
     TLSRequested
     | CredentialsNeeded
@@ -160,6 +169,7 @@ StreamEvent = (
     | AuthFailed
     | BindRequested
     | PreAuthStanza
+    | NonzaReceived
     | StanzaReceived
     | StreamEnded
 )
@@ -180,6 +190,8 @@ class ServerStreamSettings:
     max_sasl_attempts: int = 3
     #: iq payload namespaces that modules answer before authentication
     preauth_iq_namespaces: frozenset[str] = frozenset()
+    #: namespaces of first-level non-stanza elements modules take after bind
+    nonza_namespaces: frozenset[str] = frozenset()
     #: extra features offered before authentication (e.g. ``register``, ``iq-auth``)
     preauth_features: Callable[[], Sequence[Element]] = lambda: ()
     #: extra features offered after authentication (e.g. roster versioning, ``sub``)
@@ -399,6 +411,9 @@ class ServerStream:
         if state is State.READY:
             if el.ns == ns.CLIENT and el.tag in STANZA_TAGS:
                 self._events.append(StanzaReceived(el))
+                return
+            if el.ns in self.settings.nonza_namespaces:
+                self._events.append(NonzaReceived(el))
                 return
             raise StreamError(_SC.UNSUPPORTED_STANZA_TYPE, f"<{el.tag}/> is not a stanza")
         if el.ns == ns.STARTTLS and el.tag == "starttls":

@@ -12,6 +12,8 @@ def default_modules() -> list[Module]:
     """The modules a server loads unless told otherwise (a module after those it needs)."""
     from roost.server.modules.blocking import BlockingModule
     from roost.server.modules.caps import CapsModule
+    from roost.server.modules.carbons import CarbonsModule
+    from roost.server.modules.csi import CsiModule
     from roost.server.modules.disco import DiscoModule
     from roost.server.modules.last import LastActivityModule
     from roost.server.modules.legacy_auth import LegacyAuthModule
@@ -39,6 +41,8 @@ def default_modules() -> list[Module]:
         CapsModule(),
         PingModule(),
         MessageModule(),
+        CarbonsModule(),
+        CsiModule(),
         OfflineModule(),
         VersionModule(),
         TimeModule(),

@@ -33,6 +33,7 @@ from roost.core.stream.server import (
     AuthFailed,
     BindRequested,
     CredentialsNeeded,
+    NonzaReceived,
     PasswordCheckNeeded,
     PreAuthStanza,
     ServerStream,
@@ -284,6 +285,10 @@ class C2SConnection(StreamDriver):
             self.host.auth_failed(self.peer_ip)
         elif isinstance(ev, BindRequested):
             self._bind(ev)
+        elif isinstance(ev, NonzaReceived):
+            nonza = self.host.registry.nonza_handlers.get(ev.element.ns)
+            if nonza is not None and self.session is not None:
+                nonza(self.session, ev.element)
         elif isinstance(ev, PreAuthStanza):
             payload = ev.element.find()
             handlers = self.host.registry.preauth_handlers
