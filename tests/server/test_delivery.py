@@ -335,3 +335,24 @@ async def test_iq_to_unknown_user_or_resource(connect: Connect) -> None:
         assert_error(el, "iq", "service-unavailable", "cancel", "503")
         assert el.get("from") == to
     await quiet(alice, bob)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    ["<query xmlns='urn:example:unknown'/>", "<query xmlns='jabber:iq:version'/>"],
+    ids=["unknown", "host-only"],
+)
+async def test_error_to_an_iq_without_to_is_from_the_account(
+    connect: Connect, payload: str
+) -> None:
+    """RFC 6120 §8.1.2.1, §10.3.3: an iq with no 'to' is handled for the sender's account; an
+    error answering it has no 'from' (or the bare JID), never the domain, as results do."""
+    alice = await connect("alice", "a")
+    await settle(alice)
+    await alice.send(f"<iq type='get' id='nt1'>{payload}</iq>")
+    el = await received(alice, "iq")
+    assert serialize(el) == (
+        "<iq type='error' id='nt1' to='alice@localhost/a'><error type='cancel' code='503'>"
+        "<service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
+    )
+    await quiet(alice)
