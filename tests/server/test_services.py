@@ -133,6 +133,51 @@ async def test_time_of_the_server(login: Login) -> None:
     assert before - 0.01 <= stamp <= after + 0.01
 
 
+# -- XEP-0199 Ping, XEP-0202 Time, on behalf of an account (RFC 6120 §10.3.3) ------------------
+
+
+@pytest.mark.parametrize("to", [None, "alice@localhost"], ids=["no-to", "own-bare"])
+async def test_ping_on_behalf_of_oneself(login: Login, to: str | None) -> None:
+    """Issue 14: profanity's keepalive pings with no ``to``; the server answers for the
+    account (RFC 6120 §10.3.3), from the bare JID it was sent to or with no ``from``."""
+    alice = await login("alice", "a")
+    t = f" to='{to}'" if to else ""
+    f = f" from='{to}'" if to else ""
+    reply = await ask(alice, f"<iq type='get' id='p1'{t}><ping xmlns='urn:xmpp:ping'/></iq>")
+    assert reply == f"<iq type='result' id='p1' to='alice@localhost/a'{f}/>"
+
+
+async def test_ping_to_another_account(login: Login) -> None:
+    """RFC 6121 §8.5.2.1.3: the server answers an iq to an account's bare JID (as Prosody
+    does for pings); §8.5.2.2.3: no such account, ``service-unavailable``."""
+    alice = await login("alice", "a")
+    reply = await ask(
+        alice, "<iq type='get' id='p2' to='bob@localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+    )
+    assert reply == "<iq type='result' id='p2' to='alice@localhost/a' from='bob@localhost'/>"
+    reply = await ask(
+        alice, "<iq type='get' id='p3' to='nobody@localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+    )
+    assert reply == (
+        "<iq type='error' id='p3' to='alice@localhost/a' from='nobody@localhost'>"
+        + error("cancel", "503", "service-unavailable")
+        + "</iq>"
+    )
+
+
+@pytest.mark.parametrize("to", [None, "alice@localhost", "bob@localhost"])
+async def test_time_on_behalf_of_an_account(login: Login, to: str | None) -> None:
+    alice = await login("alice", "a")
+    t = f" to='{to}'" if to else ""
+    f = f" from='{to}'" if to else ""
+    reply = await ask(alice, f"<iq type='get' id='t2'{t}><time xmlns='urn:xmpp:time'/></iq>")
+    assert re.fullmatch(
+        f"<iq type='result' id='t2' to='alice@localhost/a'{f}><time xmlns='urn:xmpp:time'>"
+        "<tzo>\\+00:00</tzo><utc>[^<]+</utc></time></iq>",
+        reply,
+    ), reply
+
+
 # -- XEP-0012 Last Activity ---------------------------------------------------------------------
 
 
