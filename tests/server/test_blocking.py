@@ -215,7 +215,7 @@ async def test_blocked_contact_messages_bounce_and_user_messages_are_refused(
 
 
 async def test_iq_both_ways(server: Server, login: Login) -> None:
-    await friends(server, "alice", "bob")  # iqs between full JIDs need shared presence
+    await friends(server, "alice", "bob")  # blocking must win even over a subscription
     alice = await login("alice", "a")
     bob = await login("bob", "b")
     version = "<query xmlns='jabber:iq:version'/>"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,7 @@ from roost.core import ns
 from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
-from tests.helpers import Logins, RawClient, drain, quiet
+from tests.helpers import PASSWORDS, Logins, RawClient, drain, quiet, start_server
 
 _ids = itertools.count()
 
@@ -356,3 +357,47 @@ async def test_error_to_an_iq_without_to_is_from_the_account(
         "<service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
     )
     await quiet(alice)
+
+
+async def test_iq_to_full_jid_without_subscription_is_delivered(connect: Connect) -> None:
+    """RFC 6121 §8.5.3.1 only says SHOULD NOT; like Prosody and ejabberd, Roost delivers an
+    iq request to a full JID whatever the subscription: disco, version, ping, XEP-0047 in-band
+    bytestreams and XEP-0231 bits of binary between clients depend on it."""
+    alice = await connect("alice", "a")
+    bob = await connect("bob", "b")
+    await settle(alice, bob)
+    await alice.send(
+        f"<iq type='get' id='d1' to='bob@localhost/b'><query xmlns='{ns.DISCO_INFO}'/></iq>"
+    )
+    got = await received(bob, "iq")
+    assert serialize(got) == (
+        "<iq type='get' id='d1' to='bob@localhost/b' from='alice@localhost/a'>"
+        f"<query xmlns='{ns.DISCO_INFO}'/></iq>"
+    )
+    await bob.send(
+        f"<iq type='result' id='d1' to='alice@localhost/a'><query xmlns='{ns.DISCO_INFO}'>"
+        "<feature var='urn:xmpp:ping'/></query></iq>"
+    )
+    reply = await received(alice, "iq")
+    assert reply.get("type") == "result" and reply.get("from") == "bob@localhost/b"
+    await quiet(alice, bob)
+
+
+async def test_strict_iq_to_full_refuses_without_presence(tmp_path: Path) -> None:
+    """``[modules.presence] strict_iq_to_full = true``: the RFC 6121 §8.5.3.1 SHOULD NOT."""
+    server = await start_server(tmp_path, modules={"presence": {"strict_iq_to_full": True}})
+    try:
+        for user, password in PASSWORDS.items():
+            await server.accounts.create(user, "localhost", password)
+        logins = Logins(server)
+        alice = await logins("alice", "a")
+        bob = await logins("bob", "b")
+        await settle(alice, bob)
+        await alice.send(
+            f"<iq type='get' id='d2' to='bob@localhost/b'><ping xmlns='{ns.PING}'/></iq>"
+        )
+        assert_error(await received(alice, "iq"), "iq", "service-unavailable", "cancel", "503")
+        await quiet(alice, bob)
+        await logins.close()
+    finally:
+        await server.stop()
