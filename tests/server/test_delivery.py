@@ -401,3 +401,24 @@ async def test_strict_iq_to_full_refuses_without_presence(tmp_path: Path) -> Non
         await logins.close()
     finally:
         await server.stop()
+
+
+# -- unavailable presence (RFC 6121 §4.5.2) ---------------------------------------------------
+
+
+async def test_unavailable_goes_to_other_resources_and_back_to_the_sender(
+    connect: Connect,
+) -> None:
+    """§4.5.2: "to all of the user's available resources (as well as to the resource that
+    generated the unavailable presence in the first place)", the full XML (status text)."""
+    a = await connect("alice", "a")
+    a2 = await connect("alice", "a2")
+    await settle(a, a2)
+    await a.send("<presence type='unavailable'><status>going on vacation</status></presence>")
+    for c in (a2, a):
+        got = await received(c, "presence")
+        assert serialize(got) == (
+            f"<presence type='unavailable' from='alice@localhost/a' to='{c.jid}'>"
+            "<status>going on vacation</status></presence>"
+        )
+    await quiet(a, a2)

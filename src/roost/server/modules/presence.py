@@ -249,6 +249,12 @@ class PresenceModule:
                 self.ctx.notify(events.RESOURCE_DELIVERABLE, conn)
         elif ptype == "unavailable":
             self._went_unavailable(conn, sender, stanza)
+            # RFC 6121 §4.5.2: also "to the resource that generated the unavailable presence
+            # in the first place", as sent (its status text); Prosody reflects it too.
+            echo = stanza.copy()
+            echo.attrs["from"] = str(sender)
+            echo.attrs["to"] = conn.jid_str
+            self.ctx.deliver(conn, echo)
         return True
 
     def _broadcast(self, stanza: Element, sender: JID) -> None:
