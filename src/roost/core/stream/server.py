@@ -442,9 +442,12 @@ class ServerStream:
             ):
                 self._events.append(PreAuthStanza(el))
                 return
+            # RFC 6120 §4.3.5 / §4.9.3.12: a stanza before negotiation completes MUST close
+            # the stream with not-authorized, also before a required STARTTLS (nothing in
+            # §5 makes that case a policy-violation; Prosody answers such stanzas with a
+            # service-unavailable stanza error and keeps the stream, which §4.3.5 forbids).
             if state is State.PRE_TLS and self.settings.require_encryption:
-                raise StreamError(_SC.POLICY_VIOLATION, "TLS is required")
-            # RFC 6120 §4.9.3.12: stanzas before authentication.
+                raise StreamError(_SC.NOT_AUTHORIZED, "negotiate TLS, then authenticate")
             raise StreamError(_SC.NOT_AUTHORIZED, "authenticate first")
         raise StreamError(_SC.UNSUPPORTED_STANZA_TYPE, f"<{el.tag}/> is not expected here")
 
