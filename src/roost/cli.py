@@ -257,6 +257,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from roost.server.loader import resolve_modules
     from roost.server.modules import default_modules
     from roost.transport.certs import CertificateError, load_tls_context_server
+    from roost.transport.listeners import ipv6_missing
 
     resolve_modules(config, default_modules())  # a bad [modules] table: ConfigError, exit 2
     problems: list[str] = []
@@ -289,11 +290,24 @@ def cmd_check(args: argparse.Namespace) -> int:
             continue
         for host in interfaces:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            with socket.socket(family, socket.SOCK_STREAM) as s:
+            try:
+                s = socket.socket(family, socket.SOCK_STREAM)
+            except OSError as exc:
+                if len(interfaces) > 1 and ipv6_missing(host, exc):
+                    print(f"{key}: no IPv6 on this machine; {host} will be skipped")
+                    continue
+                problems.append(f"{key}: cannot listen on {host} ({exc.strerror})")
+                continue
+            with s:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:  # as the server's listeners (asyncio) do
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 try:
                     s.bind((host, port))
                 except OSError as exc:
+                    if len(interfaces) > 1 and ipv6_missing(host, exc):
+                        print(f"{key}: no IPv6 on this machine; {host} will be skipped")
+                        continue
                     problems.append(
                         f"{key}: cannot bind {host}:{port} ({exc.strerror}); is another server "
                         "running? choose another port"

@@ -47,6 +47,9 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+#: the default listen addresses: every IPv6 and every IPv4 address (dual stack; "::" is
+#: skipped with a warning on a machine without IPv6, see ``roost.transport.listeners``)
+ALL_INTERFACES = ("::", "0.0.0.0")
 
 
 class ConfigError(Exception):
@@ -92,7 +95,7 @@ class C2SConfig:
     """Client-to-server listener and its limits (times in seconds)."""
 
     port: int = _opt(5222, lo=0, hi=65535)
-    interfaces: tuple[str, ...] = _opt(("0.0.0.0",), item=_ip_address, nonempty=True)
+    interfaces: tuple[str, ...] = _opt(ALL_INTERFACES, item=_ip_address, nonempty=True)
     # XEP-0368 Direct TLS; 0 disables it.
     direct_tls_port: int = _opt(5223, lo=0, hi=65535)
     require_encryption: bool = True
@@ -189,7 +192,7 @@ class S2SConfig:
     port: int = _opt(5269, lo=0, hi=65535)
     # XEP-0368 Direct TLS for servers (_xmpps-server._tcp); 0: no such listener
     direct_tls_port: int = _opt(0, lo=0, hi=65535)
-    interfaces: tuple[str, ...] = _opt(("0.0.0.0",), item=_ip_address, nonempty=True)
+    interfaces: tuple[str, ...] = _opt(ALL_INTERFACES, item=_ip_address, nonempty=True)
     # domain -> "host:port", instead of DNS (private networks, tests)
     routes: Mapping[str, str] = field(
         default_factory=lambda: MappingProxyType({}),
