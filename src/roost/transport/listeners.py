@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import socket
 import ssl
 from collections.abc import Callable, Iterable
 
-__all__ = ["IPV6_ANY", "Listener", "ipv6_missing", "listen"]
+__all__ = ["IPV6_ANY", "Listener", "bind_problem", "ipv6_missing", "listen"]
 
 log = logging.getLogger(__name__)
 #: the IPv6 wildcard address, skipped where the machine has no IPv6
@@ -28,6 +29,24 @@ _NO_IPV6 = frozenset((errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT, errno.EADDRNOTA
 def ipv6_missing(host: str, exc: OSError) -> bool:
     """Whether binding ``host`` failed only because this machine has no IPv6."""
     return host == IPV6_ANY and exc.errno in _NO_IPV6
+
+
+def bind_problem(host: str, port: int, *, skip_missing_ipv6: bool) -> OSError | None:
+    """Bind and release ``host:port`` as ``listen`` would (before anything is created, to
+    report a port in use by its key): the error, or None when it can be bound (or is the
+    IPv6 wildcard on a machine without IPv6 and ``skip_missing_ipv6``)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # as asyncio's create_server does
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.bind((host, port))
+    except OSError as exc:
+        if skip_missing_ipv6 and ipv6_missing(host, exc):
+            return None
+        return exc
+    return None
 
 
 class Listener:
