@@ -351,11 +351,14 @@ def cmd_check(args: argparse.Namespace) -> int:
             load_tls_context_server(config.tls.cert, config.tls.key)
         except CertificateError as exc:
             problems.append(f"tls: {exc}; fix tls.cert/tls.key or remove both to self-sign")
+        else:
+            problems += _check_certificates(config)
     else:
         for domain in config.domains:
             crt = data / "certs" / f"{domain}.crt"
             state = "present" if crt.exists() else "will be generated on first start"
             print(f"certificate for {domain}: self-signed, {state}")
+        problems += _check_certificates(config)
     for key, port, interfaces in listening_ports(config):
         for host in interfaces:
             err = bind_problem(host, port, skip_missing_ipv6=len(interfaces) > 1)
@@ -374,10 +377,70 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+#: a certificate that expires sooner than this is reported (not a problem yet)
+_EXPIRY_WARNING_DAYS = 30
+
+
+def _check_certificates(config: Config) -> list[str]:
+    """Each domain's certificate names it (RFC 6125 §6.4) and is valid now; one about to
+    expire is mentioned. A configured ``tls.cert`` serves every domain; otherwise each has
+    its own self-signed pair in data_dir/certs (checked when present)."""
+    import datetime
+
+    from roost.core.stream.s2s import certificate_matches
+    from roost.transport.certs import (
+        CertificateError,
+        certificate_dns_names,
+        certificate_validity,
+    )
+
+    problems: list[str] = []
+    now = datetime.datetime.now(datetime.UTC)
+    checked: set[Path] = set()
+    for domain in config.domains:
+        if config.tls.cert is not None:
+            path, label = config.tls.cert, "tls.cert"
+            fix = "get one whose subjectAltName includes {domain}"
+        else:
+            path = Path(config.data_dir) / "certs" / f"{domain}.crt"
+            label = f"the certificate for {domain} ({path})"
+            fix = f"run `roost cert generate {domain} --force` for a new self-signed one"
+            if not path.exists():
+                continue
+        try:
+            names = certificate_dns_names(path)
+            not_before, not_after = certificate_validity(path)
+        except CertificateError as exc:
+            problems.append(f"{label}: {exc}")
+            continue
+        if not certificate_matches(domain, names):
+            named = ", ".join(sorted(names)) or "no DNS name"
+            problems.append(
+                f"{label} does not name {domain} (it names {named}); clients and other servers "
+                f"will refuse it: {fix.format(domain=domain)}"
+            )
+        if path in checked:
+            continue  # one file's dates are reported once
+        checked.add(path)
+        renew = "renew it" if config.tls.cert is not None else fix.format(domain=domain)
+        if not_after <= now:
+            problems.append(
+                f"{label} expired on {not_after:%Y-%m-%d %H:%M} UTC; clients will refuse it: "
+                f"{renew}"
+            )
+        elif not_before > now:
+            problems.append(
+                f"{label} is not valid before {not_before:%Y-%m-%d %H:%M} UTC (check the "
+                "clock of this machine or of the issuer)"
+            )
+        elif not_after - now < datetime.timedelta(days=_EXPIRY_WARNING_DAYS):
+            days = (not_after - now).days
+            print(f"note: {label} expires in {days} days ({not_after:%Y-%m-%d} UTC): {renew}")
+    return problems
+
+
 def _check_s2s(config: Config) -> list[str]:
     """Federation: certificate names and DNS records other servers will look at."""
-    from roost.core.stream.s2s import certificate_matches
-    from roost.transport.certs import CertificateError, certificate_dns_names
     from roost.transport.srv import srv_targets
 
     problems = []
@@ -385,18 +448,8 @@ def _check_s2s(config: Config) -> list[str]:
     for domain in config.domains:
         if domain == "localhost":
             continue  # never federated (RFC 6761 §6.3)
-        if config.tls.cert is not None:
-            try:
-                names = certificate_dns_names(config.tls.cert)
-            except CertificateError:
-                continue  # already reported above
-            if not certificate_matches(domain, names):
-                named = ", ".join(sorted(names)) or "nothing"
-                problems.append(
-                    f"tls.cert does not name {domain} (it names {named}); other servers will "
-                    f"refuse it for federation: get one whose subjectAltName includes {domain}"
-                )
-        elif s2s.require_valid_certs:
+        # (whether tls.cert names the domain: _check_certificates)
+        if config.tls.cert is None and s2s.require_valid_certs:
             print(
                 f"s2s for {domain}: the self-signed certificate is trusted by no one; peers "
                 "that require valid certificates will refuse it (set tls.cert/tls.key)"

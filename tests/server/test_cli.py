@@ -713,6 +713,74 @@ def test_cert_generate(tmp_path: Path) -> None:
     assert "ok:" in r.stdout
 
 
+def _issue(tmp_path: Path, name: str, *, days: tuple[float, float]) -> str:
+    """A CA-issued pair for ``name`` valid from now+days[0] to now+days[1]; its [tls]."""
+    import datetime
+
+    import trustme
+
+    now = datetime.datetime.now(datetime.UTC)
+    issued = trustme.CA().issue_cert(
+        name,
+        not_before=now + datetime.timedelta(days=days[0]),
+        not_after=now + datetime.timedelta(days=days[1]),
+    )
+    crt, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    for blob in issued.cert_chain_pems:
+        blob.write_to_path(str(crt), append=True)
+    issued.private_key_pem.write_to_path(str(key))
+    return f'\n[tls]\ncert = "{crt}"\nkey = "{key}"\n'
+
+
+@pytest.mark.parametrize(
+    ("name", "days", "expected"),
+    [
+        (
+            "other.example",
+            (-1, 365),
+            "problem: tls.cert does not name localhost (it names other.example); clients and "
+            "other servers will refuse it: get one whose subjectAltName includes localhost",
+        ),
+        ("localhost", (-30, -1), "problem: tls.cert expired on "),
+        ("localhost", (2, 365), "problem: tls.cert is not valid before "),
+    ],
+    ids=["other-domain", "expired", "not-yet-valid"],
+)
+def test_check_reports_unusable_certificate(
+    tmp_path: Path, name: str, days: tuple[float, float], expected: str
+) -> None:
+    """Issue 14: `roost check` said "ok" for these."""
+    path = write_config(tmp_path, free_port(), free_port(), _issue(tmp_path, name, days=days))
+    r = run_roost("check", "--config", str(path), cwd=tmp_path)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert expected in r.stdout, r.stdout
+    assert "ok:" not in r.stdout
+
+
+def test_check_mentions_a_certificate_about_to_expire(tmp_path: Path) -> None:
+    tls = _issue(tmp_path, "localhost", days=(-1, 10))
+    path = write_config(tmp_path, free_port(), free_port(), tls)
+    r = run_roost("check", "--config", str(path), cwd=tmp_path)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "note: tls.cert expires in 9 days" in r.stdout, r.stdout
+
+
+def test_check_reports_an_expired_self_signed_certificate(tmp_path: Path) -> None:
+    """The generated per-domain pair is checked too (the server would keep serving it)."""
+    path = write_config(tmp_path, free_port(), free_port())
+    certs = tmp_path / "data" / "certs"
+    certs.mkdir(parents=True)
+    _issue(tmp_path, "localhost", days=(-30, -1))  # written where a generated pair lives:
+    (tmp_path / "localhost.pem").rename(certs / "localhost.crt")
+    (tmp_path / "localhost.key").rename(certs / "localhost.key")
+    r = run_roost("check", "--config", str(path), cwd=tmp_path)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert f"problem: the certificate for localhost ({certs / 'localhost.crt'}) expired on " in (
+        r.stdout
+    )
+    assert "roost cert generate localhost --force" in r.stdout
+
+
 async def test_check_reports_federation_problems(tmp_path: Path) -> None:
     """``roost check`` with s2s on: a certificate for another name, SRV pointing elsewhere."""
     import trustme
@@ -753,8 +821,8 @@ async def test_check_reports_federation_problems(tmp_path: Path) -> None:
     text = out.decode()
     assert proc.returncode == 1, (text, err.decode())
     assert (
-        "problem: tls.cert does not name chat.example (it names other.example); other servers "
-        "will refuse it for federation: get one whose subjectAltName includes chat.example"
+        "problem: tls.cert does not name chat.example (it names other.example); clients and "
+        "other servers will refuse it: get one whose subjectAltName includes chat.example"
     ) in text
     assert (
         f"problem: DNS: other servers will look for chat.example at xmpp.example:5999, but "

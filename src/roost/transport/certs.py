@@ -18,6 +18,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
     "CertificateError",
+    "certificate_validity",
     "ensure_certificate",
     "generate_self_signed",
     "load_certificate_der",
@@ -147,6 +148,12 @@ def certificate_dns_names(cert: Path) -> frozenset[str]:
     except x509.ExtensionNotFound:
         return frozenset()
     return frozenset(name.lower() for name in san.value.get_values_for_type(x509.DNSName))
+
+
+def certificate_validity(cert: Path) -> tuple[datetime.datetime, datetime.datetime]:
+    """When the leaf certificate in a PEM file starts and stops being valid (UTC)."""
+    leaf = _load_certificates(cert)[0]
+    return leaf.not_valid_before_utc, leaf.not_valid_after_utc
 
 
 def load_certificate_der(cert: Path) -> bytes:
