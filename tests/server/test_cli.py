@@ -705,9 +705,10 @@ def test_cert_generate(tmp_path: Path) -> None:
     cert = x509.load_pem_x509_certificate(crt.read_bytes())
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "example.org" in san.get_values_for_type(x509.DNSName)
-    # The pair is usable as tls.cert/tls.key.
+    # The pair is usable as tls.cert/tls.key for that domain.
     tls = f'\n[tls]\ncert = "{crt}"\nkey = "{key}"\n'
     path = write_config(tmp_path, free_port(), free_port(), tls, name="tls.toml")
+    path.write_text(path.read_text().replace('["localhost"]', '["example.org"]'))
     r = run_roost("check", "--config", str(path), cwd=tmp_path)
     assert r.returncode == 0, r.stdout
     assert "ok:" in r.stdout
