@@ -309,6 +309,29 @@ async def test_last_activity_connected_but_unavailable_is_not_online(
     ), reply
 
 
+@pytest.mark.parametrize("stored", [False, True], ids=["never-logged-out", "old-logout"])
+async def test_last_activity_connected_and_gone_unavailable(
+    server: Server, login: Login, stored: bool
+) -> None:
+    """Issue 14, XEP-0012 §3: a contact still connected but unavailable has been away since
+    its unavailable presence, with that presence's status; not item-not-found, not an older
+    logout."""
+    await subscribe(server, "bob", "alice", "from")
+    if stored:
+        old = json.dumps({"stamp": time.time() - 3600, "status": "old"})
+        await server.storage.set_data("bob", "localhost", "last", "logout", old)
+    alice = await login("alice", "a")
+    bob = await login("bob", "b")
+    await bob.send("<presence type='unavailable'><status>brb</status></presence>")
+    await drain(bob)
+    reply = await ask(alice, last_query("l11", "bob@localhost"))
+    assert re.fullmatch(
+        "<iq type='result' id='l11' to='alice@localhost/a' from='bob@localhost'>"
+        "<query xmlns='jabber:iq:last' seconds='[01]'>brb</query></iq>",
+        reply,
+    ), reply
+
+
 @pytest.mark.parametrize("subscription", [None, "none", "to"])
 async def test_last_activity_without_subscription_is_forbidden(
     server: Server, login: Login, subscription: str | None

@@ -83,6 +83,9 @@ class PresenceModule:
         last = self._last_unavailable.get(user)
         return None if last is None else last[0]
 
+    def unavailable_since(self, user: JID) -> tuple[Element, float] | None:
+        return self._last_unavailable.get(user)
+
     # -- helpers --------------------------------------------------------------------------
 
     def _send_to_resources(self, user: JID, stanza: Element) -> None:
