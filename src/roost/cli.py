@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import logging
 import os
 import signal
-import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from roost.server.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from roost.storage.sqlite import SQLiteStorage
 
 __all__ = ["main"]
 
@@ -56,6 +61,12 @@ def _install_loop(choice: str) -> None:
     uvloop.install()
 
 
+def _sighup() -> None:
+    log.warning(
+        "SIGHUP: reloading is not supported yet; still running with the config read at start"
+    )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args)
     _setup_logging(config)
@@ -68,6 +79,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, server.request_stop)
+        if hasattr(signal, "SIGHUP"):
+            # Its default action ends the process; until reload exists, keep serving.
+            loop.add_signal_handler(signal.SIGHUP, _sighup)
         await server.serve_forever()
 
     try:
@@ -115,12 +129,36 @@ def _password(args: argparse.Namespace, confirm: bool = True) -> str:
     return pw
 
 
-async def _with_accounts(config: Config, fn):  # type: ignore[no-untyped-def]
-    from roost.server.accounts import Accounts
+class _StorageUnavailable(Exception):
+    """The database cannot be opened (an unreadable or missing data_dir, say)."""
+
+
+async def _open_storage(config: Config) -> SQLiteStorage:
+    import sqlite3
+
     from roost.storage.sqlite import SQLiteStorage
 
-    storage = SQLiteStorage(Path(config.data_dir) / "roost.db")
-    await storage.open()
+    data = Path(config.data_dir)
+    if data.exists() and not data.is_dir():
+        raise _StorageUnavailable(f"data_dir {data} is not a directory; check data_dir")
+    path = data / "roost.db"
+    storage = SQLiteStorage(path)
+    try:
+        await storage.open()
+    except (OSError, sqlite3.Error) as exc:
+        with contextlib.suppress(Exception):
+            await storage.close()
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise _StorageUnavailable(
+            f"cannot open the database {path} ({why}); check data_dir and its permissions"
+        ) from None
+    return storage
+
+
+async def _with_accounts(config: Config, fn):  # type: ignore[no-untyped-def]
+    from roost.server.accounts import Accounts
+
+    storage = await _open_storage(config)
     try:
         return await fn(Accounts(storage, config.auth.scram_iterations))
     finally:
@@ -129,6 +167,14 @@ async def _with_accounts(config: Config, fn):  # type: ignore[no-untyped-def]
 
 def cmd_user(args: argparse.Namespace) -> int:
     config = _load(args)
+    try:
+        return _user(args, config)
+    except _StorageUnavailable as exc:
+        print(f"roost: {exc}", file=sys.stderr)
+        return 1
+
+
+def _user(args: argparse.Namespace, config: Config) -> int:
     from roost.server.accounts import InvalidUsername
     from roost.storage.api import AccountExists, NoSuchAccount
 
@@ -175,6 +221,14 @@ def cmd_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def _csv_rows(reader: Iterator[list[str]], path: Path) -> Iterator[list[str]]:
+    """The rows, with a file that is not UTF-8 text reported instead of a traceback."""
+    try:
+        yield from reader
+    except UnicodeDecodeError as exc:
+        raise SystemExit(f"roost: {path} is not UTF-8 text ({exc.reason})") from None
+
+
 def _read_user_csv(path: Path, config: Config) -> list[tuple[str, str, str]]:
     """Rows of ``user@domain,password`` (a header line and blank lines are skipped)."""
     import csv
@@ -182,8 +236,12 @@ def _read_user_csv(path: Path, config: Config) -> list[tuple[str, str, str]]:
     from roost.core.jid import JID, InvalidJID
 
     rows: list[tuple[str, str, str]] = []
-    with path.open(newline="", encoding="utf-8") as f:
-        for n, row in enumerate(csv.reader(f), start=1):
+    try:
+        f = path.open(newline="", encoding="utf-8")
+    except OSError as exc:
+        raise SystemExit(f"roost: cannot read {path}: {exc.strerror or exc}") from None
+    with f:
+        for n, row in enumerate(_csv_rows(csv.reader(f), path), start=1):
             if not row or not row[0].strip() or (n == 1 and row[0].strip().lower() == "jid"):
                 continue
             if len(row) < 2 or not row[1]:
@@ -205,7 +263,6 @@ def _import_users(config: Config, path: Path) -> int:
     from concurrent.futures import ProcessPoolExecutor
 
     from roost.server.accounts import make_account
-    from roost.storage.sqlite import SQLiteStorage
 
     rows = _read_user_csv(path, config)
     iterations = config.auth.scram_iterations
@@ -222,8 +279,7 @@ def _import_users(config: Config, path: Path) -> int:
         )
 
     async def store() -> int:
-        storage = SQLiteStorage(Path(config.data_dir) / "roost.db")
-        await storage.open()
+        storage = await _open_storage(config)
         try:
             return await storage.create_accounts_bulk(accounts)
         finally:
@@ -239,11 +295,31 @@ def _import_users(config: Config, path: Path) -> int:
 
 def cmd_cert(args: argparse.Namespace) -> int:
     config = _load(args)
+    from roost.core.jid import JID, InvalidJID
     from roost.transport.certs import generate_self_signed
 
+    try:
+        domain = JID.make(None, args.domain).domain  # RFC 7622 §3.2, as for `domains`
+    except InvalidJID as exc:
+        print(f"roost: {args.domain!r} is not a valid domain: {exc}", file=sys.stderr)
+        return 2
     out = Path(config.data_dir) / "certs"
-    cert, key = out / f"{args.domain}.crt", out / f"{args.domain}.key"
-    generate_self_signed(args.domain, cert, key)
+    cert, key = out / f"{domain}.crt", out / f"{domain}.key"
+    existing = [p for p in (cert, key) if p.exists()]
+    if existing and not args.force:
+        names = " and ".join(str(p) for p in existing)
+        print(
+            f"roost: {names} already exist{'s' if len(existing) == 1 else ''} (a running "
+            "server may use it); pass --force to replace it",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        generate_self_signed(domain, cert, key)
+    except (OSError, ValueError) as exc:
+        why = getattr(exc, "strerror", None) or exc
+        print(f"roost: cannot write {cert}: {why}", file=sys.stderr)
+        return 1
     print(f"wrote {cert} and {key}")
     return 0
 
@@ -254,9 +330,11 @@ def cmd_cert(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate config, certificates, data directory and ports; say how to fix problems."""
     config = _load(args)
+    from roost.server.config import listening_ports
     from roost.server.loader import resolve_modules
     from roost.server.modules import default_modules
     from roost.transport.certs import CertificateError, load_tls_context_server
+    from roost.transport.listeners import bind_problem
 
     resolve_modules(config, default_modules())  # a bad [modules] table: ConfigError, exit 2
     problems: list[str] = []
@@ -273,31 +351,22 @@ def cmd_check(args: argparse.Namespace) -> int:
             load_tls_context_server(config.tls.cert, config.tls.key)
         except CertificateError as exc:
             problems.append(f"tls: {exc}; fix tls.cert/tls.key or remove both to self-sign")
+        else:
+            problems += _check_certificates(config)
     else:
         for domain in config.domains:
             crt = data / "certs" / f"{domain}.crt"
             state = "present" if crt.exists() else "will be generated on first start"
             print(f"certificate for {domain}: self-signed, {state}")
-    ports = [
-        ("c2s.port", config.c2s.port, config.c2s.interfaces),
-        ("c2s.direct_tls_port", config.c2s.direct_tls_port, config.c2s.interfaces),
-    ]
-    if config.s2s.enabled:
-        ports.append(("s2s.port", config.s2s.port, config.s2s.interfaces))
-    for key, port, interfaces in ports:
-        if not port:
-            continue
+        problems += _check_certificates(config)
+    for key, port, interfaces in listening_ports(config):
         for host in interfaces:
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            with socket.socket(family, socket.SOCK_STREAM) as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    s.bind((host, port))
-                except OSError as exc:
-                    problems.append(
-                        f"{key}: cannot bind {host}:{port} ({exc.strerror}); is another server "
-                        "running? choose another port"
-                    )
+            err = bind_problem(host, port, skip_missing_ipv6=len(interfaces) > 1)
+            if err is not None:
+                problems.append(
+                    f"{key}: cannot bind {host}:{port} ({err.strerror}); is another server "
+                    "running? choose another port"
+                )
     if config.s2s.enabled:
         problems += _check_s2s(config)
     for p in problems:
@@ -308,10 +377,70 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+#: a certificate that expires sooner than this is reported (not a problem yet)
+_EXPIRY_WARNING_DAYS = 30
+
+
+def _check_certificates(config: Config) -> list[str]:
+    """Each domain's certificate names it (RFC 6125 §6.4) and is valid now; one about to
+    expire is mentioned. A configured ``tls.cert`` serves every domain; otherwise each has
+    its own self-signed pair in data_dir/certs (checked when present)."""
+    import datetime
+
+    from roost.core.identity import certificate_matches
+    from roost.transport.certs import (
+        CertificateError,
+        certificate_identities,
+        certificate_validity,
+    )
+
+    problems: list[str] = []
+    now = datetime.datetime.now(datetime.UTC)
+    checked: set[Path] = set()
+    for domain in config.domains:
+        if config.tls.cert is not None:
+            path, label = config.tls.cert, "tls.cert"
+            fix = "get one whose subjectAltName includes {domain}"
+        else:
+            path = Path(config.data_dir) / "certs" / f"{domain}.crt"
+            label = f"the certificate for {domain} ({path})"
+            fix = f"run `roost cert generate {domain} --force` for a new self-signed one"
+            if not path.exists():
+                continue
+        try:
+            ids = certificate_identities(path)
+            not_before, not_after = certificate_validity(path)
+        except CertificateError as exc:
+            problems.append(f"{label}: {exc}")
+            continue
+        if not certificate_matches(domain, ids):
+            named = ", ".join(ids.names()) or "no DNS name"
+            problems.append(
+                f"{label} does not name {domain} (it names {named}); clients and other servers "
+                f"will refuse it: {fix.format(domain=domain)}"
+            )
+        if path in checked:
+            continue  # one file's dates are reported once
+        checked.add(path)
+        renew = "renew it" if config.tls.cert is not None else fix.format(domain=domain)
+        if not_after <= now:
+            problems.append(
+                f"{label} expired on {not_after:%Y-%m-%d %H:%M} UTC; clients will refuse it: "
+                f"{renew}"
+            )
+        elif not_before > now:
+            problems.append(
+                f"{label} is not valid before {not_before:%Y-%m-%d %H:%M} UTC (check the "
+                "clock of this machine or of the issuer)"
+            )
+        elif not_after - now < datetime.timedelta(days=_EXPIRY_WARNING_DAYS):
+            days = (not_after - now).days
+            print(f"note: {label} expires in {days} days ({not_after:%Y-%m-%d} UTC): {renew}")
+    return problems
+
+
 def _check_s2s(config: Config) -> list[str]:
     """Federation: certificate names and DNS records other servers will look at."""
-    from roost.core.identity import certificate_matches
-    from roost.transport.certs import CertificateError, certificate_identities
     from roost.transport.srv import srv_targets
 
     problems = []
@@ -319,18 +448,8 @@ def _check_s2s(config: Config) -> list[str]:
     for domain in config.domains:
         if domain == "localhost":
             continue  # never federated (RFC 6761 §6.3)
-        if config.tls.cert is not None:
-            try:
-                ids = certificate_identities(config.tls.cert)
-            except CertificateError:
-                continue  # already reported above
-            if not certificate_matches(domain, ids):
-                named = ", ".join(ids.names()) or "nothing"
-                problems.append(
-                    f"tls.cert does not name {domain} (it names {named}); other servers will "
-                    f"refuse it for federation: get one whose subjectAltName includes {domain}"
-                )
-        elif s2s.require_valid_certs:
+        # (whether tls.cert names the domain: _check_certificates)
+        if config.tls.cert is None and s2s.require_valid_certs:
             print(
                 f"s2s for {domain}: the self-signed certificate is trusted by no one; peers "
                 "that require valid certificates will refuse it (set tls.cert/tls.key)"
@@ -441,11 +560,14 @@ def _bench_provision(args: argparse.Namespace, config: Config) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from roost import __version__
+
     parser = argparse.ArgumentParser(prog="roost", description="Roost XMPP server")
+    parser.add_argument("--version", action="version", version=f"roost {__version__}")
     parser.add_argument(
         "--config", "-c", help="TOML config file (default: ./roost.toml if present)"
     )
-    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub = parser.add_subparsers(dest="cmd", metavar="COMMAND")
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
@@ -483,6 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     csub = cert.add_subparsers(dest="cert_cmd", required=True)
     p = csub.add_parser("generate", help="generate a self-signed certificate into data_dir/certs")
     p.add_argument("domain")
+    p.add_argument("--force", action="store_true", help="replace an existing certificate")
     p.add_argument("--config", "-c", default=argparse.SUPPRESS)
     cert.set_defaults(fn=cmd_cert)
 
@@ -498,7 +621,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "fn", None) is None:  # no command: the usage, not an internal name
+        parser.print_help(sys.stderr)
+        return 2
     try:
         return int(args.fn(args))
     except ConfigError as exc:

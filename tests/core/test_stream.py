@@ -200,6 +200,37 @@ def test_too_many_attempts_closes() -> None:
     assert s.state is State.CLOSED
 
 
+def test_refused_choices_do_not_count() -> None:
+    """Only credentials that did not verify count against ``max_sasl_attempts``."""
+    s = make(encrypted=True, max_sasl_attempts=2)
+    s.tls_started(CB)
+    s.receive_data(HEADER)
+    refused = [
+        auth_el("SCRAM-SHA-256-PLUS", b"p=tls-unique,,n=alice,r=abc"),  # RFC 5802 §6.1
+        auth_el("SCRAM-SHA-256", b"y,,n=alice,r=abc"),  # RFC 5802 §6: a downgrade
+        auth_el("DIGEST-MD5", None),
+        auth_el("SCRAM-SHA-1", b"q,,n=alice,r=abc"),  # malformed
+    ]
+    for el in refused:
+        evs = s.receive_data(el)
+        assert [type(e) for e in evs] == [AuthFailed] and not evs[0].counted  # type: ignore[union-attr]
+    s.receive_data(auth_el("PLAIN", b"\x00alice\x00bad"))
+    (failed,) = s.password_checked(False)
+    assert isinstance(failed, AuthFailed) and failed.counted
+    assert s.state is State.PRE_AUTH
+    s.receive_data(auth_el("PLAIN", b"\x00alice\x00pw"))
+    assert isinstance(s.password_checked(True)[0], Authenticated)
+
+
+def test_refused_choices_are_bounded() -> None:
+    s = make(encrypted=True)
+    s.receive_data(HEADER)
+    for _ in range(stream_mod.MAX_UNCOUNTED_SASL_FAILURES - 1):
+        s.receive_data(auth_el("DIGEST-MD5", None))
+    evs = s.receive_data(auth_el("DIGEST-MD5", None))
+    assert isinstance(evs[-1], StreamEnded) and s.state is State.CLOSED
+
+
 def test_every_transition_is_walked() -> None:
     """STYLE 2: every row of the table has a test (this file's scenarios visit them all)."""
     missing = stream_mod.TRANSITIONS - visited

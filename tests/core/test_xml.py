@@ -209,6 +209,12 @@ def feed_error(data: bytes, **kw: int) -> StreamErrorCondition:
         (HEADER + b"<message><!-- c --></message>", "restricted-xml"),
         (HEADER + b"<?php echo 1; ?>", "restricted-xml"),
         (HEADER + b"<message><body>&xxe;</body></message>", "restricted-xml"),
+        (HEADER + b"<!DOCTYPE stream>", "restricted-xml"),  # RFC 6120 §11.1, anywhere
+        (HEADER + b"<message><!DOCTYPE x></message>", "restricted-xml"),
+        (HEADER + b"<!ATTLIST a b CDATA #IMPLIED>", "restricted-xml"),
+        (HEADER + b"<!D", "restricted-xml"),  # expat stops at the first letter
+        (HEADER + b"<message><!x/></message>", "not-well-formed"),
+        (HEADER + b"<a b=ENTITY/>", "not-well-formed"),
         (HEADER + b"garbage", "not-well-formed"),
         (HEADER + b"<message><body></message>", "not-well-formed"),
         (HEADER + b"<a b='1' b='2'/>", "not-well-formed"),
@@ -348,3 +354,15 @@ def test_core_is_sans_io() -> None:
                 names = [node.module]
             for name in names:
                 assert name.split(".")[0] not in FORBIDDEN, f"{path} imports {name}"
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 5])
+def test_dtd_split_across_chunks_is_restricted(cut: int) -> None:
+    """RFC 6120 §11.1: however the bytes of ``<!DOCTYPE`` arrive."""
+    parser = XMLStreamParser()
+    parser.feed(HEADER)
+    decl = b"<!DOCTYPE x>"
+    with pytest.raises(StreamError) as info:  # expat stops at the first letter after "<!"
+        parser.feed(decl[:cut])
+        parser.feed(decl[cut:])
+    assert info.value.condition == "restricted-xml"

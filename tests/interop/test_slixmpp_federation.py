@@ -104,7 +104,7 @@ async def test_subscription_presence_and_messages(users: tuple[Pair, User, User]
 
 async def test_iq_to_a_remote_user_and_server(users: tuple[Pair, User, User]) -> None:
     _, alice, _bob = users
-    # a mutual subscription first: iq requests to a full JID need it (RFC 6121 §8.5.3.1)
+    # a mutual subscription first, to learn bob's full JID from his presence
     alice.xmpp.send_presence(pto="bob@b.test", ptype="subscribe")
     await next_matching(alice.available, lambda p: str(p["from"]) == "bob@b.test/s")
     version = await alice.xmpp.plugin["xep_0092"].get_version("bob@b.test/s", timeout=TIMEOUT)

@@ -108,6 +108,17 @@ async def test_cli_runs_a_scenario(
     assert data["scenario"] == "login" and data["login"]["ok"] == 4
 
 
+async def test_cli_exits_1_when_no_login_succeeds(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 14: a run where every login failed is a failure of the command."""
+    await provisioned(server, 2)
+    argv = ["bench", "login", "--server", f"127.0.0.1:{server.port()}", "--users", "2"]
+    argv += ["--insecure", "--quiet", "--password", "wrong", "--loop", "asyncio"]
+    assert await asyncio.wait_for(asyncio.to_thread(main, argv), 60) == 1
+    assert "0/2" in capsys.readouterr().out
+
+
 async def test_login_direct_tls_two_procs(server: Server) -> None:
     await provisioned(server, 6)
     result = await bench(

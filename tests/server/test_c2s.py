@@ -233,6 +233,68 @@ async def test_failed_logins_per_ip(tmp_path: Path) -> None:
         await srv.stop()
 
 
+def _auth_raw(mechanism: str, client_first: str) -> str:
+    import base64
+
+    data = base64.b64encode(client_first.encode()).decode()
+    return f"<auth xmlns='{ns.SASL}' mechanism='{mechanism}'>{data}</auth>"
+
+
+async def test_refused_mechanism_choices_do_not_count(server: Server) -> None:
+    """The exchange of slixmpp 1.8.3 (Debian's poezio) on TLS 1.3, with the default
+    ``max_sasl_attempts`` of 3: SCRAM-*-PLUS with ``tls-unique`` (RFC 5802 §6.1: unsupported
+    type), SCRAM with the "y" flag while -PLUS is offered (RFC 5802 §6: downgrade), then
+    PLAIN. Each refusal is right, but none is a wrong password: the client gets in."""
+    c = await RawClient.connect(server)
+    await c.open()
+    await c.starttls()
+    attempts = [
+        ("SCRAM-SHA-256-PLUS", "p=tls-unique,,n=alice,r=123456789", "not-authorized"),
+        ("SCRAM-SHA-1-PLUS", "p=tls-unique,,n=alice,r=123456789", "not-authorized"),
+        ("SCRAM-SHA-256", "y,,n=alice,r=123456789", "not-authorized"),
+        ("SCRAM-SHA-1", "y,,n=alice,r=123456789", "not-authorized"),
+        ("DIGEST-MD5", "", "invalid-mechanism"),
+    ]
+    for mechanism, first, condition in attempts:
+        await c.send(_auth_raw(mechanism, first))
+        failure = await c.next()
+        assert failure.tag == "failure", serialize(failure)
+        assert failure.find(condition, ns.SASL) is not None, serialize(failure)
+    result = await c.auth("alice", PASSWORDS["alice"], "PLAIN")
+    assert result.tag == "success", serialize(result)
+    await c.open()
+    assert await c.bind("poezio") == "alice@localhost/poezio"
+    await c.close()
+
+
+async def test_wrong_passwords_still_count(server: Server) -> None:
+    """RFC 6120 §6.4.5: failed credentials (a wrong password, an unknown account) count
+    against ``max_sasl_attempts`` (3) even when refused choices came between them."""
+    c = await RawClient.connect(server)
+    await c.open()
+    await c.starttls()
+    assert (await c.auth("alice", "wrong", "SCRAM-SHA-256")).tag == "failure"
+    await c.send(_auth_raw("SCRAM-SHA-256", "y,,n=alice,r=123456789"))
+    assert (await c.next()).tag == "failure"
+    assert (await c.auth("nobody", "wrong", "SCRAM-SHA-1")).tag == "failure"
+    await c.send(_auth_raw("PLAIN", "\x00alice\x00wrong"))
+    assert await c.stream_error() == "policy-violation"
+
+
+async def test_refused_choices_are_bounded(server: Server) -> None:
+    """A client that only ever makes refused choices is closed after a few of them."""
+    from roost.core.stream.server import MAX_UNCOUNTED_SASL_FAILURES
+
+    c = await RawClient.connect(server)
+    await c.open()
+    await c.starttls()
+    for _ in range(MAX_UNCOUNTED_SASL_FAILURES - 1):
+        await c.send(_auth_raw("DIGEST-MD5", ""))
+        assert (await c.next()).tag == "failure"
+    await c.send(_auth_raw("DIGEST-MD5", ""))
+    assert await c.stream_error() == "policy-violation"
+
+
 async def test_graceful_stop_sends_system_shutdown(tmp_path: Path) -> None:
     srv = await start_server(tmp_path)
     await srv.accounts.create("alice", "localhost", "pw")

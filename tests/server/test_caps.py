@@ -4,6 +4,7 @@ of clients' caps it fills by asking them (and checking the answer, §5.4)."""
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -340,3 +341,50 @@ async def test_closed_session_forgets_caps(server: Server, connect: Connect) -> 
     await c.send("</stream:stream>")
     await c.wait_closed()  # the server unbinds before it writes its closing tag
     assert module.caps_of(jid) is None
+
+
+# -- what the log says when a client's caps do not verify ---------------------------------------
+
+
+def _did_not_verify(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "did not verify" in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        ("lie", "wrong hash: its disco#info hashes to "),
+        ("ill-formed", "its disco#info is ill-formed"),
+        ("error", "disco#info answered with an error (item-not-found)"),
+        ("silence", "no answer to disco#info within 0.2 s"),
+    ],
+)
+async def test_log_says_why_caps_did_not_verify(
+    server: Server,
+    connect: Connect,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    reply: str,
+    reason: str,
+) -> None:
+    """Issue 14: a wrong hash and a client that never answered are told apart."""
+    import roost.server.modules.caps as caps_mod
+
+    monkeypatch.setattr(caps_mod, "QUERY_TIMEOUT", 0.2)
+    caplog.set_level(logging.INFO, logger="roost.server.modules.caps")
+    module = caps_module(server)
+    c, _ = await connect("alice", reply)
+    await c.send(presence_with_caps())
+    iq = await caps_query(c, f"{EXODUS_NODE}#{EXODUS_VER}")
+    if reply == "lie":
+        await answer(c, iq, LIE_INFO)
+    elif reply == "ill-formed":
+        await answer(c, iq, EXODUS_INFO + "<feature var='http://jabber.org/protocol/muc'/>")
+    elif reply == "error":
+        await c.send(
+            f"<iq type='error' id='{iq.get('id')}' to='localhost'><error type='cancel'>"
+            f"<item-not-found xmlns='{ns.STANZAS}'/></error></iq>"
+        )
+    assert await module.resolve(JID.parse(c.jid or "")) is None  # waits for the check
+    (line,) = _did_not_verify(caplog)
+    assert f"from {c.jid} did not verify: {reason}" in line, line

@@ -429,6 +429,26 @@ async def test_signal_sends_system_shutdown_and_exits_0(running: RoostProcess, s
         socket.create_connection(("127.0.0.1", running.c2s_port), timeout=2).close()
 
 
+async def test_sighup_does_not_stop_the_server(running: RoostProcess) -> None:
+    """Issue 14: SIGHUP's default action killed the server. Until reload exists it is
+    logged and ignored; the session and the listeners stay."""
+    running.add_user("alice@localhost", "alice-pw")
+    alice = await running.login("alice", "alice-pw")
+    running.send_signal(signal.SIGHUP)
+    # the warning is written before the ping's answer is: the log line comes first
+    await alice.ping()
+    assert running.proc is not None and running.proc.poll() is None
+    deadline = time.monotonic() + START_TIMEOUT
+    while "SIGHUP: reloading is not supported yet" not in running.stderr:
+        assert time.monotonic() < deadline, running.stderr
+        await asyncio.to_thread(running._queue.get, True, 1.0)
+    await alice.ping()
+    again = await running.login("alice", "alice-pw", "second")
+    await again.close()
+    await alice.close()
+    assert running.terminate() == 0
+
+
 # -- 5. bad configuration ------------------------------------------------------------------
 
 
@@ -469,6 +489,20 @@ def test_unknown_module_exits_2_naming_the_key(tmp_path: Path, command: str) -> 
     ) in r.stderr
     assert "Traceback" not in r.stderr
     assert READY not in r.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "check"])
+def test_c2s_port_equal_to_direct_tls_port_exits_2(tmp_path: Path, command: str) -> None:
+    port = free_port()
+    path = write_config(tmp_path, port, port)
+    r = run_roost(command, "--config", str(path), cwd=tmp_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert (
+        f"roost: configuration error: c2s.direct_tls_port: {port} is also c2s.port; "
+        "give each listener its own port"
+    ) in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "data").exists()
 
 
 def test_missing_config_file_exits_2(tmp_path: Path) -> None:
@@ -546,16 +580,115 @@ def test_check_reports_taken_port(tmp_path: Path, key: str) -> None:
     assert "ok:" not in r.stdout
 
 
-def test_serve_reports_taken_port(tmp_path: Path) -> None:
+@pytest.mark.parametrize("key", ["c2s.port", "c2s.direct_tls_port"])
+def test_serve_reports_taken_port(tmp_path: Path, key: str) -> None:
+    """Issue 14: the key is named, exit 2, and nothing is created on disk first (no data
+    directory, no generated certificate)."""
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         taken = busy.getsockname()[1]
-        path = write_config(tmp_path, taken, free_port())
+        other = free_port()
+        c2s, tls = (taken, other) if key == "c2s.port" else (other, taken)
+        path = write_config(tmp_path, c2s, tls)
         r = run_roost("serve", "--config", str(path), cwd=tmp_path)
-    assert r.returncode == 1, (r.stdout, r.stderr)
-    assert "roost: cannot listen:" in r.stderr
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert (
+        f"roost: configuration error: {key}: cannot listen on 127.0.0.1:{taken} "
+        "(Address already in use)"
+    ) in r.stderr
+    assert "Traceback" not in r.stderr
     assert READY not in r.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_serve_unwritable_data_dir_exits_2(tmp_path: Path) -> None:
+    """A data_dir that cannot be a writable directory (here: a regular file is in the way,
+    which stops root too) is named before anything else happens."""
+    (tmp_path / "taken").write_text("not a directory")
+    path = write_config(tmp_path, free_port(), free_port())
+    path.write_text(path.read_text().replace('data_dir = "data"', 'data_dir = "taken/data"'))
+    r = run_roost("serve", "--config", str(path), cwd=tmp_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert (
+        f"roost: configuration error: data_dir: {tmp_path / 'taken' / 'data'} is not a "
+        "writable directory"
+    ) in r.stderr
+    assert "Traceback" not in r.stderr
+    assert READY not in r.stderr
+
+
+# -- tracebacks turned into one-line errors (issue 14) -------------------------------------
+
+
+def test_no_arguments_prints_the_usage(tmp_path: Path) -> None:
+    r = run_roost(cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.startswith("usage: roost ")
+    assert "serve" in r.stderr and "check" in r.stderr
+    assert "cmd" not in r.stderr.replace("COMMAND", "")
+
+
+def test_version(tmp_path: Path) -> None:
+    import roost
+
+    r = run_roost("--version", cwd=tmp_path)
+    assert r.returncode == 0
+    assert r.stdout.strip() == f"roost {roost.__version__}"
+
+
+@pytest.mark.parametrize("what", ["missing", "directory", "not-utf8"])
+def test_user_import_unreadable_file(tmp_path: Path, what: str) -> None:
+    path = write_config(tmp_path, free_port(), free_port())
+    targets = {"missing": "absent.csv", "directory": ".", "not-utf8": "latin1.csv"}
+    target = (tmp_path / targets[what]).resolve()
+    if what == "not-utf8":
+        target.write_bytes(b"j\xfcrgen@localhost,pw\n")
+    r = run_roost("user", "import", str(target), "--config", str(path), cwd=tmp_path)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    expected = {
+        "missing": f"roost: cannot read {target}: No such file or directory",
+        "directory": f"roost: cannot read {target}: Is a directory",
+        "not-utf8": f"roost: {target} is not UTF-8 text",
+    }[what]
+    assert r.stderr.startswith(expected), r.stderr
+
+
+@pytest.mark.parametrize("sub", [["list"], ["add", "alice@localhost", "--password", "pw"]])
+def test_user_commands_with_an_unusable_data_dir(tmp_path: Path, sub: list[str]) -> None:
+    (tmp_path / "taken").write_text("not a directory")
+    path = write_config(tmp_path, free_port(), free_port())
+    path.write_text(path.read_text().replace('data_dir = "data"', 'data_dir = "taken"'))
+    r = run_roost("user", *sub, "--config", str(path), cwd=tmp_path)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert r.stderr == f"roost: data_dir {tmp_path / 'taken'} is not a directory; check data_dir\n"
+
+
+def test_cert_generate_bad_domain(tmp_path: Path) -> None:
+    path = write_config(tmp_path, free_port(), free_port())
+    r = run_roost("cert", "generate", "bad domain", "--config", str(path), cwd=tmp_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stderr.startswith("roost: 'bad domain' is not a valid domain: ")
+    assert len(r.stderr.splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "data" / "certs").exists()
+
+
+def test_cert_generate_does_not_overwrite(tmp_path: Path) -> None:
+    """Issue 14: a certificate in use was silently replaced; now it takes --force."""
+    path = write_config(tmp_path, free_port(), free_port())
+    args = ("cert", "generate", "example.org", "--config", str(path))
+    assert run_roost(*args, cwd=tmp_path).returncode == 0
+    crt = tmp_path / "data" / "certs" / "example.org.crt"
+    first = crt.read_bytes()
+    r = run_roost(*args, cwd=tmp_path)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "already exist" in r.stderr and "--force" in r.stderr
+    assert crt.read_bytes() == first
+    r = run_roost(*args, "--force", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert crt.read_bytes() != first
 
 
 # -- 7. cert generate ----------------------------------------------------------------------
@@ -572,12 +705,81 @@ def test_cert_generate(tmp_path: Path) -> None:
     cert = x509.load_pem_x509_certificate(crt.read_bytes())
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "example.org" in san.get_values_for_type(x509.DNSName)
-    # The pair is usable as tls.cert/tls.key.
+    # The pair is usable as tls.cert/tls.key for that domain.
     tls = f'\n[tls]\ncert = "{crt}"\nkey = "{key}"\n'
     path = write_config(tmp_path, free_port(), free_port(), tls, name="tls.toml")
+    path.write_text(path.read_text().replace('["localhost"]', '["example.org"]'))
     r = run_roost("check", "--config", str(path), cwd=tmp_path)
     assert r.returncode == 0, r.stdout
     assert "ok:" in r.stdout
+
+
+def _issue(tmp_path: Path, name: str, *, days: tuple[float, float]) -> str:
+    """A CA-issued pair for ``name`` valid from now+days[0] to now+days[1]; its [tls]."""
+    import datetime
+
+    import trustme
+
+    now = datetime.datetime.now(datetime.UTC)
+    issued = trustme.CA().issue_cert(
+        name,
+        not_before=now + datetime.timedelta(days=days[0]),
+        not_after=now + datetime.timedelta(days=days[1]),
+    )
+    crt, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    for blob in issued.cert_chain_pems:
+        blob.write_to_path(str(crt), append=True)
+    issued.private_key_pem.write_to_path(str(key))
+    return f'\n[tls]\ncert = "{crt}"\nkey = "{key}"\n'
+
+
+@pytest.mark.parametrize(
+    ("name", "days", "expected"),
+    [
+        (
+            "other.example",
+            (-1, 365),
+            "problem: tls.cert does not name localhost (it names other.example); clients and "
+            "other servers will refuse it: get one whose subjectAltName includes localhost",
+        ),
+        ("localhost", (-30, -1), "problem: tls.cert expired on "),
+        ("localhost", (2, 365), "problem: tls.cert is not valid before "),
+    ],
+    ids=["other-domain", "expired", "not-yet-valid"],
+)
+def test_check_reports_unusable_certificate(
+    tmp_path: Path, name: str, days: tuple[float, float], expected: str
+) -> None:
+    """Issue 14: `roost check` said "ok" for these."""
+    path = write_config(tmp_path, free_port(), free_port(), _issue(tmp_path, name, days=days))
+    r = run_roost("check", "--config", str(path), cwd=tmp_path)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert expected in r.stdout, r.stdout
+    assert "ok:" not in r.stdout
+
+
+def test_check_mentions_a_certificate_about_to_expire(tmp_path: Path) -> None:
+    tls = _issue(tmp_path, "localhost", days=(-1, 10))
+    path = write_config(tmp_path, free_port(), free_port(), tls)
+    r = run_roost("check", "--config", str(path), cwd=tmp_path)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "note: tls.cert expires in 9 days" in r.stdout, r.stdout
+
+
+def test_check_reports_an_expired_self_signed_certificate(tmp_path: Path) -> None:
+    """The generated per-domain pair is checked too (the server would keep serving it)."""
+    path = write_config(tmp_path, free_port(), free_port())
+    certs = tmp_path / "data" / "certs"
+    certs.mkdir(parents=True)
+    _issue(tmp_path, "localhost", days=(-30, -1))  # written where a generated pair lives:
+    (tmp_path / "localhost.pem").rename(certs / "localhost.crt")
+    (tmp_path / "localhost.key").rename(certs / "localhost.key")
+    r = run_roost("check", "--config", str(path), cwd=tmp_path)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert f"problem: the certificate for localhost ({certs / 'localhost.crt'}) expired on " in (
+        r.stdout
+    )
+    assert "roost cert generate localhost --force" in r.stdout
 
 
 async def test_check_reports_federation_problems(tmp_path: Path) -> None:
@@ -620,8 +822,8 @@ async def test_check_reports_federation_problems(tmp_path: Path) -> None:
     text = out.decode()
     assert proc.returncode == 1, (text, err.decode())
     assert (
-        "problem: tls.cert does not name chat.example (it names other.example); other servers "
-        "will refuse it for federation: get one whose subjectAltName includes chat.example"
+        "problem: tls.cert does not name chat.example (it names other.example); clients and "
+        "other servers will refuse it: get one whose subjectAltName includes chat.example"
     ) in text
     assert (
         f"problem: DNS: other servers will look for chat.example at xmpp.example:5999, but "

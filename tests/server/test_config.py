@@ -135,6 +135,17 @@ def test_idn_domain_is_normalised() -> None:
         ({"c2s": {"interfaces": ["nope"]}}, "c2s.interfaces[0]", "must be an IP address"),
         ({"c2s": {"interfaces": [1]}}, "c2s.interfaces[0]", "must be a string, got 1"),
         ({"c2s": 5}, "c2s", "must be a table, got 5"),
+        (  # issue 14: two listeners on one port
+            {"c2s": {"port": 5222, "direct_tls_port": 5222}},
+            "c2s.direct_tls_port",
+            "5222 is also c2s.port; give each listener its own port",
+        ),
+        ({"s2s": {"port": 5222}}, "s2s.port", "5222 is also c2s.port"),
+        (
+            {"c2s": {"interfaces": ["127.0.0.1"]}, "s2s": {"port": 5222}},
+            "s2s.port",
+            "5222 is also c2s.port",  # s2s listens on every address, 127.0.0.1 among them
+        ),
         (
             {"auth": {"scram_iterations": 1000}},
             "auth.scram_iterations",
@@ -181,3 +192,17 @@ def test_missing_file(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.toml")
     assert info.value.key == str(tmp_path / "nope.toml")
     assert "cannot read" in info.value.message
+
+
+def test_same_port_on_other_addresses_is_fine() -> None:
+    """Listeners on one port but disjoint addresses (or families) do not clash."""
+    config = config_from_dict(
+        {
+            "c2s": {"port": 5222, "interfaces": ["127.0.0.1"]},
+            "s2s": {"port": 5222, "interfaces": ["127.0.0.2", "::1"]},
+        },
+        BASE,
+    )
+    assert config.s2s.port == config.c2s.port
+    # Direct TLS 0 is "off", not a port
+    assert config_from_dict({"c2s": {"direct_tls_port": 0}, "s2s": {"direct_tls_port": 0}}, BASE)

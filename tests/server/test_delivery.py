@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,7 @@ from roost.core import ns
 from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
-from tests.helpers import Logins, RawClient, drain, quiet
+from tests.helpers import PASSWORDS, Logins, RawClient, drain, quiet, start_server
 
 _ids = itertools.count()
 
@@ -335,3 +336,89 @@ async def test_iq_to_unknown_user_or_resource(connect: Connect) -> None:
         assert_error(el, "iq", "service-unavailable", "cancel", "503")
         assert el.get("from") == to
     await quiet(alice, bob)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    ["<query xmlns='urn:example:unknown'/>", "<query xmlns='jabber:iq:version'/>"],
+    ids=["unknown", "host-only"],
+)
+async def test_error_to_an_iq_without_to_is_from_the_account(
+    connect: Connect, payload: str
+) -> None:
+    """RFC 6120 §8.1.2.1, §10.3.3: an iq with no 'to' is handled for the sender's account; an
+    error answering it has no 'from' (or the bare JID), never the domain, as results do."""
+    alice = await connect("alice", "a")
+    await settle(alice)
+    await alice.send(f"<iq type='get' id='nt1'>{payload}</iq>")
+    el = await received(alice, "iq")
+    assert serialize(el) == (
+        "<iq type='error' id='nt1' to='alice@localhost/a'><error type='cancel' code='503'>"
+        "<service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
+    )
+    await quiet(alice)
+
+
+async def test_iq_to_full_jid_without_subscription_is_delivered(connect: Connect) -> None:
+    """RFC 6121 §8.5.3.1 only says SHOULD NOT; like Prosody and ejabberd, Roost delivers an
+    iq request to a full JID whatever the subscription: disco, version, ping, XEP-0047 in-band
+    bytestreams and XEP-0231 bits of binary between clients depend on it."""
+    alice = await connect("alice", "a")
+    bob = await connect("bob", "b")
+    await settle(alice, bob)
+    await alice.send(
+        f"<iq type='get' id='d1' to='bob@localhost/b'><query xmlns='{ns.DISCO_INFO}'/></iq>"
+    )
+    got = await received(bob, "iq")
+    assert serialize(got) == (
+        "<iq type='get' id='d1' to='bob@localhost/b' from='alice@localhost/a'>"
+        f"<query xmlns='{ns.DISCO_INFO}'/></iq>"
+    )
+    await bob.send(
+        f"<iq type='result' id='d1' to='alice@localhost/a'><query xmlns='{ns.DISCO_INFO}'>"
+        "<feature var='urn:xmpp:ping'/></query></iq>"
+    )
+    reply = await received(alice, "iq")
+    assert reply.get("type") == "result" and reply.get("from") == "bob@localhost/b"
+    await quiet(alice, bob)
+
+
+async def test_strict_iq_to_full_refuses_without_presence(tmp_path: Path) -> None:
+    """``[modules.presence] strict_iq_to_full = true``: the RFC 6121 §8.5.3.1 SHOULD NOT."""
+    server = await start_server(tmp_path, modules={"presence": {"strict_iq_to_full": True}})
+    try:
+        for user, password in PASSWORDS.items():
+            await server.accounts.create(user, "localhost", password)
+        logins = Logins(server)
+        alice = await logins("alice", "a")
+        bob = await logins("bob", "b")
+        await settle(alice, bob)
+        await alice.send(
+            f"<iq type='get' id='d2' to='bob@localhost/b'><ping xmlns='{ns.PING}'/></iq>"
+        )
+        assert_error(await received(alice, "iq"), "iq", "service-unavailable", "cancel", "503")
+        await quiet(alice, bob)
+        await logins.close()
+    finally:
+        await server.stop()
+
+
+# -- unavailable presence (RFC 6121 §4.5.2) ---------------------------------------------------
+
+
+async def test_unavailable_goes_to_other_resources_and_back_to_the_sender(
+    connect: Connect,
+) -> None:
+    """§4.5.2: "to all of the user's available resources (as well as to the resource that
+    generated the unavailable presence in the first place)", the full XML (status text)."""
+    a = await connect("alice", "a")
+    a2 = await connect("alice", "a2")
+    await settle(a, a2)
+    await a.send("<presence type='unavailable'><status>going on vacation</status></presence>")
+    for c in (a2, a):
+        got = await received(c, "presence")
+        assert serialize(got) == (
+            f"<presence type='unavailable' from='alice@localhost/a' to='{c.jid}'>"
+            "<status>going on vacation</status></presence>"
+        )
+    await quiet(a, a2)

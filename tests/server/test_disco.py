@@ -80,3 +80,15 @@ async def test_account_disco_lists_account_features(server: Server) -> None:
     error = reply.find("error")
     assert error is not None and error.find("service-unavailable", ns.STANZAS) is not None
     await c.close()
+
+
+async def test_account_disco_lists_disco_itself(server: Server) -> None:
+    """XEP-0030 §3.1: every entity MUST support disco#info and disco#items, so the account's
+    bare JID (answered by the server on its behalf) lists both, once each."""
+    c = await RawClient.connect(server.port())
+    await c.login("alice", PASSWORDS["alice"], "a")
+    for to in ("alice@localhost", None):
+        features = await _features(c, to)
+        assert features.count(ns.DISCO_INFO) == 1 and features.count(ns.DISCO_ITEMS) == 1
+        assert features == sorted(features)
+    await c.close()

@@ -737,7 +737,8 @@ async def _peer_tls(server: Server) -> RawClient:
     [
         ("unknown-domain", "host-unknown"),
         ("client-namespace", "invalid-namespace"),
-        ("stanza-before-tls", "policy-violation"),
+        ("stanza-before-tls", "not-authorized"),  # RFC 6120 §4.3.5
+        ("dialback-before-tls", "policy-violation"),  # RFC 6120 §5.3.1
         ("stanza-before-dialback", "not-authorized"),
         ("restricted-xml", "restricted-xml"),
     ],
@@ -751,6 +752,10 @@ async def test_bad_peer_gets_stream_error(pair: Pair, case: str, condition: str)
         c = await _peer(pair.a)
         await c.expect(lambda e: e.tag == "features")
         await c.send("<message from='x@evil.test' to='alice@a.test'/>")
+    elif case == "dialback-before-tls":
+        c = await _peer(pair.a)
+        await c.expect(lambda e: e.tag == "features")
+        await c.send(f"<db:result from='evil.test' to='a.test'>{'ab' * 16}</db:result>")
     else:
         c = await _peer_tls(pair.a)
         await c.send(

@@ -205,7 +205,7 @@ async def test_default_list_conflicts(login: Login) -> None:
     # §2.5: a2 has no active list, so the default list applies to it
     reply, _ = await privacy(a, "set", "<default name='two'/>", "d2")
     assert reply == (
-        f"<iq type='error' id='d2' to='{A}' from='localhost'><error type='cancel' code='409'>"
+        f"<iq type='error' id='d2' to='{A}'><error type='cancel' code='409'>"
         "<conflict xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/><text "
         "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas' xml:lang='en'>the default list applies "
         "to another session</text></error></iq>"

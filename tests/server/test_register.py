@@ -145,7 +145,7 @@ async def test_registration_needs_tls(open_server: Server) -> None:
     c = await RawClient.connect(open_server.port())
     await c.open()
     await c.send(f"<iq type='get' id='r'><query xmlns='{REG}'/></iq>")
-    assert await c.stream_error() == "policy-violation"
+    assert await c.stream_error() == "not-authorized"  # RFC 6120 §4.3.5
 
 
 async def test_change_password_and_cancel(open_server: Server) -> None:

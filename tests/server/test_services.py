@@ -133,6 +133,51 @@ async def test_time_of_the_server(login: Login) -> None:
     assert before - 0.01 <= stamp <= after + 0.01
 
 
+# -- XEP-0199 Ping, XEP-0202 Time, on behalf of an account (RFC 6120 §10.3.3) ------------------
+
+
+@pytest.mark.parametrize("to", [None, "alice@localhost"], ids=["no-to", "own-bare"])
+async def test_ping_on_behalf_of_oneself(login: Login, to: str | None) -> None:
+    """Issue 14: profanity's keepalive pings with no ``to``; the server answers for the
+    account (RFC 6120 §10.3.3), from the bare JID it was sent to or with no ``from``."""
+    alice = await login("alice", "a")
+    t = f" to='{to}'" if to else ""
+    f = f" from='{to}'" if to else ""
+    reply = await ask(alice, f"<iq type='get' id='p1'{t}><ping xmlns='urn:xmpp:ping'/></iq>")
+    assert reply == f"<iq type='result' id='p1' to='alice@localhost/a'{f}/>"
+
+
+async def test_ping_to_another_account(login: Login) -> None:
+    """RFC 6121 §8.5.2.1.3: the server answers an iq to an account's bare JID (as Prosody
+    does for pings); §8.5.2.2.3: no such account, ``service-unavailable``."""
+    alice = await login("alice", "a")
+    reply = await ask(
+        alice, "<iq type='get' id='p2' to='bob@localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+    )
+    assert reply == "<iq type='result' id='p2' to='alice@localhost/a' from='bob@localhost'/>"
+    reply = await ask(
+        alice, "<iq type='get' id='p3' to='nobody@localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+    )
+    assert reply == (
+        "<iq type='error' id='p3' to='alice@localhost/a' from='nobody@localhost'>"
+        + error("cancel", "503", "service-unavailable")
+        + "</iq>"
+    )
+
+
+@pytest.mark.parametrize("to", [None, "alice@localhost", "bob@localhost"])
+async def test_time_on_behalf_of_an_account(login: Login, to: str | None) -> None:
+    alice = await login("alice", "a")
+    t = f" to='{to}'" if to else ""
+    f = f" from='{to}'" if to else ""
+    reply = await ask(alice, f"<iq type='get' id='t2'{t}><time xmlns='urn:xmpp:time'/></iq>")
+    assert re.fullmatch(
+        f"<iq type='result' id='t2' to='alice@localhost/a'{f}><time xmlns='urn:xmpp:time'>"
+        "<tzo>\\+00:00</tzo><utc>[^<]+</utc></time></iq>",
+        reply,
+    ), reply
+
+
 # -- XEP-0012 Last Activity ---------------------------------------------------------------------
 
 
@@ -264,6 +309,29 @@ async def test_last_activity_connected_but_unavailable_is_not_online(
     ), reply
 
 
+@pytest.mark.parametrize("stored", [False, True], ids=["never-logged-out", "old-logout"])
+async def test_last_activity_connected_and_gone_unavailable(
+    server: Server, login: Login, stored: bool
+) -> None:
+    """Issue 14, XEP-0012 §3: a contact still connected but unavailable has been away since
+    its unavailable presence, with that presence's status; not item-not-found, not an older
+    logout."""
+    await subscribe(server, "bob", "alice", "from")
+    if stored:
+        old = json.dumps({"stamp": time.time() - 3600, "status": "old"})
+        await server.storage.set_data("bob", "localhost", "last", "logout", old)
+    alice = await login("alice", "a")
+    bob = await login("bob", "b")
+    await bob.send("<presence type='unavailable'><status>brb</status></presence>")
+    await drain(bob)
+    reply = await ask(alice, last_query("l11", "bob@localhost"))
+    assert re.fullmatch(
+        "<iq type='result' id='l11' to='alice@localhost/a' from='bob@localhost'>"
+        "<query xmlns='jabber:iq:last' seconds='[01]'>brb</query></iq>",
+        reply,
+    ), reply
+
+
 @pytest.mark.parametrize("subscription", [None, "none", "to"])
 async def test_last_activity_without_subscription_is_forbidden(
     server: Server, login: Login, subscription: str | None
@@ -380,7 +448,7 @@ async def test_vcard_too_large_is_not_acceptable(server: Server, login: Login) -
         alice, f"<iq type='set' id='c9'><vCard xmlns='vcard-temp'><DESC>{big}</DESC></vCard></iq>"
     )
     assert reply == (
-        "<iq type='error' id='c9' to='alice@localhost/a' from='localhost'>"
+        "<iq type='error' id='c9' to='alice@localhost/a'>"
         f"{error('modify', '406', 'not-acceptable', 'the vCard is too large')}</iq>"
     )
     # the stored one is untouched
@@ -508,7 +576,7 @@ async def test_private_needs_a_namespace_of_its_own(
     alice = await login("alice", "a")
     reply = await ask(alice, private(iq_type, "p6", content))
     m = re.fullmatch(
-        "<iq type='error' id='p6' to='alice@localhost/a' from='localhost'>"
+        "<iq type='error' id='p6' to='alice@localhost/a'>"
         f"<error type='modify' code='406'><not-acceptable {STANZAS}/>(.*)</error></iq>",
         reply,
     )
@@ -523,7 +591,7 @@ async def test_private_same_fragment_twice_is_a_bad_request(server: Server, logi
     alice = await login("alice", "a")
     reply = await ask(alice, private("set", "p7", EXODUS + EXODUS))
     assert reply == (
-        "<iq type='error' id='p7' to='alice@localhost/a' from='localhost'>"
+        "<iq type='error' id='p7' to='alice@localhost/a'>"
         f"{error('modify', '400', 'bad-request', '{exodus:prefs}exodus appears twice')}</iq>"
     )
     assert await server.storage.list_data("alice", "localhost", "private") == {}
@@ -534,13 +602,13 @@ async def test_private_limits(server: Server, login: Login) -> None:
     big = "x" * MAX_FRAGMENT_SIZE
     reply = await ask(alice, private("set", "p8", f"<big xmlns='urn:big'>{big}</big>"))
     assert reply == (
-        "<iq type='error' id='p8' to='alice@localhost/a' from='localhost'>"
+        "<iq type='error' id='p8' to='alice@localhost/a'>"
         f"{error('modify', '406', 'not-acceptable', '{urn:big}big is too large')}</iq>"
     )
     many = "".join(f"<f{i} xmlns='urn:many'>v</f{i}>" for i in range(MAX_FRAGMENTS + 1))
     reply = await ask(alice, private("set", "p9", many))
     assert reply == (
-        "<iq type='error' id='p9' to='alice@localhost/a' from='localhost'>"
+        "<iq type='error' id='p9' to='alice@localhost/a'>"
         f"{error('cancel', '405', 'not-allowed', 'too many private XML fragments')}</iq>"
     )
     assert await server.storage.list_data("alice", "localhost", "private") == {}

@@ -97,9 +97,21 @@ HEADER = STREAM_HEADER.format(to="localhost")
         ),
         pytest.param(
             HEADER + "<message to='bob@localhost'><body>hi</body></message>",
-            "policy-violation",  # TLS is required before anything else (RFC 6120 §5.3.1)
+            "not-authorized",  # RFC 6120 §4.3.5: any stanza before negotiation completes
             id="stanza-before-tls",
         ),
+        pytest.param(
+            HEADER + "<iq type='get' id='r'><query xmlns='jabber:iq:register'/></iq>",
+            "not-authorized",  # a pre-authentication iq too, while STARTTLS is required
+            id="preauth-iq-before-tls",
+        ),
+        pytest.param(HEADER + "<!DOCTYPE x>", "restricted-xml", id="dtd-after-header"),
+        pytest.param(
+            HEADER + "<message to='bob@localhost'><!DOCTYPE x [<!ENTITY a 'b'>]></message>",
+            "restricted-xml",
+            id="dtd-in-stanza",
+        ),
+        pytest.param(HEADER + "<!ENTITY a 'b'>", "restricted-xml", id="entity-declaration"),
     ],
 )
 async def test_stream_errors(

@@ -26,7 +26,7 @@ from roost.core.xml.parser import trim_shared_names
 from roost.server.accounts import Accounts
 from roost.server.api import Module, ModuleContext, Registry
 from roost.server.bus import EventBus
-from roost.server.config import Config
+from roost.server.config import Config, ConfigError, listening_ports
 from roost.server.loader import resolve_modules
 from roost.server.modules import default_modules
 from roost.server.router import Router
@@ -39,7 +39,7 @@ from roost.storage.api import Storage, StoreSchema
 from roost.storage.sqlite import SQLiteStorage
 from roost.transport.certs import ensure_certificate, load_certificate_der, load_tls_context_server
 from roost.transport.heap import malloc_trim_function, serve_large_blocks_from_heap
-from roost.transport.listeners import Listener, listen
+from roost.transport.listeners import Listener, bind_problem, listen
 from roost.transport.tls import limit_asyncio_tls_buffers
 
 __all__ = ["Server", "open_storage"]
@@ -218,6 +218,33 @@ class Server:
 
         default.sni_callback = pick
 
+    def _preflight(self) -> None:
+        """What would fail later, checked before anything is written to disk: every fixed
+        port can be bound, and data_dir is a directory we can write. Raises ``ConfigError``
+        naming the key (``roost serve`` exits 2)."""
+        for key, port, hosts in listening_ports(self.config):
+            for host in hosts:
+                err = bind_problem(host, port, skip_missing_ipv6=len(hosts) > 1)
+                if err is not None:
+                    where = f"[{host}]" if ":" in host else host
+                    raise ConfigError(
+                        key,
+                        f"cannot listen on {where}:{port} ({err.strerror}); is another server "
+                        "running? choose another port",
+                    )
+        data = Path(self.config.data_dir)
+        try:
+            data.mkdir(parents=True, exist_ok=True)
+            probe = data / f".roost-write-test-{secrets.token_hex(4)}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(
+                "data_dir",
+                f"{data} is not a writable directory ({exc.strerror}); choose another "
+                "data_dir or fix its permissions",
+            ) from None
+
     def tls_context(self, domain: str | None) -> ssl.SSLContext:
         return self._tls.get(domain or "", self._tls[self.default_domain])
 
@@ -228,7 +255,7 @@ class Server:
         """Open storage, load certificates and modules, and listen."""
         if self._owns_process:
             limit_asyncio_tls_buffers()
-        Path(self.config.data_dir).mkdir(parents=True, exist_ok=True)
+        self._preflight()
         # Certificates first: a bad configured file must fail before anything is created.
         await asyncio.get_running_loop().run_in_executor(self.pool, self._load_tls)
         await self.storage.open()

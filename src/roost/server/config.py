@@ -43,10 +43,14 @@ __all__ = [
     "TLSConfig",
     "build_section",
     "config_from_dict",
+    "listening_ports",
     "load_config",
 ]
 
 _T = TypeVar("_T")
+#: the default listen addresses: every IPv6 and every IPv4 address (dual stack; "::" is
+#: skipped with a warning on a machine without IPv6, see ``roost.transport.listeners``)
+ALL_INTERFACES = ("::", "0.0.0.0")
 
 
 class ConfigError(Exception):
@@ -92,7 +96,7 @@ class C2SConfig:
     """Client-to-server listener and its limits (times in seconds)."""
 
     port: int = _opt(5222, lo=0, hi=65535)
-    interfaces: tuple[str, ...] = _opt(("0.0.0.0",), item=_ip_address, nonempty=True)
+    interfaces: tuple[str, ...] = _opt(ALL_INTERFACES, item=_ip_address, nonempty=True)
     # XEP-0368 Direct TLS; 0 disables it.
     direct_tls_port: int = _opt(5223, lo=0, hi=65535)
     require_encryption: bool = True
@@ -189,7 +193,7 @@ class S2SConfig:
     port: int = _opt(5269, lo=0, hi=65535)
     # XEP-0368 Direct TLS for servers (_xmpps-server._tcp); 0: no such listener
     direct_tls_port: int = _opt(0, lo=0, hi=65535)
-    interfaces: tuple[str, ...] = _opt(("0.0.0.0",), item=_ip_address, nonempty=True)
+    interfaces: tuple[str, ...] = _opt(ALL_INTERFACES, item=_ip_address, nonempty=True)
     # domain -> "host:port", instead of DNS (private networks, tests)
     routes: Mapping[str, str] = field(
         default_factory=lambda: MappingProxyType({}),
@@ -306,7 +310,42 @@ def config_from_dict(data: Mapping[str, object], base_dir: Path) -> Config:
             raise ConfigError(
                 f"components.secrets.{domain}", "is one of `domains`: a component needs its own"
             )
+    _check_port_clashes(config)
     return config
+
+
+def listening_ports(config: Config) -> list[tuple[str, int, tuple[str, ...]]]:
+    """(key, port, interfaces) of every listener the server opens on a fixed port."""
+    c2s, s2s, comp = config.c2s, config.s2s, config.components
+    ports = [
+        ("c2s.port", c2s.port, c2s.interfaces),
+        ("c2s.direct_tls_port", c2s.direct_tls_port, c2s.interfaces),
+    ]
+    if s2s.enabled:
+        ports.append(("s2s.port", s2s.port, s2s.interfaces))
+        ports.append(("s2s.direct_tls_port", s2s.direct_tls_port, s2s.interfaces))
+    if comp.secrets:
+        ports.append(("components.port", comp.port, comp.interfaces))
+    return [(key, port, hosts) for key, port, hosts in ports if port]
+
+
+def _same_socket(a: str, b: str) -> bool:
+    """Whether listening on ``a`` and on ``b`` (same port) would clash."""
+    ia, ib = ipaddress.ip_address(a), ipaddress.ip_address(b)
+    if ia.version != ib.version:
+        return False  # IPv6 listeners are IPv6-only (roost.transport.listeners)
+    return ia == ib or ia.is_unspecified or ib.is_unspecified
+
+
+def _check_port_clashes(config: Config) -> None:
+    """Two listeners on one port and address cannot both open (``c2s.port`` equal to
+    ``c2s.direct_tls_port``, say): a configuration error naming the second key."""
+    seen: list[tuple[str, int, tuple[str, ...]]] = []
+    for key, port, hosts in listening_ports(config):
+        for other, other_port, other_hosts in seen:
+            if port == other_port and any(_same_socket(a, b) for a in hosts for b in other_hosts):
+                raise ConfigError(key, f"{port} is also {other}; give each listener its own port")
+        seen.append((key, port, hosts))
 
 
 # -- generic validator ---------------------------------------------------------------------------

@@ -526,7 +526,13 @@ class Router:
             if waiting is not None and not waiting.done():
                 waiting.set_result(reply)
             return
-        if "from" not in reply.attrs:
+        if "from" not in reply.attrs and not (
+            sender.local is not None and sender.domain in self.domains
+        ):
+            # RFC 6120 §8.1.2.1 / §10.3.3: a local client's stanza with no 'to' was handled
+            # on behalf of its account; the answer then has no 'from' (like a result), never
+            # the domain, which clients (aioxmpp) take for another entity. Anyone else's is
+            # answered by the server.
             reply.attrs["from"] = (
                 sender.domain if sender.domain in self.domains else self._default_domain
             )

@@ -131,6 +131,11 @@ class PresenceService(Protocol):
         """The last unavailable presence of a user with no available resource."""
         ...
 
+    def unavailable_since(self, user: JID) -> tuple[_Element, float] | None:
+        """That presence and when (``time.time()``) the user's last available resource
+        sent it or went away; None while a resource is available."""
+        ...
+
 
 class PrivacyListsService(Protocol):
     """XEP-0016 privacy lists and the XEP-0191 blocklist on one back end (XEP-0191 §5)."""

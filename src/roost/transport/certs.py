@@ -23,6 +23,7 @@ __all__ = [
     "ID_ON_XMPPADDR",
     "CertificateError",
     "certificate_identities",
+    "certificate_validity",
     "der_identities",
     "ensure_certificate",
     "generate_self_signed",
@@ -208,6 +209,12 @@ def _der_string(der: bytes, tag: int) -> str | None:
         return der[offset:].decode("utf-8" if tag == _UTF8STRING else "ascii")
     except UnicodeDecodeError:
         return None
+
+
+def certificate_validity(cert: Path) -> tuple[datetime.datetime, datetime.datetime]:
+    """When the leaf certificate in a PEM file starts and stops being valid (UTC)."""
+    leaf = _load_certificates(cert)[0]
+    return leaf.not_valid_before_utc, leaf.not_valid_after_utc
 
 
 def load_certificate_der(cert: Path) -> bytes:

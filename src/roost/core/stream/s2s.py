@@ -462,6 +462,9 @@ class S2SInbound(_S2SStream):
             self._events.append(TLSRequested())
             return
         if self.settings.require_tls and not self.encrypted:
+            if el.ns == ns.SERVER and el.tag in ("message", "presence", "iq"):
+                # RFC 6120 §4.3.5: a stanza before negotiation completes: not-authorized.
+                raise StreamError(_SC.NOT_AUTHORIZED, "negotiate TLS and authenticate first")
             # RFC 6120 §5.3.1: TLS is mandatory-to-negotiate here.
             raise StreamError(_SC.POLICY_VIOLATION, "negotiate TLS first")
         if el.ns == ns.SASL and el.tag == "auth":

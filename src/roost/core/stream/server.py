@@ -61,6 +61,10 @@ STANZA_TAGS = frozenset(("message", "presence", "iq"))
 SCRAM_HASHES = {"SCRAM-SHA-1": "sha1", "SCRAM-SHA-256": "sha256"}
 #: Channel-binding types we prefer, best first (RFC 9266 for TLS 1.3, RFC 5929 otherwise).
 CB_PREFERENCE = ("tls-exporter", "tls-server-end-point")
+#: SASL failures on one stream that tried no credentials (a refused mechanism, an unsupported
+#: channel-binding type, a malformed message) before the stream is closed: a client that
+#: walks down its list of mechanisms needs a few, a loop does not get more.
+MAX_UNCOUNTED_SASL_FAILURES = 10
 
 
 class State(Enum):
@@ -132,10 +136,17 @@ class Authenticated:
 
 @dataclass(frozen=True, slots=True)
 class AuthFailed:
-    """A SASL attempt failed (counted by the driver per client address)."""
+    """A SASL attempt failed.
+
+    ``counted`` is true when credentials were tried and did not verify (see
+    ``ServerStream._sasl_failure``): those count against ``max_sasl_attempts`` and the
+    driver's per-address limit; a mechanism or channel-binding choice the server refused
+    does not.
+    """
 
     username: str | None
     condition: str
+    counted: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +215,7 @@ class ServerStream:
     __slots__ = (
         "_attempt_user",
         "_cb",
+        "_credentials_tried",
         "_events",
         "_mech",
         "_new_id",
@@ -211,6 +223,7 @@ class ServerStream:
         "_parser",
         "_plus_advertised",
         "_sasl_failures",
+        "_sasl_uncounted",
         "_sent_header",
         "domain",
         "encrypted",
@@ -242,6 +255,9 @@ class ServerStream:
         self._mech: ServerMechanism | None = None
         self._plus_advertised = False
         self._sasl_failures = 0
+        self._sasl_uncounted = 0
+        #: this SASL attempt got as far as checking credentials (a password guess)
+        self._credentials_tried = False
         self._attempt_user: str | None = None
 
     # -- plumbing -------------------------------------------------------------------------
@@ -441,15 +457,33 @@ class ServerStream:
             ):
                 self._events.append(PreAuthStanza(el))
                 return
+            # RFC 6120 §4.3.5 / §4.9.3.12: a stanza before negotiation completes MUST close
+            # the stream with not-authorized, also before a required STARTTLS (nothing in
+            # §5 makes that case a policy-violation; Prosody answers such stanzas with a
+            # service-unavailable stanza error and keeps the stream, which §4.3.5 forbids).
             if state is State.PRE_TLS and self.settings.require_encryption:
-                raise StreamError(_SC.POLICY_VIOLATION, "TLS is required")
-            # RFC 6120 §4.9.3.12: stanzas before authentication.
+                raise StreamError(_SC.NOT_AUTHORIZED, "negotiate TLS, then authenticate")
             raise StreamError(_SC.NOT_AUTHORIZED, "authenticate first")
         raise StreamError(_SC.UNSUPPORTED_STANZA_TYPE, f"<{el.tag}/> is not expected here")
 
     # -- SASL (RFC 6120 §6) ---------------------------------------------------------------
 
     def _sasl_failure(self, condition: str, text: str | None = None) -> None:
+        """Send ``<failure/>`` and count it.
+
+        Only an attempt whose credentials were checked and did not verify (no such account,
+        a wrong password or proof, channel-binding data that does not match) counts against
+        ``max_sasl_attempts`` (RFC 6120 §6.4.5: "retries"). Refusing the client's choice of
+        mechanism or of channel-binding type (RFC 5802 §6: an unsupported type, or the "y"
+        flag while -PLUS is offered), a malformed message or an unauthorised authzid is not
+        a guessed password: a client that tries its mechanisms in turn (slixmpp 1.8 tries
+        SCRAM-*-PLUS with ``tls-unique``, then SCRAM with "y", then PLAIN) must get in. Such
+        failures are bounded separately (``MAX_UNCOUNTED_SASL_FAILURES``). Prosody has no
+        per-stream limit at all and, like here, does not report a refused mechanism as an
+        authentication failure.
+        """
+        counted = self._credentials_tried and condition != "invalid-authzid"
+        self._credentials_tried = False
         failure = Element("failure", ns.SASL)
         failure.sub(condition)
         if text:
@@ -458,11 +492,17 @@ class ServerStream:
         self._mech = None
         if self.state is not State.PRE_AUTH:
             self._go(State.PRE_AUTH)
-        if condition != "aborted":
-            self._events.append(AuthFailed(self._attempt_user, condition))
+        if condition == "aborted":
+            return
+        self._events.append(AuthFailed(self._attempt_user, condition, counted))
+        if counted:
             self._sasl_failures += 1
             if self._sasl_failures >= self.settings.max_sasl_attempts:
                 # RFC 6120 §6.4.5: too many retries.
+                raise StreamError(_SC.POLICY_VIOLATION, "too many failed authentication attempts")
+        else:
+            self._sasl_uncounted += 1
+            if self._sasl_uncounted >= MAX_UNCOUNTED_SASL_FAILURES:
                 raise StreamError(_SC.POLICY_VIOLATION, "too many failed authentication attempts")
 
     def _sasl(self, el: Element) -> None:
@@ -478,6 +518,7 @@ class ServerStream:
                 self._sasl_failure("invalid-mechanism")
                 return
             self._mech = self._make_mechanism(name)
+            self._credentials_tried = False
             self._go(State.SASL)
             text = el.text.strip()
             initial: bytes | None
@@ -529,10 +570,12 @@ class ServerStream:
             mech_name = self._mech.name if self._mech else ""
             hash_name = SCRAM_HASHES.get(mech_name.removesuffix("-PLUS"), "")
             self._attempt_user = step.username
+            self._credentials_tried = True
             self._events.append(CredentialsNeeded(step.username, hash_name))
         elif isinstance(step, NeedPasswordCheck):
             self._go(State.SASL_WAITING)
             self._attempt_user = step.username
+            self._credentials_tried = True
             self._events.append(PasswordCheckNeeded(step.username, step.password))
         elif isinstance(step, Success):
             if step.authzid is not None and step.authzid not in (

@@ -95,6 +95,25 @@ def _bad_utf8_at(data: bytes, pos: int) -> bool:
     return False
 
 
+#: markup declarations (XML 1.0 §2.8), which only a DTD may hold
+_DECLARATIONS = (b"DOCTYPE", b"ENTITY", b"ELEMENT", b"ATTLIST", b"NOTATION")
+
+
+def _declaration_at(data: bytes, pos: int) -> bool:
+    """Whether expat stopped at a markup declaration: ``<!`` then a declaration keyword.
+
+    expat stops at the byte after ``<!``, as soon as it sees it, so the keyword may be cut
+    short by the end of ``data``; when ``<!`` came in an earlier chunk, the keyword alone
+    decides.
+    """
+    if not 0 <= pos < len(data):
+        return False
+    if pos >= 2 and data[pos - 2 : pos] != b"<!":
+        return False
+    word = data[pos : pos + 8]
+    return any(kw.startswith(word[: len(kw)]) for kw in _DECLARATIONS)
+
+
 class _Restricted(Exception):
     """Raised inside an expat callback to abort parsing with a stream error."""
 
@@ -212,11 +231,14 @@ class XMLStreamParser:
         except expat.ExpatError as exc:
             self.closed = True
             condition = _ERROR_MAP.get(exc.code or 0, _SC.NOT_WELL_FORMED)
-            if condition is _SC.NOT_WELL_FORMED and _bad_utf8_at(
-                data, p.ErrorByteIndex - (self._fed - len(data))
-            ):
+            pos = p.ErrorByteIndex - (self._fed - len(data))
+            if condition is _SC.NOT_WELL_FORMED and _bad_utf8_at(data, pos):
                 # RFC 6120 §4.9.3.22: bytes that are not UTF-8.
                 condition = _SC.UNSUPPORTED_ENCODING
+            elif condition is _SC.NOT_WELL_FORMED and _declaration_at(data, pos):
+                # RFC 6120 §11.1: a DTD SHOULD get restricted-xml wherever it appears; after
+                # the prolog expat only sees a syntax error.
+                raise StreamError(_SC.RESTRICTED_XML, "DTDs are not allowed") from None
             raise StreamError(condition, expat.errors.messages[exc.code or 0]) from None
         # A peer may hold an unfinished token (a huge attribute, say) in expat's buffer:
         # bound everything fed since the last stanza boundary, not just completed elements.

@@ -26,6 +26,7 @@ from roost.core.caps import (
     Caps,
     CapsCache,
     caps_hash,
+    validate,
     verification_string,
     verify,
 )
@@ -187,15 +188,20 @@ class CapsModule:
                 jid, node = pending.candidates.popleft()
                 if self._ctx.sessions.get(jid) is None:
                     continue  # gone meanwhile
-                query = await self._fetch(jid, f"{node}#{ver}")
-                if query is not None and verify(query, ver, algo):
-                    if len(verification_string(query)) > MAX_INFO_CHARS:
+                query, problem = await self._fetch(jid, f"{node}#{ver}")
+                if query is not None:
+                    if not validate(query):
+                        problem = "its disco#info is ill-formed (XEP-0115 §5.4 3.3-3.5)"
+                    elif not verify(query, ver, algo):
+                        problem = f"wrong hash: its disco#info hashes to {caps_hash(query, algo)}"
+                    elif len(verification_string(query)) > MAX_INFO_CHARS:
                         log.info("caps %s from %s: too large to cache", ver, jid)
                         return None
-                    self.cache.put(ver, query, algo)
-                    return query
-                # §5.4 3.9: invalid; MUST NOT be cached
-                log.info("caps %s %s from %s did not verify", algo, ver, jid)
+                    else:
+                        self.cache.put(ver, query, algo)
+                        return query
+                # §5.4 3.9: invalid; MUST NOT be cached. Say why: a lie and silence differ.
+                log.info("caps %s %s from %s did not verify: %s", algo, ver, jid, problem)
                 self._failed[(algo, ver, jid)] = None
                 while len(self._failed) > MAX_FAILED:
                     self._failed.popitem(last=False)
@@ -203,14 +209,21 @@ class CapsModule:
         finally:
             self._pending.pop(key, None)
 
-    async def _fetch(self, jid: JID, node: str) -> Element | None:
-        """disco#info on the caps node, to the exact full JID (§6.2)."""
+    async def _fetch(self, jid: JID, node: str) -> tuple[Element | None, str]:
+        """disco#info on the caps node, to the exact full JID (§6.2); the query, or None and
+        what went wrong (for the log)."""
         iq = Element("iq", ns.CLIENT, {"type": "get"})
         iq.sub("query", ns.DISCO_INFO, {"node": node})
         try:
             reply = await self._ctx.request(iq, jid, QUERY_TIMEOUT)
         except TimeoutError:
-            return None
+            return None, f"no answer to disco#info within {QUERY_TIMEOUT:g} s"
         if reply.get("type") != "result":
-            return None
-        return reply.find("query", ns.DISCO_INFO)
+            error = reply.find("error", ns.CLIENT)
+            conditions = [] if error is None else [c.tag for c in error.elements()]
+            condition = next((c for c in conditions if c != "text"), "no condition")
+            return None, f"disco#info answered with an error ({condition})"
+        query = reply.find("query", ns.DISCO_INFO)
+        if query is None:
+            return None, "disco#info answered without a <query/>"
+        return query, ""

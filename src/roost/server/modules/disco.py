@@ -29,6 +29,9 @@ class DiscoModule:
         ctx.iq("host", "get", ns.DISCO_ITEMS, "query", self.server_items)
         ctx.iq("account", "get", ns.DISCO_INFO, "query", self.account_info, advertise=False)
         ctx.iq("account", "get", ns.DISCO_ITEMS, "query", self.account_items, advertise=False)
+        # XEP-0030 §3.1: every entity supports both, the accounts the server answers for too.
+        ctx.account_feature(ns.DISCO_INFO)
+        ctx.account_feature(ns.DISCO_ITEMS)
 
     # -- the server ----------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
 """XEP-0012 Last Activity: the server's uptime, and when an account was last online.
 
 When a user's last session ends, the time and the status text of the user's last unavailable
-presence are stored (store ``last``, key ``logout``) so the answer survives a restart. Only
-the user and contacts subscribed to the user's presence may ask (XEP-0012 §4, §8).
+presence are stored (store ``last``, key ``logout``) so the answer survives a restart. A user
+still connected but unavailable has been away since that unavailable presence (kept in memory
+by the presence service). Only the user and contacts subscribed to the user's presence may ask
+(XEP-0012 §4, §8).
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ LAST: Final = "jabber:iq:last"
 _STORE: Final = "last"
 _KEY: Final = "logout"
 _C = StanzaErrorCondition
+
+
+def _status(presence: Element) -> str | None:
+    """XEP-0012 §3: the status of the last unavailable presence (its first <status/>)."""
+    el = presence.find("status", ns.CLIENT)
+    return (el.text or None) if el is not None else None
 
 
 class LastActivityModule:
@@ -74,9 +82,16 @@ class LastActivityModule:
             # available presence, as the contact sees it; a connected but unavailable
             # session does not count, so it is not revealed here.
             return Element("query", LAST, {"seconds": "0"})
-        last = self._writing.get(user) or await self._stored(user)
+        went = self.presence.unavailable_since(user)
+        last: tuple[float, str | None] | None
+        if went is not None and self.ctx.sessions.resources(user):
+            # XEP-0012 §3: connected, but unavailable since then: the time since the user
+            # went unavailable, with that presence's status (as Prosody answers).
+            last = (went[1], _status(went[0]))
+        else:
+            last = self._writing.get(user) or await self._stored(user)
         if last is None:
-            # Never logged out since this module was loaded: nothing to tell.
+            # Never went unavailable nor logged out since this module was loaded.
             raise StanzaError(_C.ITEM_NOT_FOUND)
         stamp, status = last
         seconds = max(0, int(time.time() - stamp))
@@ -101,13 +116,8 @@ class LastActivityModule:
         user = session.bare
         if self.ctx.sessions.resources(user):
             return  # not the last session of the account
-        status: str | None = None
         last = self.presence.last_unavailable(user)
-        if last is not None:
-            # XEP-0012 §3: the status of the last unavailable presence (the first <status/>).
-            el = last.find("status", ns.CLIENT)
-            status = (el.text or None) if el is not None else None
-        entry = (time.time(), status)
+        entry = (time.time(), None if last is None else _status(last))
         self._writing[user] = entry
         self.ctx.spawn(self._record(user, entry))
         # returns None: other handlers of the event run too

@@ -3,14 +3,19 @@
 A bound client that has sent nothing for ``c2s.ping_interval`` seconds is pinged; if no
 answer (result or error: either proves it is alive) comes within ``c2s.ping_timeout``, the
 connection is closed with ``connection-timeout``.
+
+A ping with no ``to``, or to an account's bare JID, is answered by the server on behalf of the
+account (RFC 6120 §10.3.3, RFC 6121 §8.5.2.1.3): clients ping that way to keep their stream
+alive, and Prosody answers them the same way.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 
 from roost.core import ns
-from roost.core.errors import StreamError, StreamErrorCondition
+from roost.core.errors import StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition
 from roost.core.xml.element import Element
 from roost.server.api import EMPTY, IqRequest, IqResult, ModuleContext
 from roost.server.session import Session
@@ -25,6 +30,7 @@ class PingModule:
         self.ctx = ctx
         self._pinging: set[Session] = set()
         ctx.iq("host", "get", ns.PING, "ping", self.pong)
+        ctx.iq("account", "get", ns.PING, "ping", self.pong_account, advertise=False)
         interval = ctx.config.c2s.ping_interval
         if interval:
             ctx.every(max(0.2, min(interval / 4, 30.0)), self._check)
@@ -32,6 +38,19 @@ class PingModule:
     @staticmethod
     def pong(req: IqRequest) -> IqResult:
         # XEP-0199 §4.2: an empty result.
+        return EMPTY
+
+    def pong_account(self, req: IqRequest) -> IqResult | Awaitable[IqResult]:
+        """The server answers for an account (RFC 6120 §10.3.3): oneself at once, another
+        account if it exists (RFC 6121 §8.5.2.2.3: else ``service-unavailable``)."""
+        if req.sender.bare == req.to:
+            return EMPTY
+        return self._pong_other(req)
+
+    async def _pong_other(self, req: IqRequest) -> IqResult:
+        assert req.to.local is not None
+        if not await self.ctx.accounts.exists(req.to.local, req.to.domain):
+            raise StanzaError(StanzaErrorCondition.SERVICE_UNAVAILABLE)
         return EMPTY
 
     def _check(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 from roost.core import ns
 from roost.core.delay import delay_element
@@ -41,11 +42,23 @@ def _priority(stanza: Element) -> int:
         return 0
 
 
+@dataclass(frozen=True, slots=True)
+class PresenceOptions:
+    """``[modules.presence]``."""
+
+    #: refuse iq requests to a user's full JID from entities that do not share presence
+    #: with that user (RFC 6121 §8.5.3.1 SHOULD NOT deliver them). Off by default: Prosody
+    #: and ejabberd deliver them, and disco, version, ping, XEP-0047 and XEP-0231 between
+    #: clients depend on it.
+    strict_iq_to_full: bool = False
+
+
 class PresenceModule:
     """The presence and subscription logic; provides the ``presence`` service."""
 
     name = "presence"
     depends = ("roster",)
+    Options = PresenceOptions
 
     def __init__(self) -> None:
         #: last unavailable presence of users with no available resource (§4.3.2 rule 3)
@@ -59,7 +72,9 @@ class PresenceModule:
         ctx.filter(events.PRESENCE_BROADCAST, self.broadcast)
         ctx.filter(events.to_bare("presence"), self.inbound_bare)
         ctx.filter(events.to_full("presence"), self.inbound_full)
-        ctx.filter(events.to_full("iq"), self.iq_to_full)
+        options: PresenceOptions = ctx.options
+        if options.strict_iq_to_full:
+            ctx.filter(events.to_full("iq"), self.iq_to_full)
         ctx.observe(events.SESSION_CLOSED, self.session_closed)
         # RFC 6121 §3.4: subscription pre-approval is supported.
         ctx.stream_feature(lambda: Element("sub", PRE_APPROVAL), pre_auth=False)
@@ -67,6 +82,9 @@ class PresenceModule:
     def last_unavailable(self, user: JID) -> Element | None:
         last = self._last_unavailable.get(user)
         return None if last is None else last[0]
+
+    def unavailable_since(self, user: JID) -> tuple[Element, float] | None:
+        return self._last_unavailable.get(user)
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -90,7 +108,8 @@ class PresenceModule:
     # -- iq requests to a full JID (RFC 6121 §8.5.3.1) ------------------------------------
 
     def iq_to_full(self, stanza: Element, sender: JID, to: JID, target: Session | None) -> bool:
-        """No iq requests from those who cannot see the user's presence."""
+        """With ``strict_iq_to_full``: no iq requests from those who cannot see the user's
+        presence (RFC 6121 §8.5.3.1)."""
         if (
             target is None
             or stanza.attrs.get("type") not in ("get", "set")
@@ -233,6 +252,12 @@ class PresenceModule:
                 self.ctx.notify(events.RESOURCE_DELIVERABLE, conn)
         elif ptype == "unavailable":
             self._went_unavailable(conn, sender, stanza)
+            # RFC 6121 §4.5.2: also "to the resource that generated the unavailable presence
+            # in the first place", as sent (its status text); Prosody reflects it too.
+            echo = stanza.copy()
+            echo.attrs["from"] = str(sender)
+            echo.attrs["to"] = conn.jid_str
+            self.ctx.deliver(conn, echo)
         return True
 
     def _broadcast(self, stanza: Element, sender: JID) -> None:

@@ -281,8 +281,11 @@ class C2SConnection(StreamDriver):
         elif isinstance(ev, Authenticated):
             log.info("%s authenticated as %s with %s", self.peer_ip, ev.username, ev.mechanism)
         elif isinstance(ev, AuthFailed):
-            log.info("%s failed to authenticate (%s)", self.peer_ip, ev.condition)
-            self.host.auth_failed(self.peer_ip)
+            if ev.counted:
+                log.info("%s failed to authenticate (%s)", self.peer_ip, ev.condition)
+                self.host.auth_failed(self.peer_ip)
+            else:  # a refused mechanism or channel-binding choice: not a password guess
+                log.info("%s: SASL attempt refused (%s)", self.peer_ip, ev.condition)
         elif isinstance(ev, BindRequested):
             self._bind(ev)
         elif isinstance(ev, NonzaReceived):
