@@ -231,6 +231,36 @@ def test_refused_choices_are_bounded() -> None:
     assert isinstance(evs[-1], StreamEnded) and s.state is State.CLOSED
 
 
+def test_stream_management_resumption_instead_of_binding() -> None:
+    """XEP-0198 §5, sans-IO: <resume/> after authentication; a failure leaves the client
+    free to bind; success goes straight to READY with <resumed/>."""
+    s = make(encrypted=True, stream_management=True)
+    s.tls_started(CB)
+    s.receive_data(HEADER)
+    scram_login(s)
+    s.receive_data(HEADER)
+    features = s.data_to_send()
+    assert b"<sm xmlns='urn:xmpp:sm:3'/>" in features
+    sm = "urn:xmpp:sm:3"
+    assert s.receive_data(f"<resume xmlns='{sm}' previd='p1' h='x'/>".encode()) == []
+    assert s.data_to_send() == (
+        f"<failed xmlns='{sm}'><bad-request xmlns='{ns.STANZAS}'/></failed>".encode()
+    )
+    evs = s.receive_data(f"<resume xmlns='{sm}' previd='p1' h='7'/>".encode())
+    assert evs == [stream_mod.ResumeRequested("p1", 7)]
+    s.resume_failed(3)
+    assert s.data_to_send() == (
+        f"<failed xmlns='{sm}' h='3'><item-not-found xmlns='{ns.STANZAS}'/></failed>".encode()
+    )
+    assert s.state is State.PRE_BIND
+    s.receive_data(f"<resume xmlns='{sm}' previd='p2' h='0'/>".encode())
+    s.resumed("p2", 4, "alice@localhost/r")
+    assert s.data_to_send() == f"<resumed xmlns='{sm}' previd='p2' h='4'/>".encode()
+    assert s.state is State.READY and s.jid == "alice@localhost/r"
+    evs = s.receive_data(f"<r xmlns='{sm}'/>".encode())
+    assert evs == [stream_mod.SMReceived(evs[0].element)]  # type: ignore[union-attr]
+
+
 def test_every_transition_is_walked() -> None:
     """STYLE 2: every row of the table has a test (this file's scenarios visit them all)."""
     missing = stream_mod.TRANSITIONS - visited

@@ -47,6 +47,7 @@ async def test_features_exact(server: Server) -> None:
     features.children.remove(caps)
     assert serialize(features) == (
         "<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
+        "<sm xmlns='urn:xmpp:sm:3'/>"
         "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>"
         "<csi xmlns='urn:xmpp:csi:0'/>"
         "<sub xmlns='urn:xmpp:features:pre-approval'/>"

@@ -78,7 +78,7 @@ def test_one_function_writes_stanzas_to_sessions() -> None:
                     and "stream" in ast.unparse(node.func.value)
                 ):
                     writers.append(f"{path.relative_to(SERVER)}:{func.name}")
-    assert writers == ["delivery.py:_write"]
+    assert writers == ["delivery.py:_write", "delivery.py:resume"]
     callers = []
     for path in sorted(SERVER.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):

@@ -57,13 +57,20 @@ class StreamError(Exception):
     """A condition that ends the stream (RFC 6120 §4.9)."""
 
     def __init__(
-        self, condition: StreamErrorCondition, text: str | None = None, content: str | None = None
+        self,
+        condition: StreamErrorCondition,
+        text: str | None = None,
+        content: str | None = None,
+        *,
+        extra: Element | None = None,
     ) -> None:
         super().__init__(f"{condition.value}: {text}" if text else condition.value)
         self.condition = condition
         self.text = text
         #: element content, used by see-other-host (RFC 6120 §4.9.3.19)
         self.content = content
+        #: an application-specific condition (RFC 6120 §4.9.4)
+        self.extra = extra
 
     def to_element(self) -> Element:
         """``<stream:error>`` with the condition and optional text."""
@@ -71,6 +78,8 @@ class StreamError(Exception):
         cond = err.sub(self.condition.value, ns.STREAMS)
         if self.content:
             cond.children.append(self.content)
+        if self.extra is not None:
+            err.append(self.extra)
         if self.text:
             err.sub("text", ns.STREAMS, {XML_LANG: "en"}, self.text)
         return err

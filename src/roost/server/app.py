@@ -23,6 +23,7 @@ from typing import Any, TypeVar, cast
 from roost.core.errors import StreamError, StreamErrorCondition
 from roost.core.stream.server import ServerStreamSettings
 from roost.core.xml.parser import trim_shared_names
+from roost.server import events
 from roost.server.accounts import Accounts
 from roost.server.api import Module, ModuleContext, Registry
 from roost.server.bus import EventBus
@@ -31,7 +32,9 @@ from roost.server.loader import resolve_modules
 from roost.server.modules import default_modules
 from roost.server.router import Router
 from roost.server.services import ROSTERS, RosterService
+from roost.server.session import Session
 from roost.server.sessions import SessionManager
+from roost.server.sm import StreamManager
 from roost.server.streams.c2s import C2SConnection
 from roost.server.streams.component import Components
 from roost.server.streams.s2s import Federation
@@ -130,6 +133,19 @@ class Server:
             else None
         )
         self.storage = open_storage(config) if storage is None else storage
+        #: XEP-0198: sessions waiting to be resumed, and the counts of ended ones
+        self.stream_manager = (
+            StreamManager(
+                config.stream_management,
+                self.sessions,
+                self.router,
+                self.bus,
+                self.storage,
+                self.spawn,
+            )
+            if config.stream_management.enabled
+            else None
+        )
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="roost-cpu")
         self.accounts = Accounts(self.storage, config.auth.scram_iterations, self.pool)
         self.ready = asyncio.Event()
@@ -196,6 +212,7 @@ class Server:
             max_sasl_attempts=c2s.max_sasl_attempts,
             preauth_iq_namespaces=frozenset(self.registry.preauth_handlers),
             nonza_namespaces=frozenset(self.registry.nonza_handlers),
+            stream_management=self.config.stream_management.enabled,
             preauth_features=lambda: self.registry.features(self.registry.preauth_features),
             bound_features=lambda: self.registry.features(self.registry.bound_features),
         )
@@ -361,6 +378,14 @@ class Server:
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("background task failed", exc_info=exc)
 
+    def end_session(self, session: Session, error: StreamError | None = None) -> None:
+        """A bound session is over: unbound, announced (``session/closed``), and what it
+        never acknowledged (XEP-0198) sent on (``roost.server.sm``)."""
+        if self.sessions.unbind(session.jid, session):
+            self.bus.notify(events.SESSION_CLOSED, session, error)
+        if self.stream_manager is not None:
+            self.stream_manager.ended(session)
+
     async def idle(self, timeout: float = 10.0) -> None:
         """Wait until the work the server has spawned (storage writes, subscriptions,
         offline delivery) is done, and what it wrote is flushed: a barrier for tests and
@@ -495,6 +520,12 @@ class Server:
             self._trim_handle.cancel()
             self._trim_handle = None
         shutdown = StreamError(StreamErrorCondition.SYSTEM_SHUTDOWN, "the server is stopping")
+        if self.stream_manager is not None:
+            # what sessions never acknowledged goes to offline storage, their counts to
+            # storage (a <resume/> after the restart gets <failed h='…'/>)
+            self.stream_manager.stopping = True
+            for session in self.stream_manager.detached():
+                self.end_session(session, shutdown)
         for conn in list(self.connections):
             conn.close(shutdown)
         if self.components is not None:
@@ -507,6 +538,10 @@ class Server:
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()
+        with contextlib.suppress(TimeoutError):
+            await self.idle(5.0)  # the writes those endings set off
+        if self.stream_manager is not None:
+            self.stream_manager.forget_all()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

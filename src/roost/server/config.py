@@ -118,6 +118,17 @@ class C2SConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamManagementConfig:
+    """XEP-0198 Stream Management (times in seconds)."""
+
+    enabled: bool = True
+    # how long a session whose connection dropped waits to be resumed; 0: no resumption
+    resume_timeout: float = _opt(300.0, lo=0)
+    # stanzas a client may leave unacknowledged; beyond: policy-violation
+    max_unacked: int = _opt(1000, lo=1)
+
+
+@dataclass(frozen=True, slots=True)
 class TLSConfig:
     """Certificate and key (PEM); when both are omitted a self-signed pair is generated."""
 
@@ -273,6 +284,7 @@ class Config:
     domains: tuple[str, ...] = _opt(("localhost",), item=_domain, nonempty=True)
     data_dir: Path = Path("data")
     c2s: C2SConfig = field(default_factory=C2SConfig)
+    stream_management: StreamManagementConfig = field(default_factory=StreamManagementConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)

@@ -49,11 +49,18 @@ def deliver(session: Session, stanza: Element | None, data: bytes | None = None)
         if stanza is not None and hold.keep(stanza, data):
             return
         for kept in hold.release():
-            _write(session, kept)
-    _write(session, data)
+            _write(session, kept, None)
+    _write(session, data, stanza)
 
 
-def _write(session: Session, data: bytes) -> None:
+def _write(session: Session, data: bytes, stanza: Element | None) -> None:
+    sm = session.sm
+    if sm is not None:
+        # XEP-0198: counted and kept until acknowledged; while detached, this is the
+        # queue a resumption sends again
+        sm.outbound(stanza, data)
+        if session.stream is None:
+            return
     stream = session.stream
     if stream is not None:
         stream.write(data)
@@ -75,6 +82,17 @@ def attach(session: Session, stream: SessionStream) -> None:
     session.stream = stream
     for data in queued or ():
         deliver(session, None, data)
+
+
+def resume(session: Session, stream: SessionStream, h: int) -> None:
+    """XEP-0198 §5: carry ``session`` on ``stream`` again, forget what the client says it
+    handled (``h``, already checked) and send the rest again, in order."""
+    sm = session.sm
+    assert sm is not None
+    sm.ack(h)
+    session.stream = stream
+    for _, data in sm.unacked:
+        stream.write(data)
 
 
 def deliver_all(sessions: Iterable[Session], stanza: Element) -> None:

@@ -16,6 +16,7 @@ from roost.core.jid import JID
 if TYPE_CHECKING:
     from roost.core.errors import StreamError
     from roost.core.xml.element import Element
+    from roost.server.sm import StreamManagement
 
 __all__ = ["MAX_DETACHED_QUEUE", "HoldBack", "Session", "SessionStream"]
 
@@ -76,6 +77,7 @@ class Session:
         "queued",
         "queued_size",
         "roster_requested",
+        "sm",
         "stream",
     )
 
@@ -96,6 +98,8 @@ class Session:
         self.queued_size = 0
         #: set while the client is inactive (XEP-0352): what need not wake it waits there
         self.hold_back: HoldBack | None = None
+        #: XEP-0198 state, once the client enabled stream management
+        self.sm: StreamManagement | None = None
 
     def __repr__(self) -> str:
         return f"<Session {self.jid_str}>"

@@ -48,6 +48,8 @@ __all__ = [
     "NonzaReceived",
     "PasswordCheckNeeded",
     "PreAuthStanza",
+    "ResumeRequested",
+    "SMReceived",
     "ServerStream",
     "ServerStreamSettings",
     "StanzaReceived",
@@ -58,6 +60,7 @@ __all__ = [
 
 _SC = StreamErrorCondition
 STANZA_TAGS = frozenset(("message", "presence", "iq"))
+SM = "urn:xmpp:sm:3"
 SCRAM_HASHES = {"SCRAM-SHA-1": "sha1", "SCRAM-SHA-256": "sha256"}
 #: Channel-binding types we prefer, best first (RFC 9266 for TLS 1.3, RFC 5929 otherwise).
 CB_PREFERENCE = ("tls-exporter", "tls-server-end-point")
@@ -102,6 +105,7 @@ TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
         (State.PRE_BIND, State.BIND_WAITING),
         (State.BIND_WAITING, State.PRE_BIND),  # bind failed: may try again
         (State.BIND_WAITING, State.READY),
+        (State.PRE_BIND, State.READY),  # XEP-0198 resumption instead of binding
     }
     | {(s, State.CLOSED) for s in State if s is not State.CLOSED}
 )
@@ -165,6 +169,22 @@ class PreAuthStanza:
 
 
 @dataclass(frozen=True, slots=True)
+class SMReceived:
+    """A XEP-0198 element once bound: ``<enable/>``, ``<r/>`` or ``<a/>``."""
+
+    element: Element
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeRequested:
+    """XEP-0198 §5: resume ``previd``, the client having handled ``h`` of our stanzas;
+    answer with ``resumed`` or ``resume_failed``."""
+
+    previd: str
+    h: int
+
+
+@dataclass(frozen=True, slots=True)
 class NonzaReceived:
     """A first-level element that is not a stanza, in a namespace a module handles once
     the stream is bound (XEP-0352 ``<active/>``/``<inactive/>``, say)."""
@@ -181,6 +201,8 @@ StreamEvent = (
     | BindRequested
     | PreAuthStanza
     | NonzaReceived
+    | SMReceived
+    | ResumeRequested
     | StanzaReceived
     | StreamEnded
 )
@@ -203,6 +225,8 @@ class ServerStreamSettings:
     preauth_iq_namespaces: frozenset[str] = frozenset()
     #: namespaces of first-level non-stanza elements modules take after bind
     nonza_namespaces: frozenset[str] = frozenset()
+    #: offer XEP-0198 stream management
+    stream_management: bool = False
     #: extra features offered before authentication (e.g. ``register``, ``iq-auth``)
     preauth_features: Callable[[], Sequence[Element]] = lambda: ()
     #: extra features offered after authentication (e.g. roster versioning, ``sub``)
@@ -229,6 +253,8 @@ class ServerStream:
         "encrypted",
         "jid",
         "lang",
+        "peer_closed",
+        "resuming",
         "settings",
         "state",
         "stream_id",
@@ -259,6 +285,10 @@ class ServerStream:
         #: this SASL attempt got as far as checking credentials (a password guess)
         self._credentials_tried = False
         self._attempt_user: str | None = None
+        #: the client closed the stream itself (``</stream:stream>``), not the connection
+        self.peer_closed = False
+        #: a XEP-0198 resumption is being decided
+        self.resuming = False
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -310,6 +340,7 @@ class ServerStream:
                     self._header(ev)
                 else:
                     assert isinstance(ev, StreamClosed)
+                    self.peer_closed = True
                     self._close(None)
                 if self.state in (State.CLOSED, State.TLS_PENDING):
                     # after <proceed/> nothing more may be read in clear (RFC 6120 §5.4.3.3)
@@ -381,6 +412,8 @@ class ServerStream:
         if self.username is not None:
             # RFC 6120 §7.2: after SASL, offer binding.
             features.sub("bind", ns.BIND)
+            if self.settings.stream_management:
+                features.sub("sm", SM)  # XEP-0198 §3: after authentication
             features.sub("session", ns.SESSION).sub("optional")
             features.children.extend(self.settings.bound_features())
             self._go(State.PRE_BIND)
@@ -428,6 +461,9 @@ class ServerStream:
             if el.ns == ns.CLIENT and el.tag in STANZA_TAGS:
                 self._events.append(StanzaReceived(el))
                 return
+            if el.ns == SM and self.settings.stream_management:
+                self._events.append(SMReceived(el))
+                return
             if el.ns in self.settings.nonza_namespaces:
                 self._events.append(NonzaReceived(el))
                 return
@@ -441,6 +477,9 @@ class ServerStream:
             return
         if el.ns == ns.SASL:
             self._sasl(el)
+            return
+        if el.ns == SM and self.settings.stream_management and state is State.PRE_BIND:
+            self._sm_before_bind(el)
             return
         if el.ns == ns.CLIENT and el.tag in STANZA_TAGS:
             if state in (State.PRE_BIND, State.BIND_WAITING):
@@ -663,6 +702,39 @@ class ServerStream:
             return
         raise StreamError(_SC.NOT_AUTHORIZED, "bind a resource first")
 
+    # -- XEP-0198 before binding: resumption ----------------------------------------------
+
+    def _sm_before_bind(self, el: Element) -> None:
+        if el.tag == "resume" and not self.resuming:
+            h = _parse_h(el.get("h"))
+            previd = el.get("previd")
+            if h is None or not previd:
+                self._sm_failed("bad-request")
+                return
+            self.resuming = True
+            self._events.append(ResumeRequested(previd, h))
+            return
+        # §3: stream management is enabled after binding, and only acks make sense then
+        self._sm_failed("unexpected-request")
+
+    def _sm_failed(self, condition: str, h: int | None = None) -> None:
+        attrs = {"h": str(h)} if h is not None else None
+        failed = Element("failed", SM, attrs)
+        failed.sub(condition, ns.STANZAS)
+        self.send_stanza(failed)
+
+    def resumed(self, previd: str, h: int, full_jid: str) -> None:
+        """§5: the driver resumed ``previd``; ``h``: the client's stanzas it had handled."""
+        self.resuming = False
+        self.jid = full_jid
+        self.send_stanza(Element("resumed", SM, {"previd": previd, "h": str(h)}))
+        self._go(State.READY)
+
+    def resume_failed(self, h: int | None) -> None:
+        """§5: no such session (``h``: its last count, when known); the client may bind."""
+        self.resuming = False
+        self._sm_failed("item-not-found", h)
+
     def bind_succeeded(self, iq_id: str, full_jid: str) -> None:
         """The driver bound ``full_jid``: answer the bind request."""
         self.jid = full_jid
@@ -676,6 +748,13 @@ class ServerStream:
         iq = Element("iq", ns.CLIENT, {"type": "set", "id": iq_id})
         self.send_stanza(error_reply(iq, error))
         self._go(State.PRE_BIND)
+
+
+def _parse_h(value: str | None) -> int | None:
+    if value is None or not value.isdigit():
+        return None
+    h = int(value)
+    return h if h < 2**32 else None
 
 
 def _iq_error(iq: Element, condition: StanzaErrorCondition) -> Element:

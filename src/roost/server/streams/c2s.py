@@ -36,8 +36,10 @@ from roost.core.stream.server import (
     NonzaReceived,
     PasswordCheckNeeded,
     PreAuthStanza,
+    ResumeRequested,
     ServerStream,
     ServerStreamSettings,
+    SMReceived,
     StanzaReceived,
     State,
     StreamEnded,
@@ -46,12 +48,13 @@ from roost.core.stream.server import (
 )
 from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
-from roost.server import events
+from roost.server import delivery, events
 from roost.server.api import Registry
 from roost.server.bus import EventBus
 from roost.server.router import Router
 from roost.server.session import Session
 from roost.server.sessions import SessionManager
+from roost.server.sm import SM, StreamManager, parse_h
 from roost.server.streams.base import StreamDriver
 from roost.transport.tls import channel_bindings
 
@@ -62,6 +65,16 @@ _SC = StreamErrorCondition
 
 #: Stanzas queued behind a held one before we stop reading from the client.
 MAX_BACKLOG = 256
+_REQUEST = f"<r xmlns='{SM}'/>".encode()
+
+
+def _count_too_high(h: int, sent: int) -> StreamError:
+    """XEP-0198 §4: the peer acknowledged more than it was sent."""
+    return StreamError(
+        _SC.UNDEFINED_CONDITION,
+        f"you acknowledged {h} stanzas, but only {sent} were sent",
+        extra=Element("handled-count-too-high", SM, {"h": str(h), "send-count": str(sent)}),
+    )
 
 
 class _Accounts(Protocol):
@@ -81,6 +94,7 @@ class C2SHost(Protocol):
     bus: EventBus
     registry: Registry
     awake: set[C2SConnection]
+    stream_manager: StreamManager | None
 
     @property
     def accounts(self) -> _Accounts: ...
@@ -104,6 +118,8 @@ class C2SHost(Protocol):
     def connection_closed(self, conn: C2SConnection) -> None: ...
 
     def note_churn(self) -> None: ...
+
+    def end_session(self, session: Session, error: StreamError | None = None) -> None: ...
 
     def auth_failed(self, ip: str) -> None: ...
 
@@ -263,6 +279,9 @@ class C2SConnection(StreamDriver):
 
     def _event(self, ev: StreamEvent) -> None:
         if isinstance(ev, StanzaReceived):
+            session = self.session
+            if session is not None and session.sm is not None:
+                session.sm.received()  # XEP-0198 §4: counted as it is taken in, in order
             if self._held is not None:
                 if self._backlog is None:
                     self._backlog = collections.deque()
@@ -288,6 +307,10 @@ class C2SConnection(StreamDriver):
                 log.info("%s: SASL attempt refused (%s)", self.peer_ip, ev.condition)
         elif isinstance(ev, BindRequested):
             self._bind(ev)
+        elif isinstance(ev, SMReceived):
+            self._sm(ev.element)
+        elif isinstance(ev, ResumeRequested):
+            self.host.spawn(self._resume(ev))
         elif isinstance(ev, NonzaReceived):
             nonza = self.host.registry.nonza_handlers.get(ev.element.ns)
             if nonza is not None and self.session is not None:
@@ -421,6 +444,102 @@ class C2SConnection(StreamDriver):
         if session is None:
             return
         self.session = None
+        if session.stream is not self:
+            return  # resumed on another connection (XEP-0198): nothing ends here
         session.detach()
-        if self.host.sessions.unbind(session.jid, session):
-            self.host.bus.notify(events.SESSION_CLOSED, session, error)
+        sm = session.sm
+        manager = self.host.stream_manager
+        if (
+            sm is not None
+            and sm.resumable
+            and manager is not None
+            and not self.stream.peer_closed
+            and (error is None or error.condition is _SC.CONNECTION_TIMEOUT)
+        ):
+            # XEP-0198 §5: the connection went, the client did not say goodbye: the
+            # session waits (still online to its contacts) for a resumption
+            manager.wait_for_resumption(session, self.host.end_session)
+            return
+        self.host.end_session(session, error)
+
+    # -- XEP-0198 Stream Management ---------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        session = self.session
+        sm = session.sm if session is not None else None
+        if sm is None or self._closing:
+            return
+        manager = self.host.stream_manager
+        assert manager is not None
+        if len(sm.unacked) > manager.config.max_unacked:
+            # a client that never acknowledges would have us keep everything
+            self._loop.call_soon(
+                self.close,
+                StreamError(_SC.POLICY_VIOLATION, "too many unacknowledged stanzas"),
+            )
+        elif not sm.requested:
+            sm.requested = True  # one <r/> after each batch, until it is answered (§4)
+            self.stream.send_raw(_REQUEST)
+
+    def _sm(self, el: Element) -> None:
+        session, manager = self.session, self.host.stream_manager
+        if session is None or manager is None:
+            return
+        sm = session.sm
+        if el.tag == "enable":
+            if sm is not None:  # §3: one attempt only
+                failed = Element("failed", SM)
+                failed.sub("unexpected-request", ns.STANZAS)
+                self.stream.send_stanza(failed)
+                return
+            sm = manager.enable(session, el.get("resume") in ("true", "1"))
+            attrs = {"id": sm.id}
+            if sm.resumable:
+                attrs["resume"] = "true"
+                attrs["max"] = str(int(manager.config.resume_timeout))
+            self.stream.send_stanza(Element("enabled", SM, attrs))
+        elif sm is None:
+            return  # acks before enabling mean nothing
+        elif el.tag == "r":
+            self.stream.send_raw(f"<a xmlns='{SM}' h='{sm.h_in}'/>".encode())
+        elif el.tag == "a":
+            h = parse_h(el.get("h"))
+            if h is None:
+                raise StreamError(_SC.INVALID_XML, "an ack needs a numeric 'h'")
+            if not sm.valid_ack(h):
+                raise _count_too_high(h, sm.sent)
+            sm.ack(h)
+
+    async def _resume(self, ev: ResumeRequested) -> None:
+        """§5: take up a session whose connection dropped, on this connection."""
+        manager = self.host.stream_manager
+        stream = self.stream
+        assert manager is not None and stream.username is not None and stream.domain is not None
+        bare = JID.make(stream.username, stream.domain)
+        session = manager.take(ev.previd, bare)
+        if session is None:
+            h = await manager.last_h(ev.previd, bare)
+            if not self._closing:
+                stream.resume_failed(h)
+                self._flush()
+            return
+        sm = session.sm
+        assert sm is not None
+        if self._closing or not sm.valid_ack(ev.h):
+            if session.stream is None:  # still waiting for a good resumption
+                manager.wait_for_resumption(session, self.host.end_session)
+            if not self._closing:
+                self.close(_count_too_high(ev.h, sm.sent))
+            return
+        if self.preauth_timer is not None:
+            self.preauth_timer.cancel()
+            self.preauth_timer = None
+        old = session.stream
+        self.session = session
+        stream.resumed(ev.previd, sm.h_in, session.jid_str)
+        delivery.resume(session, self, ev.h)
+        log.info("%r: resumed, %d stanzas sent again", self, len(sm.unacked))
+        if old is not None and old is not self:
+            old.close(StreamError(_SC.CONFLICT, "the session was resumed on another connection"))
+        self._flush()
