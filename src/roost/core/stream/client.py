@@ -36,6 +36,7 @@ __all__ = [
     "ClientStream",
     "ClientStreamSettings",
     "Registered",
+    "RegistrationRefused",
     "SaltedPasswordCache",
     "StanzaReceived",
     "State",
@@ -118,6 +119,14 @@ class Registered:
 
 
 @dataclass(frozen=True, slots=True)
+class RegistrationRefused:
+    """XEP-0077 §3.1: the server refused to create the account (not a conflict); the
+    stream is closed next."""
+
+    condition: str
+
+
+@dataclass(frozen=True, slots=True)
 class Authenticated:
     """SASL succeeded and the server proved itself; the stream restarts next."""
 
@@ -141,7 +150,14 @@ class Bound:
 
 
 ClientEvent = (
-    TLSRequested | Registered | Authenticated | AuthFailed | Bound | StanzaReceived | StreamEnded
+    TLSRequested
+    | Registered
+    | RegistrationRefused
+    | Authenticated
+    | AuthFailed
+    | Bound
+    | StanzaReceived
+    | StreamEnded
 )
 
 
@@ -208,6 +224,12 @@ class ClientStream:
         self._authenticated = False
         self._registered = False
         self._session_needed = False
+
+    @property
+    def features(self) -> Element | None:
+        """The last ``<stream:features/>`` read (once bound: those after SASL, e.g. the
+        roster versioning feature of RFC 6121 §2.6.1)."""
+        return self._features
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -459,6 +481,7 @@ class ClientStream:
         else:
             condition = _stanza_error_condition(iq)
             if condition != "conflict":  # XEP-0077 §3.1: the username is taken
+                self._events.append(RegistrationRefused(condition))
                 self._fail(f"registration failed: {condition}")
                 return
             created = False
