@@ -10,7 +10,7 @@ See the README ("Client library") for the whole API.
 
 from roost.client.blocking import Blocklist
 from roost.client.caps import EntityCaps
-from roost.client.client import Client, Event, IqHandler, SoftwareVersion
+from roost.client.client import Client, Event, EventStream, IqHandler, SoftwareVersion
 from roost.client.connection import Connection
 from roost.client.dial import Target, find_targets, tls_context
 from roost.client.disco import Disco, DiscoInfo, DiscoItem, Identity
@@ -51,6 +51,7 @@ __all__ = [
     "Element",
     "EntityCaps",
     "Event",
+    "EventStream",
     "HostNotFound",
     "Identity",
     "InvalidJID",

@@ -17,10 +17,10 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import roost
 from roost.client.blocking import BLOCKING, Blocklist
@@ -43,7 +43,7 @@ from roost.core.jid import JID
 from roost.core.stream.client import DEFAULT_MECHANISMS, ClientStreamSettings
 from roost.core.xml.element import Element
 
-__all__ = ["Client", "Event", "IqHandler", "SoftwareVersion"]
+__all__ = ["Client", "Event", "EventStream", "IqHandler", "SoftwareVersion"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ VERSION = "jabber:iq:version"
 REGISTER = "jabber:iq:register"
 Event = Message | Presence | Connected | ConnectionLost | RosterChanged
 E = TypeVar("E", Message, Presence, Connected, ConnectionLost, RosterChanged)
+T = TypeVar("T")
 #: answers an iq get/set: a result payload, None (empty result), or raises StanzaError;
 #: may be a coroutine function
 IqHandler = Callable[[Iq], Element | Coroutine[Any, Any, Element | None] | None]
@@ -415,29 +416,15 @@ class Client:
         handlers.append(handler)
         return lambda: handlers.remove(handler) if handler in handlers else None
 
-    async def events(self, *kinds: type, maxsize: int = 1000) -> AsyncIterator[Event]:
-        """Iterate over incoming events (of ``kinds``, else all) until ``disconnect``.
+    def events(self, *kinds: type, maxsize: int = 1000) -> EventStream[Event]:
+        """Incoming events (of ``kinds``, else all), for ``async for``, until
+        ``disconnect``. Events are kept from this call on; ``close()`` (or ``with``)
+        stops that. Bounded: ``maxsize`` behind, newer events are dropped (and logged)."""
+        return EventStream(self._queues, kinds, maxsize)
 
-        Bounded: when the consumer falls ``maxsize`` behind, newer events are dropped
-        (and logged) rather than memory growing.
-        """
-        queue: asyncio.Queue[object] = asyncio.Queue(maxsize)
-        entry = (kinds, queue)
-        self._queues.append(entry)
-        try:
-            while True:
-                item = await queue.get()
-                if item is _END:
-                    return
-                yield item  # type: ignore[misc]
-        finally:
-            self._queues.remove(entry)
-
-    async def messages(self) -> AsyncIterator[Message]:
-        """Iterate over incoming messages until ``disconnect``."""
-        async for ev in self.events(Message):
-            assert isinstance(ev, Message)
-            yield ev
+    def messages(self, maxsize: int = 1000) -> EventStream[Message]:
+        """Incoming messages, for ``async for``, until ``disconnect``."""
+        return EventStream(self._queues, (Message,), maxsize)
 
     def _emit(self, ev: object) -> None:
         for handler in list(self._handlers.get(type(ev), ())):
@@ -612,6 +599,46 @@ class Client:
         query.sub("remove")
         self._closing = True  # the stream ending next is expected
         await self.request(query, type="set", to=self.server_jid)
+
+
+class EventStream(Generic[T]):
+    """An iterator over a client's events (``Client.events``, ``Client.messages``)."""
+
+    def __init__(
+        self,
+        queues: list[tuple[tuple[type, ...], asyncio.Queue[object]]],
+        kinds: tuple[type, ...],
+        maxsize: int,
+    ) -> None:
+        self._queues = queues
+        self._entry = (kinds, asyncio.Queue[object](maxsize))
+        queues.append(self._entry)
+
+    def __aiter__(self) -> EventStream[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        item = await self._entry[1].get()
+        if item is _END:
+            self.close()
+            raise StopAsyncIteration
+        return item  # type: ignore[return-value]
+
+    async def next(self, timeout: float) -> T:
+        """The next event, within ``timeout`` seconds (``TimeoutError``)."""
+        async with asyncio.timeout(timeout):
+            return await self.__anext__()
+
+    def close(self) -> None:
+        """Stop collecting events."""
+        if self._entry in self._queues:
+            self._queues.remove(self._entry)
+
+    def __enter__(self) -> EventStream[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _put(queue: asyncio.Queue[object], item: object) -> None:

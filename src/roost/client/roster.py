@@ -72,6 +72,8 @@ class Roster:
         #: the version of the local copy (None: never fetched, or no versioning)
         self.version: str | None = None
         self.fetched = False
+        #: whether the last fetch brought items (False: the version was current, §2.6.3)
+        self.changed_on_fetch = False
 
     def __len__(self) -> int:
         return len(self._items)
@@ -100,6 +102,7 @@ class Roster:
             query.attrs["ver"] = self.version or ""
         result = await self._client.request(query)
         self.fetched = True
+        self.changed_on_fetch = result is not None
         if result is None:
             return  # §2.6.3: up to date; changes follow as pushes
         items = {}
