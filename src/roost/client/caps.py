@@ -106,6 +106,8 @@ class EntityCaps:
             self._of.pop(jid, None)  # §11 legacy caps or an unknown hash: not checkable
             return
         key = (claim.algo, claim.ver)
+        if claim == self.own and key not in self.cache:
+            self.cache.put(claim.ver, self.own_info(), claim.algo)  # ours: known, not asked
         if key in self.cache:
             self._of[jid] = key
             return
