@@ -72,3 +72,44 @@ async def test_reconnect_after_server_restart(tmp_path: Path) -> None:
     finally:
         await alice.disconnect()
         await server.stop()
+
+
+def test_backoff_grows_with_jitter_and_stops_at_the_cap() -> None:
+    from roost.client.client import backoff
+
+    rng = random.Random(7)
+    delays = [backoff(n, 0.5, 60.0, rng) for n in range(12)]
+    for n, d in enumerate(delays):
+        full = min(60.0, 0.5 * 2**n)
+        assert full / 2 <= d <= full
+    assert len({round(backoff(3, 1.0, 60.0, random.Random(s)), 6) for s in range(20)}) > 10
+    assert backoff(10_000, 1.0, 60.0, rng) <= 60.0
+
+
+async def test_no_reconnection_after_a_resource_conflict(tmp_path: Path) -> None:
+    from tests.helpers import start_server
+
+    server = await start_server(tmp_path)
+    await server.accounts.create("alice", "localhost", PASSWORDS["alice"])
+    opts = {
+        "resource": "same",
+        "server": ("127.0.0.1", server.port()),
+        "cafile": server_cafile(server),
+        "reconnect_delay": (0.01, 0.05),
+    }
+    first = Client("alice@localhost", PASSWORDS["alice"], **opts)  # type: ignore[arg-type]
+    second = Client("alice@localhost", PASSWORDS["alice"], **opts)  # type: ignore[arg-type]
+    try:
+        await first.connect()
+        with first.events(ConnectionLost, Connected) as lifecycle:
+            await second.connect()  # RFC 6120 §7.7.2.2: the server ends the first stream
+            lost = await lifecycle.next(T)
+            assert isinstance(lost, ConnectionLost) and lost.error is not None
+            assert lost.error.stream_error is not None
+            assert lost.error.stream_error.condition.value == "conflict"
+            await second.ping()
+        assert first._reconnecting is None and not first.connected
+    finally:
+        await first.disconnect()
+        await second.disconnect()
+        await server.stop()

@@ -139,17 +139,19 @@ class EntityCaps:
             self._save(self.cache_file)
         return True
 
+    def known(self, jid: JID) -> DiscoInfo | None:
+        """The verified disco#info behind ``jid``'s current caps, if already known."""
+        key = self._of.get(jid)
+        query = None if key is None else self.cache.get(key[1], key[0])
+        return None if query is None else DiscoInfo.from_query(query)
+
     async def info(self, jid: JID) -> DiscoInfo | None:
         """The verified disco#info behind ``jid``'s caps (waiting for a verification under
         way), or None: no caps, unverifiable or forged."""
         key = self._waiting.get(jid)
         if key is not None and (task := self._pending.get(key)) is not None:
             await asyncio.shield(task)
-        key = self._of.get(jid)
-        if key is None:
-            return None
-        query = self.cache.get(key[1], key[0])
-        return None if query is None else DiscoInfo.from_query(query)
+        return self.known(jid)
 
     # -- persistence ----------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from roost.core.caps import CAPS
 from roost.core.errors import (
     StanzaError,
     StanzaErrorCondition,
+    StreamErrorCondition,
     error_reply,
     parse_stanza_error,
 )
@@ -43,7 +44,7 @@ from roost.core.jid import JID
 from roost.core.stream.client import DEFAULT_MECHANISMS, ClientStreamSettings
 from roost.core.xml.element import Element
 
-__all__ = ["Client", "Event", "EventStream", "IqHandler", "SoftwareVersion"]
+__all__ = ["Client", "Event", "EventStream", "IqHandler", "SoftwareVersion", "backoff"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,18 @@ T = TypeVar("T")
 IqHandler = Callable[[Iq], Element | Coroutine[Any, Any, Element | None] | None]
 _END = object()
 _C = StanzaErrorCondition
+#: stream errors after which reconnecting would only repeat them: another login took our
+#: resource (RFC 6120 §4.9.3.3: reconnecting would kick it off in turn), or the account
+#: was removed or disabled
+_FINAL = frozenset({StreamErrorCondition.CONFLICT, StreamErrorCondition.NOT_AUTHORIZED})
+
+
+def backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Seconds before reconnection attempt ``attempt`` (0, 1, ...): exponential with
+    "equal jitter", half fixed and half random, so clients cut off together do not all
+    come back at the same instant, and never beyond ``cap``."""
+    delay = min(cap, base * 2.0 ** min(attempt, 32))
+    return delay / 2 + rng.uniform(0, delay / 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,18 +271,18 @@ class Client:
             return
         log.info("connection lost: %s", failure or "closed by the server")
         self._emit(ConnectionLost(failure))
+        stream_error = failure.stream_error if failure is not None else None
+        if stream_error is not None and stream_error.condition in _FINAL:
+            log.warning("not reconnecting after stream error %s", stream_error.condition.value)
+            return
         if self.reconnect and self._reconnecting is None:
             self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
 
     async def _reconnect(self) -> None:
-        base, cap = self.reconnect_delay
         attempt = 0
         try:
             while not self._closing:
-                # Exponential back-off with "equal jitter": half fixed, half random, so
-                # clients cut off together do not all come back at the same instant.
-                delay = min(cap, base * 2**attempt)
-                await asyncio.sleep(delay / 2 + self._rng.uniform(0, delay / 2))
+                await asyncio.sleep(backoff(attempt, *self.reconnect_delay, self._rng))
                 try:
                     await self._login(reconnected=True)
                     return

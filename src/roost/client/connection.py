@@ -228,6 +228,7 @@ class Connection(asyncio.Protocol):
         kind = NegotiationFailed if self.jid is None else Disconnected
         if ev.error is not None:
             self.failure = kind(f"stream error: {ev.error}")
+            self.failure.stream_error = ev.error
         elif self.failure is None and (self.jid is None or ev.reason is not None):
             self.failure = kind(ev.reason or "the server closed the stream")
         if self.transport is not None:

@@ -86,6 +86,8 @@ class Disco:
         key = (target, node)
         if cached and (hit := self._cache.get(key)) is not None:
             return hit
+        if cached and node is None and (known := self._client.caps.known(target)) is not None:
+            return known  # XEP-0115 §8.2: what verified caps say needs no query
         query = Element("query", ns.DISCO_INFO, {"node": node} if node else None)
         result = await self._client.request(query, to=target)
         info = DiscoInfo.from_query(result if result is not None else query)

@@ -6,6 +6,8 @@ request answered with an error raises it. Everything here is about the connectio
 
 from __future__ import annotations
 
+from roost.core.errors import StreamError
+
 __all__ = [
     "AuthenticationFailed",
     "CertificateNotTrusted",
@@ -21,6 +23,9 @@ __all__ = [
 
 class ClientError(Exception):
     """Base of the client's own errors; the message says what happened."""
+
+    #: the server's stream error behind this failure, if one ended the stream (RFC 6120 §4.9)
+    stream_error: StreamError | None = None
 
 
 class ConnectFailed(ClientError):
