@@ -170,6 +170,7 @@ async def test_disco_with_cache(make_client: MakeClient) -> None:
     assert await alice.disco.info(cached=False) is not info
     items = await alice.disco.items()
     assert isinstance(items, list)
+    assert await alice.disco.items() == items  # cached (a copy)
 
 
 async def test_ping_and_version(make_client: MakeClient) -> None:

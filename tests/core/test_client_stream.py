@@ -27,6 +27,7 @@ from roost.core.stream.client import (
     ClientStream,
     ClientStreamSettings,
     Registered,
+    RegistrationRefused,
     StanzaReceived,
     State,
     StreamEnded,
@@ -277,7 +278,10 @@ def test_register_conflict_means_it_exists() -> None:
 def test_register_refused() -> None:
     p = Pair(register=True, register_reply="not-acceptable")
     evs = p.run()
-    assert evs[-1] == StreamEnded(None, "registration failed: not-acceptable")
+    assert evs[-2:] == [
+        RegistrationRefused("not-acceptable"),
+        StreamEnded(None, "registration failed: not-acceptable"),
+    ]
     assert p.client.state is State.CLOSED
 
 

@@ -77,6 +77,7 @@ class Disco:
     def __init__(self, client: Client) -> None:
         self._client = client
         self._cache: dict[tuple[JID, str | None], DiscoInfo] = {}
+        self._items: dict[tuple[JID, str | None], list[DiscoItem]] = {}
 
     async def info(
         self, jid: JID | str | None = None, node: str | None = None, *, cached: bool = True
@@ -94,9 +95,14 @@ class Disco:
         self._cache[key] = info
         return info
 
-    async def items(self, jid: JID | str | None = None, node: str | None = None) -> list[DiscoItem]:
+    async def items(
+        self, jid: JID | str | None = None, node: str | None = None, *, cached: bool = True
+    ) -> list[DiscoItem]:
         """disco#items of ``jid`` (default: our server) (§4)."""
         target = self._client.server_jid if jid is None else _jid(jid)
+        key = (target, node)
+        if cached and (hit := self._items.get(key)) is not None:
+            return list(hit)
         query = Element("query", ns.DISCO_ITEMS, {"node": node} if node else None)
         result = await self._client.request(query, to=target)
         out = []
@@ -104,12 +110,15 @@ class Disco:
             item_jid = parse_jid(el.get("jid"))
             if item_jid is not None:
                 out.append(DiscoItem(item_jid, el.get("node"), el.get("name")))
-        return out
+        self._items[key] = out
+        return list(out)
 
     def forget(self, jid: JID) -> None:
         """Drop the cached answers of ``jid``."""
         for key in [k for k in self._cache if k[0] == jid]:
             del self._cache[key]
+        for key in [k for k in self._items if k[0] == jid]:
+            del self._items[key]
 
 
 def _jid(jid: JID | str) -> JID:
