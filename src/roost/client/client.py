@@ -516,9 +516,13 @@ class Client:
 
     async def _reply_later(self, conn: Connection, el: Element, pending: Any) -> None:
         try:
-            result = await pending
+            async with asyncio.timeout(self.request_timeout):
+                result = await pending
         except StanzaError as err:
             result = err
+        except TimeoutError:
+            log.warning("an iq handler took longer than %.0f s", self.request_timeout)
+            result = StanzaError(_C.INTERNAL_SERVER_ERROR)
         except Exception:
             log.exception("iq handler failed")
             result = StanzaError(_C.INTERNAL_SERVER_ERROR)
