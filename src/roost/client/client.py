@@ -232,10 +232,16 @@ class Client:
         assert conn.jid is not None
         self._conn = conn
         self.jid = JID.parse(conn.jid)
-        if self.fetch_roster:
-            await self.roster.fetch()  # RFC 6121 §2.1.6: before initial presence
-        if self.blocklist.fetched:
-            await self.blocklist.fetch()
+        try:
+            if self.fetch_roster:
+                await self.roster.fetch()  # RFC 6121 §2.1.6: before initial presence
+            if self.blocklist.fetched:
+                await self.blocklist.fetch()
+        except BaseException:
+            # a session we could not set up is closed here, not left to the caller
+            self._conn = None
+            conn.abort()
+            raise
         if reconnected and self._presence is not None:
             conn.send(self._presence)
         elif self.available:

@@ -140,6 +140,9 @@ async def dial(
         except TimeoutError:
             conn.abort()
             failures.append(ConnectFailed(f"{target.host}:{target.port}: timed out"))
+        except BaseException:  # cancelled: leave no connection behind
+            conn.abort()
+            raise
         log.info("cannot log in at %s:%d: %s", target.host, target.port, failures[-1])
     for kind in _RANK:
         for failure in failures:
