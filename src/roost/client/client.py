@@ -117,11 +117,13 @@ class Client:
         caps_file: str | Path | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self.account = jid if isinstance(jid, JID) else JID.parse(jid)
-        if self.account.local is None:
-            raise ValueError(f"{self.account} is not an account JID (user@domain)")
+        given = jid if isinstance(jid, JID) else JID.parse(jid)
+        if given.local is None:
+            raise ValueError(f"{given} is not an account JID (user@domain)")
+        #: the account's bare JID (a resource in ``jid`` is the one asked for)
+        self.account = given.bare
         self._password = password
-        self.resource = resource or self.account.resource
+        self.resource = resource or given.resource
         self.server = _server_address(server)
         self.direct_tls = direct_tls
         self.cafile = cafile
