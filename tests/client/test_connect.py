@@ -201,3 +201,22 @@ async def test_host_not_found() -> None:
             await client.connect()
     finally:
         dns.stop()
+
+
+@pytest.mark.parametrize("direct", [False, True])
+async def test_sni_asks_for_the_accounts_domain(server: Server, direct: bool) -> None:
+    """The server holds a certificate per domain and picks it by SNI (Direct TLS) or the
+    stream's 'to' (STARTTLS): trusting only example.test's certificate passes only if the
+    client asked for example.test, and checked the name against it."""
+    await server.accounts.create("alice", "example.test", "pw")
+    certs = Path(server.config.data_dir) / "certs"
+    client = Client(
+        "alice@example.test",
+        "pw",
+        server=("127.0.0.1", server.port(direct_tls=direct)),
+        direct_tls=direct,
+        cafile=certs / "example.test.crt",
+    )
+    await client.connect()
+    assert str(client.jid).startswith("alice@example.test/")
+    await client.disconnect()
