@@ -220,3 +220,31 @@ async def test_sni_asks_for_the_accounts_domain(server: Server, direct: bool) ->
     await client.connect()
     assert str(client.jid).startswith("alice@example.test/")
     await client.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("offered", "chosen"),
+    [
+        (["SCRAM-SHA-1-PLUS", "SCRAM-SHA-1", "PLAIN"], "SCRAM-SHA-1-PLUS"),
+        (["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"], "SCRAM-SHA-256"),
+        (["PLAIN", "SCRAM-SHA-1"], "SCRAM-SHA-1"),
+        (["PLAIN"], "PLAIN"),
+    ],
+)
+async def test_the_strongest_of_what_the_server_offers(
+    tmp_path: Path, offered: list[str], chosen: str
+) -> None:
+    server = await start_server(tmp_path, auth={"mechanisms": offered})
+    try:
+        await server.accounts.create("alice", "localhost", "pw")
+        client = Client(
+            "alice@localhost",
+            "pw",
+            server=("127.0.0.1", server.port()),
+            cafile=server_cafile(server),
+        )
+        await client.connect()
+        assert client.mechanism == chosen
+        await client.disconnect()
+    finally:
+        await server.stop()
