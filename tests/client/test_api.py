@@ -238,3 +238,30 @@ async def test_not_connected_raises(make_client: MakeClient) -> None:
     alice = make_client("alice")
     with pytest.raises(Disconnected):
         alice.send_message("bob@localhost", "x")
+
+
+async def test_preapproval_and_denial(server: Server, make_client: MakeClient) -> None:
+    alice = make_client("alice", resource="a")
+    bob = make_client("bob", resource="b")
+    carol = make_client("carol", resource="c")
+    for c in (alice, bob, carol):
+        await c.connect()
+    to_alice: list[Presence] = []
+    alice.on(Presence, to_alice.append)
+    with bob.events(Presence) as bob_in:
+        alice.roster.preapprove("bob@localhost")  # RFC 6121 §3.4: before any request
+        await alice.ping()
+        bob.roster.subscribe("alice@localhost")
+        await _presence(bob_in, "subscribed")  # approved by the server at once
+    await server.idle()
+    await alice.ping()  # whatever the server sent alice meanwhile has arrived
+    assert not [p for p in to_alice if p.type == "subscribe"]  # §3.4: not asked
+    with carol.events(Presence) as carol_in, alice.events(Presence) as alice_in:
+        carol.roster.subscribe("alice@localhost")
+        request = await _presence(alice_in, "subscribe")
+        assert request.from_ == JID.parse("carol@localhost")
+        alice.roster.deny(request.from_)
+        await _presence(carol_in, "unsubscribed")
+    await carol.ping()
+    item = carol.roster.get("alice@localhost")
+    assert item is not None and item.subscription == "none" and not item.ask

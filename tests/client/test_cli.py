@@ -179,3 +179,11 @@ async def test_usage_errors(
     assert "--jid" in capsys.readouterr().err
     assert await _cli("client", "ping", "--jid", "a@b", "--password", "x", "--server", "nope") == 2
     assert "HOST:PORT" in capsys.readouterr().err
+
+
+async def test_register_when_the_server_does_not_allow_it(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await _cli("client", "register", *_common(server, "frank", password="pw")) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "refused to register frank@localhost" in err

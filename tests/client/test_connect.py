@@ -248,3 +248,17 @@ async def test_the_strongest_of_what_the_server_offers(
         await client.disconnect()
     finally:
         await server.stop()
+
+
+async def test_srv_dot_means_no_service() -> None:
+    """RFC 6120 §3.2.1 / RFC 2782: a single record with target "." says no service: no
+    fallback to the domain itself."""
+    dns = LoopbackDNS({"_xmpp-client._tcp.example.test.": [(0, 0, 0, ".")]})
+    port = await dns.start()
+    try:
+        assert await find_targets("example.test", nameservers=[("127.0.0.1", port)]) == []
+        client = Client("alice@example.test", "pw", nameservers=[("127.0.0.1", port)])
+        with pytest.raises(HostNotFound, match="no XMPP client service"):
+            await client.connect()
+    finally:
+        dns.stop()
