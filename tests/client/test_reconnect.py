@@ -75,7 +75,7 @@ async def test_reconnect_after_server_restart(tmp_path: Path) -> None:
 
 
 def test_backoff_grows_with_jitter_and_stops_at_the_cap() -> None:
-    from roost.client.client import backoff
+    from roost.client.dial import backoff
 
     rng = random.Random(7)
     delays = [backoff(n, 0.5, 60.0, rng) for n in range(12)]

@@ -10,7 +10,7 @@ See the README ("Client library") for the whole API.
 
 from roost.client.blocking import Blocklist
 from roost.client.caps import EntityCaps
-from roost.client.client import Client, Event, EventStream, IqHandler, SoftwareVersion
+from roost.client.client import Client, IqHandler, SoftwareVersion
 from roost.client.connection import Connection
 from roost.client.dial import Target, find_targets, tls_context
 from roost.client.disco import Disco, DiscoInfo, DiscoItem, Identity
@@ -25,6 +25,7 @@ from roost.client.errors import (
     RegistrationFailed,
     RequestTimeout,
 )
+from roost.client.events import Event, EventStream
 from roost.client.roster import Roster, RosterChanged, RosterItem
 from roost.client.stanzas import Connected, ConnectionLost, Iq, Message, Presence
 from roost.core.errors import StanzaError, StanzaErrorCondition, StanzaErrorType

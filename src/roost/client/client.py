@@ -20,15 +20,16 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import roost
 from roost.client.blocking import BLOCKING, Blocklist
 from roost.client.caps import DEFAULT_NODE, EntityCaps
 from roost.client.connection import Connection
-from roost.client.dial import dial, find_targets
+from roost.client.dial import backoff, dial, find_targets
 from roost.client.disco import Disco, Identity
 from roost.client.errors import AuthenticationFailed, ClientError, Disconnected, RequestTimeout
+from roost.client.events import END, Event, EventStream, put
 from roost.client.roster import Roster, RosterChanged
 from roost.client.stanzas import Connected, ConnectionLost, Iq, Message, Presence, parse_jid
 from roost.core import ns
@@ -44,32 +45,21 @@ from roost.core.jid import JID
 from roost.core.stream.client import DEFAULT_MECHANISMS, ClientStreamSettings
 from roost.core.xml.element import Element
 
-__all__ = ["Client", "Event", "EventStream", "IqHandler", "SoftwareVersion", "backoff"]
+__all__ = ["Client", "IqHandler", "SoftwareVersion"]
 
 log = logging.getLogger(__name__)
 
 VERSION = "jabber:iq:version"
 REGISTER = "jabber:iq:register"
-Event = Message | Presence | Connected | ConnectionLost | RosterChanged
 E = TypeVar("E", Message, Presence, Connected, ConnectionLost, RosterChanged)
-T = TypeVar("T")
 #: answers an iq get/set: a result payload, None (empty result), or raises StanzaError;
 #: may be a coroutine function
 IqHandler = Callable[[Iq], Element | Coroutine[Any, Any, Element | None] | None]
-_END = object()
 _C = StanzaErrorCondition
 #: stream errors after which reconnecting would only repeat them: another login took our
 #: resource (RFC 6120 §4.9.3.3: reconnecting would kick it off in turn), or the account
 #: was removed or disabled
 _FINAL = frozenset({StreamErrorCondition.CONFLICT, StreamErrorCondition.NOT_AUTHORIZED})
-
-
-def backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:
-    """Seconds before reconnection attempt ``attempt`` (0, 1, ...): exponential with
-    "equal jitter", half fixed and half random, so clients cut off together do not all
-    come back at the same instant, and never beyond ``cap``."""
-    delay = min(cap, base * 2.0 ** min(attempt, 32))
-    return delay / 2 + rng.uniform(0, delay / 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +255,7 @@ class Client:
         for _kinds, queue in self._queues:
             if queue.full():
                 queue.get_nowait()  # the end must get through
-            queue.put_nowait(_END)
+            queue.put_nowait(END)
 
     def _ended(self, conn: Connection, failure: ClientError | None) -> None:
         if conn is not self._conn:
@@ -457,7 +447,7 @@ class Client:
                 log.exception("event handler %r failed", handler)
         for kinds, queue in self._queues:
             if not kinds or isinstance(ev, kinds):
-                _put(queue, ev)
+                put(queue, ev)
 
     def _received(self, conn: Connection, el: Element) -> None:
         tag = el.tag
@@ -624,53 +614,6 @@ class Client:
         query.sub("remove")
         self._closing = True  # the stream ending next is expected
         await self.request(query, type="set", to=self.server_jid)
-
-
-class EventStream(Generic[T]):
-    """An iterator over a client's events (``Client.events``, ``Client.messages``)."""
-
-    def __init__(
-        self,
-        queues: list[tuple[tuple[type, ...], asyncio.Queue[object]]],
-        kinds: tuple[type, ...],
-        maxsize: int,
-    ) -> None:
-        self._queues = queues
-        self._entry = (kinds, asyncio.Queue[object](maxsize))
-        queues.append(self._entry)
-
-    def __aiter__(self) -> EventStream[T]:
-        return self
-
-    async def __anext__(self) -> T:
-        item = await self._entry[1].get()
-        if item is _END:
-            self.close()
-            raise StopAsyncIteration
-        return item  # type: ignore[return-value]
-
-    async def next(self, timeout: float) -> T:
-        """The next event, within ``timeout`` seconds (``TimeoutError``)."""
-        async with asyncio.timeout(timeout):
-            return await self.__anext__()
-
-    def close(self) -> None:
-        """Stop collecting events."""
-        if self._entry in self._queues:
-            self._queues.remove(self._entry)
-
-    def __enter__(self) -> EventStream[T]:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _put(queue: asyncio.Queue[object], item: object) -> None:
-    try:
-        queue.put_nowait(item)
-    except asyncio.QueueFull:
-        log.warning("an event iterator is %d events behind: dropping", queue.maxsize)
 
 
 async def _awaited(result: Any) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import random
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from roost.core.stream.client import ClientStreamSettings, TLSMode
 from roost.transport.certs import CertificateError, make_client_context
 from roost.transport.srv import srv_targets
 
-__all__ = ["DEFAULT_PORT", "Target", "dial", "find_targets", "tls_context"]
+__all__ = ["DEFAULT_PORT", "Target", "backoff", "dial", "find_targets", "tls_context"]
 
 log = logging.getLogger(__name__)
 
@@ -156,3 +157,11 @@ async def _attempt(conn: Connection, target: Target, register: bool) -> None:
     if register:
         await conn.wait_for(lambda: conn.registered is not None)
     await conn.wait_for(lambda: conn.jid is not None)
+
+
+def backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Seconds before reconnection attempt ``attempt`` (0, 1, ...): exponential with
+    "equal jitter", half fixed and half random, so clients cut off together do not all
+    come back at the same instant, and never beyond ``cap``."""
+    delay = min(cap, base * 2.0 ** min(attempt, 32))
+    return delay / 2 + rng.uniform(0, delay / 2)
