@@ -113,3 +113,40 @@ async def test_no_reconnection_after_a_resource_conflict(tmp_path: Path) -> None
         await first.disconnect()
         await second.disconnect()
         await server.stop()
+
+
+async def test_roster_changed_while_away_is_caught_up(tmp_path: Path) -> None:
+    """A change made while the client was cut off reaches its copy after it comes back:
+    by the fetch with the old version (the server sends the roster) or by a push."""
+    port, direct = free_port(), free_port()
+    server = await _start(tmp_path, port, direct)
+    await server.accounts.create("alice", "localhost", PASSWORDS["alice"])
+    opts = {"server": ("127.0.0.1", port), "cafile": server_cafile(server)}
+    alice = Client(
+        "alice@localhost/r",
+        PASSWORDS["alice"],
+        reconnect_delay=(0.05, 0.5),
+        **opts,  # type: ignore[arg-type]
+    )
+    other = Client("alice@localhost/other", PASSWORDS["alice"], reconnect=False, **opts)  # type: ignore[arg-type]
+    try:
+        await alice.connect()
+        await alice.roster.add("bob@localhost")
+        await alice.ping()
+        old = alice.roster.version
+        with alice.events(Connected) as lifecycle:
+            await server.stop()
+            server = await _start(tmp_path, port, direct)
+            await other.connect()
+            await other.roster.add("carol@localhost", name="Carol")
+            back = await lifecycle.next(T)
+            assert isinstance(back, Connected) and back.reconnected
+        await alice.ping()  # a push sent before this answer has arrived
+        item = alice.roster.get("carol@localhost")
+        assert item is not None and item.name == "Carol"
+        assert alice.roster.get("bob@localhost") is not None
+        assert alice.roster.version != old
+    finally:
+        await alice.disconnect()
+        await other.disconnect()
+        await server.stop()
