@@ -32,13 +32,15 @@ if TYPE_CHECKING:
     from roost.client.client import Client
     from roost.client.stanzas import Presence
 
-__all__ = ["DEFAULT_NODE", "EntityCaps"]
+__all__ = ["DEFAULT_NODE", "MAX_PENDING", "EntityCaps"]
 
 log = logging.getLogger(__name__)
 
 #: §4: a URI that identifies the software (no registry; it is only ever compared)
 DEFAULT_NODE = "urn:roost:client"
-_ALGO = "sha-1"  # §9.1: the mandatory-to-implement hash, which every peer can check
+_ALGO = "sha-1"
+#: verifications (disco#info queries) under way at once, at most
+MAX_PENDING = 32  # §9.1: the mandatory-to-implement hash, which every peer can check
 
 
 class EntityCaps:
@@ -114,6 +116,11 @@ class EntityCaps:
         self._of.pop(jid, None)
         self._waiting[jid] = key
         if key not in self._pending:
+            if len(self._pending) >= MAX_PENDING:
+                # anyone can mint 'ver's: a flood of them must not become a flood of queries
+                log.info("caps of %s not checked: %d checks under way", jid, MAX_PENDING)
+                self._waiting.pop(jid, None)
+                return
             task = self._client.spawn(self._verify(jid, claim))
             self._pending[key] = task
             task.add_done_callback(lambda _t: self._pending.pop(key, None))

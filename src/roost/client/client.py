@@ -16,6 +16,7 @@ import inspect
 import itertools
 import logging
 import random
+import secrets
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -141,6 +142,7 @@ class Client:
         self._conn: Connection | None = None
         self._closing = False
         self._ids = itertools.count(1)
+        self._id_prefix = secrets.token_hex(4) + "-"
         self._pending: dict[str, tuple[asyncio.Future[Element], JID | None]] = {}
         self._handlers: dict[type, list[Callable[[Any], object]]] = {}
         self._queues: list[tuple[tuple[type, ...], asyncio.Queue[object]]] = []
@@ -316,7 +318,8 @@ class Client:
         return conn
 
     def _next_id(self) -> str:
-        return f"r{next(self._ids)}"
+        # unpredictable per client, so an answer cannot be forged ahead of the request
+        return f"{self._id_prefix}{next(self._ids)}"
 
     def send(self, stanza: Element) -> None:
         """Send a stanza as it is (``jabber:client`` namespace)."""
