@@ -3,6 +3,7 @@ disco, ping, version, blocking, password change, registration."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -265,3 +266,24 @@ async def test_preapproval_and_denial(server: Server, make_client: MakeClient) -
     await carol.ping()
     item = carol.roster.get("alice@localhost")
     assert item is not None and item.subscription == "none" and not item.ask
+
+
+async def test_a_legacy_error_code_is_understood(server: Server, make_client: MakeClient) -> None:
+    """XEP-0086 §3: an old entity's error with only a 'code' still gets its condition."""
+    old = await RawClient.connect(server)
+    await old.login("alice", "alice-secret", "old")
+    alice = make_client("alice", resource="a")
+    await alice.connect()
+    pending = asyncio.ensure_future(
+        alice.request(Element("query", "urn:example:x"), to="alice@localhost/old")
+    )
+    request = await old.expect(lambda e: e.tag == "iq" and e.get("type") == "get")
+    await old.send(
+        f"<iq type='error' id='{request.get('id')}' to='alice@localhost/a'>"
+        "<error code='404' type='cancel'/></iq>"
+    )
+    with pytest.raises(StanzaError) as info:
+        await asyncio.wait_for(pending, T)
+    assert info.value.condition is StanzaErrorCondition.ITEM_NOT_FOUND
+    assert info.value.code == 404
+    await old.close()
