@@ -1,4 +1,4 @@
-"""The ``roost`` command: serve, user, cert, check.
+"""The ``roost`` command: serve, user, cert, check, bench, client.
 
 Exit codes: 0 success, 1 an operation failed (e.g. the account exists), 2 bad configuration
 or usage.
@@ -556,6 +556,16 @@ def _bench_provision(args: argparse.Namespace, config: Config) -> int:
     return uvloop.run(run())  # a third faster: the roster writes are many small awaits
 
 
+# -- client --------------------------------------------------------------------------------
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    """``roost client ...``: the command-line XMPP client (``roost.client.cli``)."""
+    from roost.client.cli import run_command
+
+    return run_command(args)
+
+
 # -- main ----------------------------------------------------------------------------------
 
 
@@ -617,6 +627,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench = add("bench", "load generator (login, idle, messages, presence) and provisioning")
     add_bench_arguments(bench)
     bench.set_defaults(fn=cmd_bench)
+
+    from roost.client.cli import add_arguments as add_client_arguments
+
+    client = add("client", "XMPP client: send, listen, roster, disco, register, passwd, ping, ...")
+    add_client_arguments(client)
+    client.set_defaults(fn=cmd_client)
     return parser
 
 

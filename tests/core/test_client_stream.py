@@ -27,6 +27,7 @@ from roost.core.stream.client import (
     ClientStream,
     ClientStreamSettings,
     Registered,
+    RegistrationRefused,
     StanzaReceived,
     State,
     StreamEnded,
@@ -277,7 +278,10 @@ def test_register_conflict_means_it_exists() -> None:
 def test_register_refused() -> None:
     p = Pair(register=True, register_reply="not-acceptable")
     evs = p.run()
-    assert evs[-1] == StreamEnded(None, "registration failed: not-acceptable")
+    assert evs[-2:] == [
+        RegistrationRefused("not-acceptable"),
+        StreamEnded(None, "registration failed: not-acceptable"),
+    ]
     assert p.client.state is State.CLOSED
 
 
@@ -519,3 +523,18 @@ def test_every_transition_is_exercised() -> None:
     """Runs last in this file: every row of TRANSITIONS was walked by some test above."""
     missing = TRANSITIONS - visited
     assert not missing, sorted((a.name, b.name) for a, b in missing)
+
+
+def test_ssdp_string_is_what_the_server_hashes() -> None:
+    """XEP-0474 §3.1: sorted mechanisms, then the XEP-0440 types, as §4's example."""
+    from roost.core.stream.client import SASL_CB, _ssdp_string
+
+    features = Element("features", ns.STREAM)
+    cb = features.sub("sasl-channel-binding", SASL_CB)
+    for t in ("tls-server-end-point", "tls-exporter"):
+        cb.sub("channel-binding", SASL_CB, {"type": t})
+    s = _ssdp_string(["SCRAM-SHA-1-PLUS", "SCRAM-SHA-1"], features)
+    assert s == "SCRAM-SHA-1\x1eSCRAM-SHA-1-PLUS\x1ftls-exporter\x1etls-server-end-point"
+    assert _ssdp_string(["PLAIN", "SCRAM-SHA-1"], Element("features", ns.STREAM)) == (
+        "PLAIN\x1eSCRAM-SHA-1"
+    )

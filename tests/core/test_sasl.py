@@ -508,3 +508,52 @@ def test_our_client_against_scramp_server() -> None:
     server.set_client_first(client.first().decode())
     server.set_client_final(client.challenge(server.get_server_first().encode()).decode())
     client.success(server.get_server_final().encode())
+
+
+# -- XEP-0474 downgrade protection (client side) -------------------------------------------
+
+#: XEP-0474 §4: what the server advertised, and its server-first-message with "h"
+SSDP_S = "SCRAM-SHA-1\x1eSCRAM-SHA-1-PLUS\x1ftls-exporter\x1etls-server-end-point"
+SSDP_NONCE = "12C4CD5C-E38E-4A98-8F6D-15C38F51CCC6"
+SSDP_SERVER_FIRST = (
+    b"r=12C4CD5C-E38E-4A98-8F6D-15C38F51CCC6a09117a6-ac50-4f2f-93f1-93799c2bddf6,"
+    b"s=QSXCR+Q6sek8bf92,i=4096,h=G6k/rBLDqgOhRRaCuuatSDFkJ08="
+)
+
+
+def _ssdp_client(ssdp: str | None) -> ScramClient:
+    client = ScramClient(
+        "sha1",
+        "user",
+        "pencil",
+        nonce=SSDP_NONCE,
+        cb_type="tls-exporter",
+        cb_data=b"THIS IS FAKE CB DATA",
+        server_supports_plus=True,
+        ssdp=ssdp,
+    )
+    assert client.first() == f"p=tls-exporter,,n=user,r={SSDP_NONCE}".encode()
+    return client
+
+
+def test_ssdp_hash_of_the_example_matches() -> None:
+    final = _ssdp_client(SSDP_S).challenge(SSDP_SERVER_FIRST)
+    assert final.startswith(b"c=cD10bHMtZXhwb3J0ZXIsLFRISVMgSVMgRkFLRSBDQiBEQVRB,r=")
+
+
+@pytest.mark.parametrize(
+    "seen",
+    [
+        "SCRAM-SHA-1\x1ftls-exporter\x1etls-server-end-point",  # -PLUS stripped on the way
+        "SCRAM-SHA-1\x1eSCRAM-SHA-1-PLUS\x1ftls-server-end-point",  # a binding type removed
+        "SCRAM-SHA-1\x1eSCRAM-SHA-1-PLUS",  # the XEP-0440 list removed
+    ],
+)
+def test_ssdp_mismatch_fails_the_exchange(seen: str) -> None:
+    with pytest.raises(SaslClientError, match="XEP-0474"):
+        _ssdp_client(seen).challenge(SSDP_SERVER_FIRST)
+
+
+def test_ssdp_without_h_is_not_checked() -> None:
+    first = SSDP_SERVER_FIRST.rsplit(b",h=", 1)[0]
+    assert _ssdp_client("anything").challenge(first).startswith(b"c=")

@@ -131,7 +131,7 @@ async def test_login_wrong_password(server: Server) -> None:
     await provisioned(server, 2)
     result = await bench(options(server, "login", users=2, password="wrong", loop="asyncio"))
     assert result["login"]["ok"] == 0
-    assert result["login"]["errors"] == {"SASL not-authorized": 2}
+    assert result["login"]["errors"] == {"authentication failed: not-authorized": 2}
     assert "no session logged in" in result["notes"][0]
 
 

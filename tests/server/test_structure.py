@@ -116,3 +116,10 @@ def test_the_load_generator_is_a_client() -> None:
     bench = SERVER.parent / "bench"
     for path in bench.glob("*.py"):
         assert not [n for n in _imports(path) if n.startswith("roost.server")], path.name
+
+
+def test_the_client_library_does_not_import_the_server() -> None:
+    """``roost.client`` sits on core and transport only (ARCHITECTURE: dependencies)."""
+    client = SERVER.parent / "client"
+    for path in client.glob("*.py"):
+        assert not [n for n in _imports(path) if n.startswith("roost.server")], path.name

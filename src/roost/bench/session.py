@@ -1,6 +1,7 @@
-"""One benchmark session: an ``asyncio.Protocol`` driving the sans-IO ``ClientStream``.
+"""One benchmark session: the client library's ``Connection`` with a hot path of its own.
 
-Negotiation (STARTTLS via ``loop.start_tls``, SASL, bind) goes through the core machine.
+Negotiation (STARTTLS via ``loop.start_tls``, SASL, bind) is the library's, on the core
+machine (``roost.client.connection``).
 Once logged in, a session can switch to *raw mode* for the hot path: received bytes are no
 longer parsed into elements but scanned for what the scenario counts (message timestamps,
 presence stanzas, the end of the stream), and stanzas are written as prepared bytes. That is
@@ -11,30 +12,17 @@ server passes through unchanged, and tag openings (``<presence``) that cannot ap
 
 from __future__ import annotations
 
-import asyncio
 import re
-import secrets
 import ssl
 import time
 from array import array
-from collections.abc import Callable
-from typing import cast
 
+from roost.client.connection import Connection
+from roost.client.dial import tls_context
+from roost.client.errors import ClientError as LoginFailed
 from roost.core import ns
-from roost.core.stream.client import (
-    AuthFailed,
-    Bound,
-    ClientEvent,
-    ClientStream,
-    ClientStreamSettings,
-    Registered,
-    StanzaReceived,
-    StreamEnded,
-    TLSMode,
-    TLSRequested,
-)
+from roost.core.stream.client import ClientStreamSettings
 from roost.core.xml.element import Element
-from roost.transport.tls import channel_bindings
 
 __all__ = ["BenchSession", "LoginFailed", "Tally", "client_tls_context"]
 
@@ -48,17 +36,9 @@ _MAX_TOKEN = 48  # longer than any match, so a match cut between two reads is ke
 _PENDING_WRITE_LIMIT = 256 * 1024
 
 
-class LoginFailed(Exception):
-    """The session could not log in (or register); the message says why."""
-
-
 def client_tls_context(insecure: bool) -> ssl.SSLContext:
     """A client TLS context; ``insecure`` skips certificate and host name checks."""
-    ctx = ssl.create_default_context()
-    if insecure:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+    return tls_context(insecure=insecure, warn=False)
 
 
 class Tally:
@@ -94,27 +74,10 @@ class Tally:
             self.late[step] += 1
 
 
-class BenchSession(asyncio.Protocol):
-    """One connection and its stream; ``login`` runs the whole negotiation."""
+class BenchSession(Connection):
+    """One benchmark connection (``roost.client.connection``) and its scenario state."""
 
-    __slots__ = (
-        "_lost",
-        "_tail",
-        "_tls_task",
-        "_waiter",
-        "ctx",
-        "ended",
-        "failure",
-        "index",
-        "jid",
-        "partner",
-        "ponged",
-        "raw",
-        "registered",
-        "stream",
-        "tally",
-        "transport",
-    )
+    __slots__ = ("_tail", "index", "partner", "ponged", "raw", "tally")
 
     def __init__(
         self,
@@ -123,92 +86,21 @@ class BenchSession(asyncio.Protocol):
         ctx: ssl.SSLContext | None,
         tally: Tally,
     ) -> None:
+        super().__init__(settings, ctx)
         self.index = index
-        self.stream = ClientStream(settings, _nonce)
-        self.ctx = ctx
         self.tally = tally
-        self.transport: asyncio.Transport | None = None
-        self.jid: str | None = None
         self.partner: BenchSession | None = None
-        self.registered: bool | None = None
         self.ponged = False
         self.raw = False
-        self.ended = False
-        self.failure: str | None = None
         self._tail = b""
-        self._waiter: asyncio.Future[None] | None = None
-        self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._tls_task: asyncio.Task[None] | None = None
 
-    # -- driving a login ------------------------------------------------------------------
-
-    async def connect(self, host: str, port: int, source_ip: str | None) -> None:
-        loop = asyncio.get_running_loop()
-        direct = self.stream.settings.tls is TLSMode.DIRECT
-        await loop.create_connection(
-            lambda: self,
-            host,
-            port,
-            ssl=self.ctx if direct else None,
-            server_hostname=self.stream.settings.domain if direct else None,
-            local_addr=(source_ip, 0) if source_ip else None,
-        )
-
-    async def login(self, host: str, port: int, source_ip: str | None = None) -> None:
+    async def login(self, host: str, port: int, source_ip: str | None = None) -> str:
         """Connect, negotiate, bind, send initial presence and wait for a ping answer."""
-        await self.connect(host, port, source_ip)
-        await self._wait_for(lambda: self.jid is not None)
+        jid = await super().login(host, port, source_ip)
         self.stream.send_raw(_LOGIN_TAIL)
         self._flush()
-        await self._wait_for(lambda: self.ponged)
-
-    async def register(self, host: str, port: int, source_ip: str | None = None) -> bool:
-        """XEP-0077: create the account (True) or find it exists (False), then close."""
-        await self.connect(host, port, source_ip)
-        await self._wait_for(lambda: self.registered is not None)
-        assert self.registered is not None
-        return self.registered
-
-    async def _wait_for(self, done: Callable[[], bool]) -> None:
-        while not done():
-            if self.failure is not None:
-                raise LoginFailed(self.failure)
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def close(self, timeout: float) -> None:
-        """Close our stream and wait (bounded) for the server to close the connection."""
-        if self.transport is None or self.ended:
-            self.abort()
-            return
-        self._handle(self.stream.close())
-        try:
-            await asyncio.wait_for(asyncio.shield(self._lost), timeout)
-        except TimeoutError:
-            self.abort()
-
-    def abort(self) -> None:
-        if self._tls_task is not None:
-            self._tls_task.cancel()
-        if self.transport is not None:
-            self.transport.abort()
-
-    # -- asyncio.Protocol -----------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # COMPAT: uvloop's transports are not asyncio.Transport subclasses.
-        self.transport = cast(asyncio.Transport, transport)
-        if self.stream.settings.tls is TLSMode.DIRECT:
-            self._handle(self.stream.tls_started(self._bindings()))
-        self._handle(self.stream.start())
+        await self.wait_for(lambda: self.ponged)
+        return jid
 
     def data_received(self, data: bytes) -> None:
         if self.raw:
@@ -216,86 +108,7 @@ class BenchSession(asyncio.Protocol):
         else:
             self._handle(self.stream.receive_data(data))
 
-    def eof_received(self) -> bool | None:
-        return None  # let the transport close; connection_lost follows
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        if not self.ended:
-            self._handle(self.stream.connection_lost())
-        self.ended = True
-        if not self._lost.done():
-            self._lost.set_result(None)
-        if self.failure is None and self.jid is None:
-            self.failure = f"connection lost ({exc})" if exc else "connection closed"
-        self._wake()
-
-    # -- events from the stream -----------------------------------------------------------
-
-    def _handle(self, events: list[ClientEvent]) -> None:
-        for ev in events:
-            if isinstance(ev, StanzaReceived):
-                self._stanza(ev.element)
-            elif isinstance(ev, TLSRequested):
-                self._flush()
-                self._tls_task = asyncio.get_running_loop().create_task(self._start_tls())
-            elif isinstance(ev, Bound):
-                self.jid = ev.jid
-                self._wake()
-            elif isinstance(ev, Registered):
-                self.registered = ev.created
-                self._wake()
-            elif isinstance(ev, AuthFailed):
-                self.failure = f"SASL {ev.condition}"
-            elif isinstance(ev, StreamEnded):
-                self._flush()
-                self.ended = True
-                if self.failure is None or ev.error is not None:
-                    self.failure = (
-                        f"stream error {ev.error.condition.value}"
-                        if ev.error is not None
-                        else ev.reason or "stream closed"
-                    )
-                if self.transport is not None:
-                    self.transport.close()
-                self._wake()
-        self._flush()
-
-    def _flush(self) -> None:
-        data = self.stream.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
-    def _bindings(self) -> dict[str, bytes]:
-        assert self.transport is not None
-        ssl_object = self.transport.get_extra_info("ssl_object")
-        return channel_bindings(ssl_object, server_side=False) if ssl_object is not None else {}
-
-    async def _start_tls(self) -> None:
-        transport = self.transport
-        if transport is None or self.ctx is None:
-            self._fail("TLS requested but not available")
-            return
-        loop = asyncio.get_running_loop()
-        try:
-            new = await loop.start_tls(
-                transport, self, self.ctx, server_hostname=self.stream.settings.domain
-            )
-        except (OSError, ssl.SSLError, ConnectionError, TimeoutError) as exc:
-            self._fail(f"TLS failed: {exc}")
-            return
-        if new is None:
-            self._fail("TLS failed: the connection closed")
-            return
-        self.transport = new
-        self._handle(self.stream.tls_started(self._bindings()))
-
-    def _fail(self, reason: str) -> None:
-        self.failure = reason
-        self.abort()
-        self._wake()
-
-    def _stanza(self, el: Element) -> None:
+    def handle_stanza(self, el: Element) -> None:
         tag = el.tag
         if tag == "presence":
             self.tally.presences += 1
@@ -344,6 +157,3 @@ class BenchSession(asyncio.Protocol):
         # No complete match lies after ``end``; keep what could be the start of one.
         self._tail = data[max(end, len(data) - _MAX_TOKEN) :]
 
-
-def _nonce() -> str:
-    return secrets.token_urlsafe(18)

@@ -276,5 +276,9 @@ class CapsCache:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
+    def items(self) -> list[tuple[tuple[str, str], Element]]:
+        """Every entry as ``((hash, ver), query)``, least recently used first."""
+        return list(self._entries.items())
+
     def discard(self, ver: str, algo: str = "sha-1") -> None:
         self._entries.pop((algo, ver), None)

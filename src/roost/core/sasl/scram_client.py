@@ -8,6 +8,8 @@ SHOULD use at least 4096, and the upper bound keeps a hostile server from pinnin
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 from enum import Enum, auto
 from typing import Final
@@ -80,6 +82,7 @@ class ScramClient:
         "_hash_name",
         "_password",
         "_server_signature",
+        "_ssdp",
         "_state",
         "name",
     )
@@ -96,6 +99,7 @@ class ScramClient:
         server_supports_plus: bool = False,
         authzid: str | None = None,
         salted_password_cache: dict[tuple[bytes, int], bytes] | None = None,
+        ssdp: str | None = None,
     ) -> None:
         _hash_name_check(hash_name)
         if not _is_printable(nonce):
@@ -121,6 +125,8 @@ class ScramClient:
         self._bare = f"n={_escape_saslname(username)},r={nonce}"
         self._cache = salted_password_cache
         self._server_signature = b""
+        #: XEP-0474: the mechanisms and channel-binding types as we saw them advertised
+        self._ssdp = ssdp
         self._state = _State.INITIAL
 
     def _go(self, new: _State) -> None:
@@ -169,6 +175,7 @@ class ScramClient:
         iterations = int(fields[2][2:])
         if iterations > MAX_ITERATIONS:
             raise SaslClientError(f"iteration count {iterations} is too high")
+        self._check_downgrade(fields[3:])
 
         salted = self._salted_password(salt, iterations)
         client_key, stored_key, server_key = _keys(self._hash_name, salted)
@@ -177,6 +184,16 @@ class ScramClient:
         proof = _xor(client_key, _hmac(self._hash_name, stored_key, auth_message))
         self._server_signature = _hmac(self._hash_name, server_key, auth_message)
         return f"{without_proof},p={_b64encode(proof)}".encode()
+
+    def _check_downgrade(self, extensions: list[str]) -> None:
+        """XEP-0474 §3.2: the server's hash of what it advertised must match what we saw,
+        or someone on the path removed mechanisms or channel-binding types."""
+        hashes = [f[2:] for f in extensions if f.startswith("h=")]
+        if self._ssdp is None or not hashes:
+            return  # nothing to compare: the server does not implement XEP-0474
+        digest = hashlib.new(self._hash_name, self._ssdp.encode()).digest()
+        if not hmac.compare_digest(hashes[0].encode(), base64.b64encode(digest)):
+            raise SaslClientError("the advertised mechanisms were tampered with (XEP-0474)")
 
     def success(self, data: bytes | None) -> None:
         """The ``<success/>`` data; raises SaslClientError unless the server proved itself."""

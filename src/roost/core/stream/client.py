@@ -4,9 +4,10 @@ The mirror of ``roost.core.stream.server``: bytes from the server go in through
 ``receive_data``, what the driver must act on comes back as events, and the bytes to write
 are taken with ``data_to_send``. The stream negotiates STARTTLS (or runs over Direct TLS, or
 in the clear when told to), optionally registers the account in-band (XEP-0077), runs SASL
-(SCRAM-SHA-256/-1 with -PLUS channel binding, or PLAIN under TLS), restarts, binds a resource
-and then hands stanzas over as ``StanzaReceived``. Nonces come from the caller. The allowed
-transitions are the table ``TRANSITIONS``.
+(SCRAM-SHA-256/-1 with -PLUS channel binding, or PLAIN under TLS; XEP-0474 downgrade
+protection when the server offers it), restarts, binds a resource and then hands stanzas
+over as ``StanzaReceived``. Nonces come from the caller. The allowed transitions are the
+table ``TRANSITIONS``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "ClientStream",
     "ClientStreamSettings",
     "Registered",
+    "RegistrationRefused",
     "SaltedPasswordCache",
     "StanzaReceived",
     "State",
@@ -118,6 +120,14 @@ class Registered:
 
 
 @dataclass(frozen=True, slots=True)
+class RegistrationRefused:
+    """XEP-0077 §3.1: the server refused to create the account (not a conflict); the
+    stream is closed next."""
+
+    condition: str
+
+
+@dataclass(frozen=True, slots=True)
 class Authenticated:
     """SASL succeeded and the server proved itself; the stream restarts next."""
 
@@ -141,7 +151,14 @@ class Bound:
 
 
 ClientEvent = (
-    TLSRequested | Registered | Authenticated | AuthFailed | Bound | StanzaReceived | StreamEnded
+    TLSRequested
+    | Registered
+    | RegistrationRefused
+    | Authenticated
+    | AuthFailed
+    | Bound
+    | StanzaReceived
+    | StreamEnded
 )
 
 
@@ -208,6 +225,12 @@ class ClientStream:
         self._authenticated = False
         self._registered = False
         self._session_needed = False
+
+    @property
+    def features(self) -> Element | None:
+        """The last ``<stream:features/>`` read (once bound: those after SASL, e.g. the
+        roster versioning feature of RFC 6121 §2.6.1)."""
+        return self._features
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -459,6 +482,7 @@ class ClientStream:
         else:
             condition = _stanza_error_condition(iq)
             if condition != "conflict":  # XEP-0077 §3.1: the username is taken
+                self._events.append(RegistrationRefused(condition))
                 self._fail(f"registration failed: {condition}")
                 return
             created = False
@@ -478,6 +502,7 @@ class ClientStream:
         )
         server_plus = any(m.endswith("-PLUS") for m in offered)
         cb_type = self._cb_type(features)
+        ssdp = _ssdp_string(offered, features)
         s = self.settings
         for name in s.mechanisms:
             if name not in offered:
@@ -508,6 +533,7 @@ class ClientStream:
                 cb_data=self._cb[use_cb] if use_cb is not None else None,
                 server_supports_plus=plus,
                 salted_password_cache=cache,
+                ssdp=ssdp,
             )
             self._auth(self._mech.name, self._mech.first())
             return
@@ -606,6 +632,19 @@ class ClientStream:
         assert self.jid is not None
         self._go(State.READY)
         self._events.append(Bound(self.jid))
+
+
+def _ssdp_string(offered: list[str], features: Element) -> str:
+    """XEP-0474 §3.1: the sorted mechanisms, then (with XEP-0440) the sorted channel-binding
+    types, as the server hashes them for its downgrade protection."""
+    s = "\x1e".join(sorted(offered))
+    advertised = features.find("sasl-channel-binding", SASL_CB)
+    if advertised is not None:
+        types = sorted(
+            t for c in advertised.find_all("channel-binding", SASL_CB) if (t := c.get("type"))
+        )
+        s += "\x1f" + "\x1e".join(types)
+    return s
 
 
 def _stanza_error_condition(stanza: Element) -> str:

@@ -1,0 +1,1 @@
+"""Tests of roost.client against real in-process Roost servers."""
