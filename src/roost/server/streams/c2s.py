@@ -510,6 +510,9 @@ class C2SConnection(StreamDriver):
             if not sm.valid_ack(h):
                 raise _count_too_high(h, sm.sent)
             sm.ack(h)
+            if sm.unacked:  # what went out after our <r/> still waits for its ack
+                sm.requested = True
+                self.stream.send_raw(_REQUEST)
 
     async def _resume(self, ev: ResumeRequested) -> None:
         """§5: take up a session whose connection dropped, on this connection."""
