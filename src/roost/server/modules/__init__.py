@@ -24,6 +24,7 @@ def default_modules() -> list[Module]:
     from roost.server.modules.privacy import PrivacyModule
     from roost.server.modules.privacy_lists import PrivacyLists
     from roost.server.modules.private import PrivateModule
+    from roost.server.modules.push import PushModule
     from roost.server.modules.register import RegisterModule
     from roost.server.modules.roster import RosterModule
     from roost.server.modules.session import SessionModule
@@ -43,6 +44,7 @@ def default_modules() -> list[Module]:
         MessageModule(),
         CarbonsModule(),
         CsiModule(),
+        PushModule(),
         OfflineModule(),
         VersionModule(),
         TimeModule(),
