@@ -24,9 +24,11 @@ from roost.core.errors import StreamError, StreamErrorCondition
 from roost.core.stream.server import ServerStreamSettings
 from roost.core.xml.parser import trim_shared_names
 from roost.server.accounts import Accounts
+from roost.server.admin import Admin
 from roost.server.api import Module, ModuleContext, Registry
 from roost.server.bus import EventBus
 from roost.server.config import Config, ConfigError, listening_ports
+from roost.server.control import ControlServer
 from roost.server.loader import resolve_modules
 from roost.server.modules import default_modules
 from roost.server.router import Router
@@ -132,6 +134,9 @@ class Server:
         self.storage = open_storage(config) if storage is None else storage
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="roost-cpu")
         self.accounts = Accounts(self.storage, config.auth.scram_iterations, self.pool)
+        #: account and session administration (control socket, XEP-0133)
+        self.admin = Admin(self.accounts, self.sessions, self.domains, self.services)
+        self.control: ControlServer | None = None
         self.ready = asyncio.Event()
         self.started_at = time.time()
         self.listeners: list[Listener] = []
@@ -306,6 +311,9 @@ class Server:
         if c2s.hibernate_after:
             self._hibernator = self.spawn(self._hibernate(c2s.hibernate_after), daemon=True)
         self.started_at = time.time()
+        control = ControlServer(self, self.admin)
+        if await control.start():
+            self.control = control
         if self._owns_process:
             # Routing allocates short-lived, acyclic objects (elements, strings) that
             # reference counting frees; the cyclic collector scanning every session's objects
@@ -487,6 +495,9 @@ class Server:
 
     async def stop(self) -> None:
         """Stop accepting, send system-shutdown to everyone, drain, close storage."""
+        if self.control is not None:
+            await self.control.stop()
+            self.control = None
         for lst in self.listeners:
             lst.server.close()
         for timer in list(self._daemons):
