@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final, cast
 
 from roost.core.errors import StreamError, StreamErrorCondition
 from roost.core.jid import JID, InvalidJID
-from roost.server.services import PRESENCE, ROSTERS
+from roost.server.services import PRESENCE, ROSTERS, AdminError
 from roost.server.session import Session
 from roost.server.sessions import SessionManager
 from roost.storage.api import NoSuchAccount
@@ -35,10 +35,6 @@ _SC = StreamErrorCondition
 KICK_CONDITIONS: Final = {
     c.value: c for c in (_SC.POLICY_VIOLATION, _SC.NOT_AUTHORIZED, _SC.RESET, _SC.SYSTEM_SHUTDOWN)
 }
-
-
-class AdminError(Exception):
-    """An administrative request that cannot be done; the message says why (one line)."""
 
 
 class Admin:

@@ -237,6 +237,7 @@ class Registry:
         "bound_features",
         "disco_features",
         "disco_identities",
+        "disco_item_nodes",
         "disco_nodes",
         "hosted",
         "iq_handlers",
@@ -255,6 +256,8 @@ class Registry:
         self.disco_identities: list[tuple[str, str, str | None]] = []
         #: disco#info nodes of the server (XEP-0115 caps node, say): node -> query builder
         self.disco_nodes: dict[str, Callable[[], Element]] = {}
+        #: disco#items nodes of the server (XEP-0050 commands): node -> builder for a requester
+        self.disco_item_nodes: dict[str, Callable[[IqRequest], Element]] = {}
         self.preauth_features: list[StreamFeature] = []
         #: iq payload namespace -> handler for iqs before authentication (XEP-0077, XEP-0078)
         self.preauth_handlers: dict[str, PreAuthHandler] = {}
@@ -526,6 +529,13 @@ class ModuleContext:
         remove = functools.partial(table.pop, node, None)
         self._undo.append(remove)
         return remove
+
+    def disco_items_node(self, node: str, build: Callable[[IqRequest], Element]) -> None:
+        """Answer disco#items for ``node`` on the server's JID (``build`` sees the request:
+        what it lists may depend on who asks)."""
+        table = self._host.registry.disco_item_nodes
+        table[node] = build
+        self._undo.append(functools.partial(table.pop, node, None))
 
     def stream_feature(self, factory: StreamFeature, *, pre_auth: bool) -> None:
         """Offer an element in ``<stream:features/>`` before or after authentication."""

@@ -32,7 +32,7 @@ from roost.server.control import ControlServer
 from roost.server.loader import resolve_modules
 from roost.server.modules import default_modules
 from roost.server.router import Router
-from roost.server.services import ROSTERS, RosterService
+from roost.server.services import ADMIN, ROSTERS, RosterService
 from roost.server.sessions import SessionManager
 from roost.server.streams.c2s import C2SConnection
 from roost.server.streams.component import Components
@@ -136,6 +136,7 @@ class Server:
         self.accounts = Accounts(self.storage, config.auth.scram_iterations, self.pool)
         #: account and session administration (control socket, XEP-0133)
         self.admin = Admin(self.accounts, self.sessions, self.domains, self.services)
+        self.services[ADMIN.name] = self.admin
         self.control: ControlServer | None = None
         self.ready = asyncio.Event()
         self.started_at = time.time()

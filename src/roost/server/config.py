@@ -91,6 +91,17 @@ def _domain(value: str) -> str:
         raise ValueError(str(exc)) from None
 
 
+def _account_jid(value: str) -> str:
+    """A bare account JID (user@domain), normalised (RFC 7622)."""
+    try:
+        jid = JID.parse(value)
+    except InvalidJID as exc:
+        raise ValueError(str(exc)) from None
+    if jid.local is None or jid.resource is not None:
+        raise ValueError(f"must be a bare account JID (user@domain), got {value!r}")
+    return str(jid)
+
+
 @dataclass(frozen=True, slots=True)
 class C2SConfig:
     """Client-to-server listener and its limits (times in seconds)."""
@@ -272,6 +283,8 @@ class Config:
 
     domains: tuple[str, ...] = _opt(("localhost",), item=_domain, nonempty=True)
     data_dir: Path = Path("data")
+    # accounts that may run the XEP-0133 administration commands (XEP-0050 ad-hoc)
+    admins: tuple[str, ...] = _opt((), item=_account_jid)
     c2s: C2SConfig = field(default_factory=C2SConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)

@@ -10,6 +10,7 @@ __all__ = ["default_modules"]
 
 def default_modules() -> list[Module]:
     """The modules a server loads unless told otherwise (a module after those it needs)."""
+    from roost.server.modules.adhoc import AdHocModule
     from roost.server.modules.blocking import BlockingModule
     from roost.server.modules.caps import CapsModule
     from roost.server.modules.carbons import CarbonsModule
@@ -38,6 +39,7 @@ def default_modules() -> list[Module]:
         RegisterModule(),
         LegacyAuthModule(),
         DiscoModule(),
+        AdHocModule(),
         CapsModule(),
         PingModule(),
         MessageModule(),
