@@ -14,7 +14,7 @@ import pytest
 
 from roost import __version__
 from roost.server.control import SOCKET_NAME
-from tests.helpers import start_server
+from tests.helpers import free_port, start_server
 from tests.server.test_cli import RoostProcess
 
 
@@ -216,3 +216,20 @@ async def test_protocol_errors(tmp_path: Path) -> None:
     finally:
         await srv.stop()
     assert not (tmp_path / SOCKET_NAME).exists()
+
+
+def test_check_with_metrics_beside_its_server(tmp_path: Path) -> None:
+    """The metrics port is the running server's too (and ``roost status`` lists it)."""
+    port = free_port()
+    proc = RoostProcess(tmp_path, extra=f"\n[metrics]\nport = {port}\n")
+    try:
+        proc.start().wait_ready()
+        r = proc.roost("status")
+        assert f"metrics HTTP 127.0.0.1:{port}" in r.stdout, r.stdout
+        r = proc.roost("check")
+        assert r.returncode == 0, r.stdout
+        assert "problem" not in r.stdout
+    finally:
+        proc.cleanup()
+    r = proc.roost("check")  # stopped: the port is free again
+    assert r.returncode == 0, r.stdout

@@ -18,7 +18,7 @@ import time
 from collections.abc import Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from roost.core.errors import StreamError, StreamErrorCondition
 from roost.core.stream.server import ServerStreamSettings
@@ -43,6 +43,9 @@ from roost.transport.certs import ensure_certificate, load_certificate_der, load
 from roost.transport.heap import malloc_trim_function, serve_large_blocks_from_heap
 from roost.transport.listeners import Listener, bind_problem, listen
 from roost.transport.tls import limit_asyncio_tls_buffers
+
+if TYPE_CHECKING:
+    from roost.server.metrics import MetricsEndpoint
 
 __all__ = ["Server", "open_storage"]
 
@@ -138,6 +141,7 @@ class Server:
         self.admin = Admin(self.accounts, self.sessions, self.domains, self.services)
         self.services[ADMIN.name] = self.admin
         self.control: ControlServer | None = None
+        self.metrics: MetricsEndpoint | None = None
         self.ready = asyncio.Event()
         self.started_at = time.time()
         self.listeners: list[Listener] = []
@@ -312,6 +316,11 @@ class Server:
         if c2s.hibernate_after:
             self._hibernator = self.spawn(self._hibernate(c2s.hibernate_after), daemon=True)
         self.started_at = time.time()
+        if self.config.metrics.port:
+            from roost.server.metrics import MetricsEndpoint
+
+            self.metrics = MetricsEndpoint(self)
+            await self.metrics.start(self.config.metrics.interfaces, self.config.metrics.port)
         control = ControlServer(self, self.admin)
         if await control.start():
             self.control = control
@@ -499,6 +508,9 @@ class Server:
         if self.control is not None:
             await self.control.stop()
             self.control = None
+        if self.metrics is not None:
+            await self.metrics.stop()
+            self.metrics = None
         for lst in self.listeners:
             lst.server.close()
         for timer in list(self._daemons):

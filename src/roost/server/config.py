@@ -34,6 +34,7 @@ __all__ = [
     "ConfigError",
     "LegacyAuthConfig",
     "LogConfig",
+    "MetricsConfig",
     "ModulesConfig",
     "OfflineConfig",
     "RegistrationConfig",
@@ -268,6 +269,16 @@ class ModulesConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """The Prometheus endpoint (``GET /metrics``, plain HTTP)."""
+
+    # 0: no endpoint
+    port: int = _opt(0, lo=0, hi=65535)
+    # metrics say who is online: keep them on loopback unless a firewall guards the port
+    interfaces: tuple[str, ...] = _opt(("127.0.0.1",), item=_ip_address, nonempty=True)
+
+
+@dataclass(frozen=True, slots=True)
 class StorageConfig:
     backend: str = _opt("sqlite", choices=("sqlite",))
 
@@ -296,6 +307,7 @@ class Config:
     s2s: S2SConfig = field(default_factory=S2SConfig)
     components: ComponentsConfig = field(default_factory=ComponentsConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: Path | None = field(default=None, metadata={"internal": True})
 
@@ -339,6 +351,7 @@ def listening_ports(config: Config) -> list[tuple[str, int, tuple[str, ...]]]:
         ports.append(("s2s.direct_tls_port", s2s.direct_tls_port, s2s.interfaces))
     if comp.secrets:
         ports.append(("components.port", comp.port, comp.interfaces))
+    ports.append(("metrics.port", config.metrics.port, config.metrics.interfaces))
     return [(key, port, hosts) for key, port, hosts in ports if port]
 
 

@@ -195,6 +195,16 @@ class ControlServer:
                     "name": str(lst),
                 }
                 for lst in srv.listeners
+            ]
+            + [
+                {
+                    "kind": "metrics",
+                    "host": host,
+                    "port": port,
+                    "direct_tls": False,
+                    "name": f"metrics HTTP {host}:{port}",
+                }
+                for host, port in (srv.metrics.addresses if srv.metrics is not None else [])
             ],
             "connections": len(srv.connections),
             "sessions": self.admin.per_domain(),
