@@ -236,6 +236,7 @@ class Registry:
         "account_features",
         "bound_features",
         "disco_features",
+        "disco_forms",
         "disco_identities",
         "disco_item_nodes",
         "disco_nodes",
@@ -252,6 +253,8 @@ class Registry:
         self.disco_features: dict[str, str] = {}  # feature var -> module name
         #: features an account's bare JID has (XEP-0030 §3.1 "account" identity), e.g. PEP
         self.account_features: dict[str, str] = {}
+        #: XEP-0128 extended forms in the server's disco#info (XEP-0157 contacts, say)
+        self.disco_forms: list[Element] = []
         #: extra identities of the server: (category, type, name)
         self.disco_identities: list[tuple[str, str, str | None]] = []
         #: disco#info nodes of the server (XEP-0115 caps node, say): node -> query builder
@@ -288,6 +291,8 @@ class Registry:
             query.sub("identity", attrs=attrs)
         for var in sorted(self.disco_features):
             query.sub("feature", attrs={"var": var})
+        for form in self.disco_forms:
+            query.append(form)
         return query
 
 
@@ -521,6 +526,12 @@ class ModuleContext:
         entry = (category, type_, name)
         lst.append(entry)
         self._undo.append(lambda: lst.remove(entry))
+
+    def disco_form(self, form: Element) -> None:
+        """Add an extended data form to the server's disco#info (XEP-0128)."""
+        lst = self._host.registry.disco_forms
+        lst.append(form)
+        self._undo.append(lambda: lst.remove(form))
 
     def disco_node(self, node: str, build: Callable[[], Element]) -> Callable[[], object]:
         """Answer disco#info for ``node`` on the server's JID; returns its removal."""

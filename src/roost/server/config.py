@@ -32,6 +32,7 @@ __all__ = [
     "ComponentsConfig",
     "Config",
     "ConfigError",
+    "ContactConfig",
     "LegacyAuthConfig",
     "LogConfig",
     "MetricsConfig",
@@ -268,6 +269,27 @@ class ModulesConfig:
     )
 
 
+def _uri(value: str) -> str:
+    scheme, sep, rest = value.partition(":")
+    if not sep or not rest or not scheme.isascii() or not scheme[:1].isalpha():
+        raise ValueError(f"must be a URI such as 'mailto:abuse@example.org', got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ContactConfig:
+    """XEP-0157 contact addresses (URIs: ``mailto:``, ``xmpp:``, ``https:``...), published
+    in the server's disco#info."""
+
+    abuse: tuple[str, ...] = _opt((), item=_uri)
+    admin: tuple[str, ...] = _opt((), item=_uri)
+    feedback: tuple[str, ...] = _opt((), item=_uri)
+    sales: tuple[str, ...] = _opt((), item=_uri)
+    security: tuple[str, ...] = _opt((), item=_uri)
+    status: tuple[str, ...] = _opt((), item=_uri)
+    support: tuple[str, ...] = _opt((), item=_uri)
+
+
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
     """The Prometheus endpoint (``GET /metrics``, plain HTTP)."""
@@ -308,6 +330,7 @@ class Config:
     components: ComponentsConfig = field(default_factory=ComponentsConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    contact: ContactConfig = field(default_factory=ContactConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: Path | None = field(default=None, metadata={"internal": True})
 

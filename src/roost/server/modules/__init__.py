@@ -14,6 +14,7 @@ def default_modules() -> list[Module]:
     from roost.server.modules.blocking import BlockingModule
     from roost.server.modules.caps import CapsModule
     from roost.server.modules.carbons import CarbonsModule
+    from roost.server.modules.contact import ContactModule
     from roost.server.modules.csi import CsiModule
     from roost.server.modules.disco import DiscoModule
     from roost.server.modules.last import LastActivityModule
@@ -40,6 +41,7 @@ def default_modules() -> list[Module]:
         LegacyAuthModule(),
         DiscoModule(),
         AdHocModule(),
+        ContactModule(),
         CapsModule(),
         PingModule(),
         MessageModule(),
