@@ -193,7 +193,8 @@ def _user(args: argparse.Namespace, config: Config) -> int:
         )
         return 2
     password = _password(args) if args.user_cmd in ("add", "passwd") else None
-    live = _live(config, f"user.{args.user_cmd}", jid=f"{local}@{domain}", password=password)
+    request: dict[str, object] = {"jid": f"{local}@{domain}", "password": password}
+    live = _live(config, f"user.{args.user_cmd}", request)
     if live is not None:
         return _print_live_user(args.user_cmd, f"{local}@{domain}", live)
     try:
@@ -225,12 +226,14 @@ def _user(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def _live(config: Config, cmd: str, **args: object) -> dict[str, Any] | None:
+def _live(
+    config: Config, cmd: str, args: dict[str, object] | None = None, timeout: float = 30.0
+) -> dict[str, Any] | None:
     """The running server's reply to a control request; None when no server runs."""
     from roost.server.control import NoServer, call
 
     try:
-        return call(Path(config.data_dir), cmd, args)
+        return call(Path(config.data_dir), cmd, args, timeout=timeout)
     except NoServer:
         return None
     except (OSError, ValueError) as exc:
@@ -241,7 +244,7 @@ def _need_live(config: Config, cmd: str, **args: object) -> Any:
     """The result of a request only a running server can answer (exits when it fails)."""
     from roost.server.control import socket_path
 
-    reply = _live(config, cmd, **args)
+    reply = _live(config, cmd, args)
     if reply is None:
         raise SystemExit(
             f"roost: no server is running (nothing answers on {socket_path(config.data_dir)})"
@@ -465,14 +468,16 @@ def cmd_check(args: argparse.Namespace) -> int:
         problems += _check_certificates(config)
     # A server running with this data_dir holds its own ports: not a conflict. Its answer
     # on the control socket makes `roost check` a health check (exit 0 when it answers).
-    live = _live(config, "status")
+    live = _live(config, "status", timeout=5.0)
     ours: set[int] = set()
     if live is not None and live.get("ok"):
         st = live["result"]
         ours = {lst["port"] for lst in st["listeners"]}
-        print(f"server running: roost {st['version']}, pid {st['pid']}, up "
-              f"{_duration(st['uptime'])}, sessions "
-              + ", ".join(f"{d} {n}" for d, n in st["sessions"].items()))
+        sessions = ", ".join(f"{d} {n}" for d, n in st["sessions"].items())
+        print(
+            f"server running: roost {st['version']}, pid {st['pid']}, "
+            f"up {_duration(st['uptime'])}, sessions {sessions}"
+        )
     elif live is not None:
         problems.append(f"the running server answers with an error: {live.get('error')}")
     for key, port, interfaces in listening_ports(config):
