@@ -233,3 +233,37 @@ def test_check_with_metrics_beside_its_server(tmp_path: Path) -> None:
         proc.cleanup()
     r = proc.roost("check")  # stopped: the port is free again
     assert r.returncode == 0, r.stdout
+
+
+async def test_delete_tells_the_contacts(tmp_path: Path) -> None:
+    """Deleting through the server does what an in-band cancellation does (XEP-0077
+    §3.2): contacts are told, then the sessions end with not-authorized."""
+    from roost.core.jid import JID
+    from tests.helpers import PASSWORDS, RawClient
+
+    srv = await start_server(tmp_path)
+    try:
+        for user in ("alice", "bob"):
+            await srv.accounts.create(user, "localhost", PASSWORDS[user])
+        a = await RawClient.connect(srv)
+        await a.login("alice", PASSWORDS["alice"], "a")
+        b = await RawClient.connect(srv)
+        await b.login("bob", PASSWORDS["bob"], "b")
+        await a.send("<presence/>")
+        await b.send("<presence/>")
+        await a.send("<presence to='bob@localhost' type='subscribe'/>")
+        await b.expect(lambda e: e.tag == "presence" and e.get("type") == "subscribe")
+        await b.send("<presence to='alice@localhost' type='subscribed'/>")
+        await a.expect(lambda e: e.tag == "presence" and e.get("type") == "subscribed")
+        await a.ping()
+
+        assert await srv.admin.delete_user(JID.parse("alice@localhost")) == 1
+        assert await a.stream_error() == "not-authorized"
+        unsub = await b.expect(lambda e: e.tag == "presence" and e.get("type") == "unsubscribe")
+        assert unsub.get("from") == "alice@localhost"
+        await srv.idle()
+        roster = await srv.rosters.get(JID.parse("bob@localhost"))
+        assert roster.items["alice@localhost"].subscription == "none"
+        await b.close()
+    finally:
+        await srv.stop()
