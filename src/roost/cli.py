@@ -230,14 +230,26 @@ def _live(
     config: Config, cmd: str, args: dict[str, object] | None = None, timeout: float = 30.0
 ) -> dict[str, Any] | None:
     """The running server's reply to a control request; None when no server runs."""
-    from roost.server.control import NoServer, call
+    from roost.server.control import NoServer, call, socket_path
 
     try:
         return call(Path(config.data_dir), cmd, args, timeout=timeout)
     except NoServer:
         return None
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"roost: the server did not answer on its control socket: {exc}") from None
+    except TimeoutError:
+        raise SystemExit(
+            f"roost: the server did not answer on {socket_path(config.data_dir)} in {timeout:g} s"
+        ) from None
+    except ValueError:
+        raise SystemExit(
+            f"roost: the answer on {socket_path(config.data_dir)} is not a Roost reply"
+        ) from None
+    except OSError as exc:
+        why = exc.strerror or exc
+        raise SystemExit(
+            f"roost: cannot use the control socket {socket_path(config.data_dir)} ({why}); "
+            "run roost as the user the server runs as"
+        ) from None
 
 
 def _need_live(config: Config, cmd: str, **args: object) -> Any:

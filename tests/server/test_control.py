@@ -267,3 +267,24 @@ async def test_delete_tells_the_contacts(tmp_path: Path) -> None:
         await b.close()
     finally:
         await srv.stop()
+
+
+def test_a_server_that_does_not_answer(tmp_path: Path) -> None:
+    """A health check must not hang: ``roost check`` gives up after 5 s, in one line."""
+    import socket
+
+    from tests.server.test_cli import run_roost, write_config
+
+    config = write_config(tmp_path, free_port(), 0)
+    (tmp_path / "data").mkdir()
+    mute = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        mute.bind(str(tmp_path / "data" / SOCKET_NAME))
+        mute.listen(1)  # connections wait in the backlog, never answered
+        r = run_roost("check", "--config", str(config), cwd=tmp_path)
+    finally:
+        mute.close()
+    assert r.returncode == 1
+    assert r.stderr == (
+        f"roost: the server did not answer on {tmp_path / 'data' / SOCKET_NAME} in 5 s\n"
+    )

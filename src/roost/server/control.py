@@ -296,8 +296,8 @@ def call(
     try:
         try:
             sock.connect(str(path))
-        except (FileNotFoundError, ConnectionRefusedError, OSError) as exc:
-            raise NoServer(str(exc)) from None
+        except (FileNotFoundError, NotADirectoryError, ConnectionRefusedError) as exc:
+            raise NoServer(str(exc)) from None  # none runs, or a crashed one left the file
         request = {"cmd": cmd, **{k: v for k, v in (args or {}).items() if v is not None}}
         sock.sendall(json.dumps(request).encode() + b"\n")
         data = b""
