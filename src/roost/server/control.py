@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 SOCKET_NAME: Final = "roost.sock"
 #: a request line longer than this ends the control connection
 MAX_LINE: Final = 64 * 1024
+#: a control connection silent (or not reading) this long is closed
+IDLE_TIMEOUT: Final = 300.0
 #: sun_path holds 108 bytes with the terminating NUL (unix(7))
 _MAX_PATH: Final = 107
 
@@ -143,15 +145,15 @@ class ControlServer:
         try:
             while True:
                 try:
-                    line = await reader.readline()
+                    line = await asyncio.wait_for(reader.readline(), IDLE_TIMEOUT)
                 except ValueError:  # longer than MAX_LINE
                     writer.write(_reply_error("request too long", 2))
                     break
                 if not line:
                     break
                 writer.write(await self._answer(line))
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
+                await asyncio.wait_for(writer.drain(), IDLE_TIMEOUT)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
         finally:
             self._clients.discard(task)

@@ -149,8 +149,8 @@ class MetricsEndpoint:
         else:
             body = generate_latest(self.registry)
             self._respond(writer, "200 OK", body, CONTENT_TYPE_LATEST, head_only=method == "HEAD")
-        with contextlib.suppress(OSError):
-            await writer.drain()
+        with contextlib.suppress(OSError, TimeoutError):
+            await asyncio.wait_for(writer.drain(), _HEAD_TIMEOUT)
         writer.close()
 
     @staticmethod
