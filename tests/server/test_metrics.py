@@ -110,6 +110,7 @@ async def test_metrics_move(tmp_path: Path) -> None:
         assert routed == 4
         assert moved("roost_routing_seconds_bucket", le="+Inf") == routed
         assert value(after, "roost_routing_seconds_sum") > 0
+        assert moved("roost_storage_seconds_count") >= 2  # credentials, rosters at login
 
         assert (await fetch(port, "/"))[0] == 404
         for c in (alice, bob, bad):

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from roost.core.errors import StreamError, StreamErrorCondition
 from roost.core.stream.server import ServerStreamSettings
 from roost.core.xml.parser import trim_shared_names
+from roost.server import stats
 from roost.server.accounts import Accounts
 from roost.server.admin import Admin
 from roost.server.api import Module, ModuleContext, Registry
@@ -135,6 +136,8 @@ class Server:
             else None
         )
         self.storage = open_storage(config) if storage is None else storage
+        if isinstance(self.storage, SQLiteStorage):
+            self.storage.on_latency = stats.STORAGE.observe
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="roost-cpu")
         self.accounts = Accounts(self.storage, config.auth.scram_iterations, self.pool)
         #: account and session administration (control socket, XEP-0133)

@@ -94,6 +94,12 @@ class _RoostCollector(Collector):
             buckets=stats.ROUTING.cumulative(),
             sum_value=stats.ROUTING.sum,
         )
+        yield HistogramMetricFamily(
+            "roost_storage_seconds",
+            "Time a storage operation takes as the event loop sees it (queueing included)",
+            buckets=stats.STORAGE.cumulative(),
+            sum_value=stats.STORAGE.sum,
+        )
         yield GaugeMetricFamily("roost_memory_rss_bytes", "Resident memory", rss_bytes())
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "ROUTING",
     "SENT_C2S",
     "SENT_S2S",
+    "STORAGE",
     "LatencyHistogram",
 ]
 
@@ -63,4 +64,10 @@ class LatencyHistogram:
 #: (until it is delivered, answered or handed to a task), 10 µs to 1 s
 ROUTING: Final = LatencyHistogram(
     (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1, 1.0)
+)
+
+#: how long a storage operation takes as the event loop sees it (waiting for the database
+#: worker included), 100 µs to 10 s
+STORAGE: Final = LatencyHistogram(
+    (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0, 10.0)
 )
