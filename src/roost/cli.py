@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from roost.server.config import Config, ConfigError, load_config
 
@@ -192,13 +192,18 @@ def _user(args: argparse.Namespace, config: Config) -> int:
             file=sys.stderr,
         )
         return 2
+    password = _password(args) if args.user_cmd in ("add", "passwd") else None
+    request: dict[str, object] = {"jid": f"{local}@{domain}", "password": password}
+    live = _live(config, f"user.{args.user_cmd}", request)
+    if live is not None:
+        return _print_live_user(args.user_cmd, f"{local}@{domain}", live)
     try:
         if args.user_cmd == "add":
-            password = _password(args)
+            assert password is not None
             asyncio.run(_with_accounts(config, lambda a: a.create(local, domain, password)))
             print(f"created {local}@{domain}")
         elif args.user_cmd == "passwd":
-            password = _password(args)
+            assert password is not None
             asyncio.run(_with_accounts(config, lambda a: a.set_password(local, domain, password)))
             print(f"password changed for {local}@{domain}")
         elif args.user_cmd == "delete":
@@ -218,6 +223,120 @@ def _user(args: argparse.Namespace, config: Config) -> int:
     except (InvalidUsername, ValueError) as exc:
         print(f"roost: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _live(
+    config: Config, cmd: str, args: dict[str, object] | None = None, timeout: float = 30.0
+) -> dict[str, Any] | None:
+    """The running server's reply to a control request; None when no server runs."""
+    from roost.server.control import NoServer, call, socket_path
+
+    try:
+        return call(Path(config.data_dir), cmd, args, timeout=timeout)
+    except NoServer:
+        return None
+    except TimeoutError:
+        raise SystemExit(
+            f"roost: the server did not answer on {socket_path(config.data_dir)} in {timeout:g} s"
+        ) from None
+    except ValueError:
+        raise SystemExit(
+            f"roost: the answer on {socket_path(config.data_dir)} is not a Roost reply"
+        ) from None
+    except OSError as exc:
+        why = exc.strerror or exc
+        raise SystemExit(
+            f"roost: cannot use the control socket {socket_path(config.data_dir)} ({why}); "
+            "run roost as the user the server runs as"
+        ) from None
+
+
+def _need_live(config: Config, cmd: str, **args: object) -> Any:
+    """The result of a request only a running server can answer (exits when it fails)."""
+    from roost.server.control import socket_path
+
+    reply = _live(config, cmd, args)
+    if reply is None:
+        raise SystemExit(
+            f"roost: no server is running (nothing answers on {socket_path(config.data_dir)})"
+        )
+    if not reply.get("ok"):
+        print(f"roost: {reply.get('error')}", file=sys.stderr)
+        raise SystemExit(int(reply.get("exit", 1)))
+    return reply["result"]
+
+
+def _ended(result: dict[str, Any]) -> str:
+    n = int(result.get("sessions_ended", 0))
+    return f" ({n} session{'' if n == 1 else 's'} ended)" if n else ""
+
+
+def _print_live_user(cmd: str, jid: str, reply: dict[str, Any]) -> int:
+    """What ``roost user add|passwd|delete`` says when the running server did it."""
+    if not reply.get("ok"):
+        print(f"roost: {reply.get('error')}", file=sys.stderr)
+        return int(reply.get("exit", 1))
+    result = reply["result"]
+    if cmd == "add":
+        print(f"created {jid}")
+    elif cmd == "passwd":
+        print(f"password changed for {jid}{_ended(result)}")
+    else:
+        print(f"deleted {jid}{_ended(result)}")
+    return 0
+
+
+# -- status, sessions ----------------------------------------------------------------------
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    parts = [f"{d}d"] if d else []
+    parts += [f"{h}h"] if h or d else []
+    return "".join([*parts, f"{m}m{s:02d}s"])
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``roost status``: what the running server is doing (exit 1 when none runs)."""
+    import json
+
+    config = _load(args)
+    st = _need_live(config, "status")
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    print(f"roost {st['version']}, pid {st['pid']}, up {_duration(st['uptime'])}")
+    print("listening: " + ", ".join(lst["name"] for lst in st["listeners"]))
+    sessions = ", ".join(f"{d} {n}" for d, n in st["sessions"].items())
+    print(f"sessions: {sessions} ({st['connections']} client connections)")
+    print(f"memory: {st['memory_rss'] / 1048576:.1f} MiB resident")
+    return 0
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    """``roost sessions list [--domain D]``, ``roost sessions kick JID``."""
+    import json
+
+    config = _load(args)
+    if args.sessions_cmd == "list":
+        rows = _need_live(config, "sessions.list", domain=args.domain)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        for row in rows:
+            state = "available" if row["available"] else "unavailable"
+            tls = "TLS" if row["encrypted"] else "no TLS"
+            print(f"{row['jid']}\t{row['address'] or '-'}\t{state}\t{tls}")
+        return 0
+    ended = _need_live(
+        config, "sessions.kick", jid=args.jid, condition=args.condition, reason=args.reason
+    )
+    for jid in ended:
+        print(f"ended {jid} ({args.condition})")
     return 0
 
 
@@ -359,7 +478,23 @@ def cmd_check(args: argparse.Namespace) -> int:
             state = "present" if crt.exists() else "will be generated on first start"
             print(f"certificate for {domain}: self-signed, {state}")
         problems += _check_certificates(config)
+    # A server running with this data_dir holds its own ports: not a conflict. Its answer
+    # on the control socket makes `roost check` a health check (exit 0 when it answers).
+    live = _live(config, "status", timeout=5.0)
+    ours: set[int] = set()
+    if live is not None and live.get("ok"):
+        st = live["result"]
+        ours = {lst["port"] for lst in st["listeners"]}
+        sessions = ", ".join(f"{d} {n}" for d, n in st["sessions"].items())
+        print(
+            f"server running: roost {st['version']}, pid {st['pid']}, "
+            f"up {_duration(st['uptime'])}, sessions {sessions}"
+        )
+    elif live is not None:
+        problems.append(f"the running server answers with an error: {live.get('error')}")
     for key, port, interfaces in listening_ports(config):
+        if port in ours:
+            continue
         for host in interfaces:
             err = bind_problem(host, port, skip_missing_ipv6=len(interfaces) > 1)
             if err is not None:
@@ -610,6 +745,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("domain", nargs="?")
     p.add_argument("--config", "-c", default=argparse.SUPPRESS)
     user.set_defaults(fn=cmd_user)
+
+    status = add("status", "what the running server is doing (version, uptime, sessions)")
+    status.add_argument("--json", action="store_true", help="the whole reply as JSON")
+    status.set_defaults(fn=cmd_status)
+
+    sessions = add("sessions", "the running server's client sessions")
+    ssub = sessions.add_subparsers(dest="sessions_cmd", required=True)
+    p = ssub.add_parser("list", help="bound sessions: JID, address, presence, TLS")
+    p.add_argument("--domain", "-d", help="only this domain's")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--config", "-c", default=argparse.SUPPRESS)
+    p = ssub.add_parser("kick", help="end a session (full JID) or all of an account's (bare)")
+    p.add_argument("jid")
+    from roost.server.admin import KICK_CONDITIONS
+
+    p.add_argument(
+        "--condition",
+        choices=list(KICK_CONDITIONS),
+        default="policy-violation",
+        help="the stream error sent (RFC 6120 §4.9.3; default policy-violation)",
+    )
+    p.add_argument("--reason", help="text sent with the stream error")
+    p.add_argument("--config", "-c", default=argparse.SUPPRESS)
+    sessions.set_defaults(fn=cmd_sessions)
 
     cert = add("cert", "certificates")
     csub = cert.add_subparsers(dest="cert_cmd", required=True)

@@ -76,7 +76,7 @@ def test_example_file_documents_every_key() -> None:
     for f in dataclasses.fields(Config):
         if f.name == "source":
             continue
-        if f.name in ("domains", "data_dir"):
+        if f.name in ("domains", "data_dir", "admins"):
             assert re.search(rf"^{f.name} = ", text, re.M), f.name
             continue
         section = getattr(Config(), f.name)
@@ -120,6 +120,9 @@ def test_idn_domain_is_normalised() -> None:
     ("data", "key", "fragment"),
     [
         ({"c2s": {"port": "abc"}}, "c2s.port", "must be an integer between 0 and 65535, got 'abc'"),
+        ({"admins": ["localhost"]}, "admins[0]", "must be a bare account JID (user@domain)"),
+        ({"admins": ["a@localhost/res"]}, "admins[0]", "must be a bare account JID"),
+        ({"admins": "a@localhost"}, "admins", "must be a list of strings"),
         ({"c2s": {"port": 70000}}, "c2s.port", "between 0 and 65535, got 70000"),
         ({"c2s": {"port": True}}, "c2s.port", "must be an integer"),
         ({"c2s": {"port": 1.0}}, "c2s.port", "must be an integer"),

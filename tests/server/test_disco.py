@@ -17,6 +17,7 @@ from tests.helpers import RawClient
 #: Handled namespaces that are deliberately not disco features, and why.
 NOT_ADVERTISED = {
     ns.SESSION: "RFC 3921 session establishment is a stream feature, not a disco feature",
+    "urn:xmpp:push:0": "XEP-0357 §4: advertised on the account's bare JID, not the server",
 }
 #: Advertised features that are not iq namespaces, and the event their module hooks.
 NON_IQ_FEATURES = {

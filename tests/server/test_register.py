@@ -154,6 +154,9 @@ async def test_change_password_and_cancel(open_server: Server) -> None:
     await srv.accounts.create("hank", "localhost", "hank-pw")
     g = await RawClient.connect(srv.port())
     await g.login("gina", "old-pw", "one")
+    # issue 14: a password change ends the account's other sessions (reset)
+    g2 = await RawClient.connect(srv.port())
+    await g2.login("gina", "old-pw", "two")
     await g.send(f"<iq type='get' id='q'><query xmlns='{REG}'/></iq>")
     reg = (await g.next()).find("query", REG)
     assert reg is not None and reg.find("registered", REG) is not None
@@ -165,6 +168,7 @@ async def test_change_password_and_cancel(open_server: Server) -> None:
         serialize(await g.next())
         == "<iq type='result' id='p1' to='gina@localhost/one' from='localhost'/>"
     )
+    assert await g2.stream_error() == "reset"
     await g.send(
         f"<iq type='set' id='p2'><query xmlns='{REG}'>"
         "<username>gina</username><password/></query></iq>"

@@ -186,9 +186,12 @@ class StanzaError(Exception):
         type: StanzaErrorType | None = None,
         by: str | None = None,
         code: int | None = None,
+        app: Element | None = None,
     ) -> None:
         super().__init__(f"{condition.value}: {text}" if text else condition.value)
         default_type, default_code = CONDITION_DEFAULTS[condition]
+        #: an application-specific condition (RFC 6120 §8.3.4), e.g. XEP-0050 <bad-sessionid/>
+        self.app = app
         self.condition = condition
         self.text = text
         self.type = default_type if type is None else type
@@ -206,6 +209,8 @@ class StanzaError(Exception):
         err.sub(self.condition.value, ns.STANZAS)
         if self.text:
             err.sub("text", ns.STANZAS, {XML_LANG: "en"}, self.text)
+        if self.app is not None:
+            err.append(self.app)
         return err
 
 

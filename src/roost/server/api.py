@@ -236,7 +236,9 @@ class Registry:
         "account_features",
         "bound_features",
         "disco_features",
+        "disco_forms",
         "disco_identities",
+        "disco_item_nodes",
         "disco_nodes",
         "hosted",
         "iq_handlers",
@@ -251,10 +253,14 @@ class Registry:
         self.disco_features: dict[str, str] = {}  # feature var -> module name
         #: features an account's bare JID has (XEP-0030 §3.1 "account" identity), e.g. PEP
         self.account_features: dict[str, str] = {}
+        #: XEP-0128 extended forms in the server's disco#info (XEP-0157 contacts, say)
+        self.disco_forms: list[Element] = []
         #: extra identities of the server: (category, type, name)
         self.disco_identities: list[tuple[str, str, str | None]] = []
         #: disco#info nodes of the server (XEP-0115 caps node, say): node -> query builder
         self.disco_nodes: dict[str, Callable[[], Element]] = {}
+        #: disco#items nodes of the server (XEP-0050 commands): node -> builder for a requester
+        self.disco_item_nodes: dict[str, Callable[[IqRequest], Element]] = {}
         self.preauth_features: list[StreamFeature] = []
         #: iq payload namespace -> handler for iqs before authentication (XEP-0077, XEP-0078)
         self.preauth_handlers: dict[str, PreAuthHandler] = {}
@@ -285,6 +291,8 @@ class Registry:
             query.sub("identity", attrs=attrs)
         for var in sorted(self.disco_features):
             query.sub("feature", attrs={"var": var})
+        for form in self.disco_forms:
+            query.append(form)
         return query
 
 
@@ -519,6 +527,12 @@ class ModuleContext:
         lst.append(entry)
         self._undo.append(lambda: lst.remove(entry))
 
+    def disco_form(self, form: Element) -> None:
+        """Add an extended data form to the server's disco#info (XEP-0128)."""
+        lst = self._host.registry.disco_forms
+        lst.append(form)
+        self._undo.append(lambda: lst.remove(form))
+
     def disco_node(self, node: str, build: Callable[[], Element]) -> Callable[[], object]:
         """Answer disco#info for ``node`` on the server's JID; returns its removal."""
         table = self._host.registry.disco_nodes
@@ -526,6 +540,13 @@ class ModuleContext:
         remove = functools.partial(table.pop, node, None)
         self._undo.append(remove)
         return remove
+
+    def disco_items_node(self, node: str, build: Callable[[IqRequest], Element]) -> None:
+        """Answer disco#items for ``node`` on the server's JID (``build`` sees the request:
+        what it lists may depend on who asks)."""
+        table = self._host.registry.disco_item_nodes
+        table[node] = build
+        self._undo.append(functools.partial(table.pop, node, None))
 
     def stream_feature(self, factory: StreamFeature, *, pre_auth: bool) -> None:
         """Offer an element in ``<stream:features/>`` before or after authentication."""

@@ -18,20 +18,22 @@ import time
 from collections.abc import Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from roost.core.errors import StreamError, StreamErrorCondition
 from roost.core.stream.server import ServerStreamSettings
 from roost.core.xml.parser import trim_shared_names
-from roost.server import events
+from roost.server import events, stats
 from roost.server.accounts import Accounts
+from roost.server.admin import Admin
 from roost.server.api import Module, ModuleContext, Registry
 from roost.server.bus import EventBus
 from roost.server.config import Config, ConfigError, listening_ports
+from roost.server.control import ControlServer
 from roost.server.loader import resolve_modules
 from roost.server.modules import default_modules
 from roost.server.router import Router
-from roost.server.services import ROSTERS, RosterService
+from roost.server.services import ADMIN, ROSTERS, RosterService
 from roost.server.session import Session
 from roost.server.sessions import SessionManager
 from roost.server.sm import StreamManager
@@ -44,6 +46,9 @@ from roost.transport.certs import ensure_certificate, load_certificate_der, load
 from roost.transport.heap import malloc_trim_function, serve_large_blocks_from_heap
 from roost.transport.listeners import Listener, bind_problem, listen
 from roost.transport.tls import limit_asyncio_tls_buffers
+
+if TYPE_CHECKING:
+    from roost.server.metrics import MetricsEndpoint
 
 __all__ = ["Server", "open_storage"]
 
@@ -146,8 +151,17 @@ class Server:
             if config.stream_management.enabled
             else None
         )
+        if isinstance(self.storage, SQLiteStorage):
+            self.storage.on_latency = stats.STORAGE.observe
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="roost-cpu")
         self.accounts = Accounts(self.storage, config.auth.scram_iterations, self.pool)
+        #: account and session administration (control socket, XEP-0133)
+        self.admin = Admin(
+            self.accounts, self.sessions, self.domains, self.services, self.end_session
+        )
+        self.services[ADMIN.name] = self.admin
+        self.control: ControlServer | None = None
+        self.metrics: MetricsEndpoint | None = None
         self.ready = asyncio.Event()
         self.started_at = time.time()
         self.listeners: list[Listener] = []
@@ -323,6 +337,14 @@ class Server:
         if c2s.hibernate_after:
             self._hibernator = self.spawn(self._hibernate(c2s.hibernate_after), daemon=True)
         self.started_at = time.time()
+        if self.config.metrics.port:
+            from roost.server.metrics import MetricsEndpoint
+
+            self.metrics = MetricsEndpoint(self)
+            await self.metrics.start(self.config.metrics.interfaces, self.config.metrics.port)
+        control = ControlServer(self, self.admin)
+        if await control.start():
+            self.control = control
         if self._owns_process:
             # Routing allocates short-lived, acyclic objects (elements, strings) that
             # reference counting frees; the cyclic collector scanning every session's objects
@@ -512,6 +534,12 @@ class Server:
 
     async def stop(self) -> None:
         """Stop accepting, send system-shutdown to everyone, drain, close storage."""
+        if self.control is not None:
+            await self.control.stop()
+            self.control = None
+        if self.metrics is not None:
+            await self.metrics.stop()
+            self.metrics = None
         for lst in self.listeners:
             lst.server.close()
         for timer in list(self._daemons):

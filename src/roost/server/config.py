@@ -32,8 +32,10 @@ __all__ = [
     "ComponentsConfig",
     "Config",
     "ConfigError",
+    "ContactConfig",
     "LegacyAuthConfig",
     "LogConfig",
+    "MetricsConfig",
     "ModulesConfig",
     "OfflineConfig",
     "RegistrationConfig",
@@ -89,6 +91,17 @@ def _domain(value: str) -> str:
         return str(JID.make(None, value).domain)
     except InvalidJID as exc:  # names the domainpart itself
         raise ValueError(str(exc)) from None
+
+
+def _account_jid(value: str) -> str:
+    """A bare account JID (user@domain), normalised (RFC 7622)."""
+    try:
+        jid = JID.parse(value)
+    except InvalidJID as exc:
+        raise ValueError(str(exc)) from None
+    if jid.local is None or jid.resource is not None:
+        raise ValueError(f"must be a bare account JID (user@domain), got {value!r}")
+    return str(jid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +280,37 @@ class ModulesConfig:
     )
 
 
+def _uri(value: str) -> str:
+    scheme, sep, rest = value.partition(":")
+    if not sep or not rest or not scheme.isascii() or not scheme[:1].isalpha():
+        raise ValueError(f"must be a URI such as 'mailto:abuse@example.org', got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ContactConfig:
+    """XEP-0157 contact addresses (URIs: ``mailto:``, ``xmpp:``, ``https:``...), published
+    in the server's disco#info."""
+
+    abuse: tuple[str, ...] = _opt((), item=_uri)
+    admin: tuple[str, ...] = _opt((), item=_uri)
+    feedback: tuple[str, ...] = _opt((), item=_uri)
+    sales: tuple[str, ...] = _opt((), item=_uri)
+    security: tuple[str, ...] = _opt((), item=_uri)
+    status: tuple[str, ...] = _opt((), item=_uri)
+    support: tuple[str, ...] = _opt((), item=_uri)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """The Prometheus endpoint (``GET /metrics``, plain HTTP)."""
+
+    # 0: no endpoint
+    port: int = _opt(0, lo=0, hi=65535)
+    # metrics say who is online: keep them on loopback unless a firewall guards the port
+    interfaces: tuple[str, ...] = _opt(("127.0.0.1",), item=_ip_address, nonempty=True)
+
+
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
     backend: str = _opt("sqlite", choices=("sqlite",))
@@ -283,6 +327,8 @@ class Config:
 
     domains: tuple[str, ...] = _opt(("localhost",), item=_domain, nonempty=True)
     data_dir: Path = Path("data")
+    # accounts that may run the XEP-0133 administration commands (XEP-0050 ad-hoc)
+    admins: tuple[str, ...] = _opt((), item=_account_jid)
     c2s: C2SConfig = field(default_factory=C2SConfig)
     stream_management: StreamManagementConfig = field(default_factory=StreamManagementConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
@@ -295,6 +341,8 @@ class Config:
     s2s: S2SConfig = field(default_factory=S2SConfig)
     components: ComponentsConfig = field(default_factory=ComponentsConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    contact: ContactConfig = field(default_factory=ContactConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: Path | None = field(default=None, metadata={"internal": True})
 
@@ -338,6 +386,7 @@ def listening_ports(config: Config) -> list[tuple[str, int, tuple[str, ...]]]:
         ports.append(("s2s.direct_tls_port", s2s.direct_tls_port, s2s.interfaces))
     if comp.secrets:
         ports.append(("components.port", comp.port, comp.interfaces))
+    ports.append(("metrics.port", config.metrics.port, config.metrics.interfaces))
     return [(key, port, hosts) for key, port, hosts in ports if port]
 
 

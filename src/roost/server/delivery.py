@@ -16,6 +16,7 @@ from typing import Final
 from roost.core import ns
 from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
+from roost.server import stats
 from roost.server.session import MAX_DETACHED_QUEUE, Session, SessionStream
 
 __all__ = ["STANZA_NAMESPACES", "attach", "deliver", "deliver_all", "stanza_bytes"]
@@ -42,6 +43,8 @@ def deliver(session: Session, stanza: Element | None, data: bytes | None = None)
     if data is None:
         assert stanza is not None
         data = stanza_bytes(stanza)
+    if stanza is not None:
+        stats.SENT_C2S[stanza.tag] += 1
     hold = session.hold_back
     if hold is not None:
         # XEP-0352: an inactive client gets what can wait later, and all of it, in

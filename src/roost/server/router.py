@@ -14,6 +14,7 @@ import asyncio
 import collections
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from time import perf_counter
 from types import CoroutineType
 from typing import Any, Final
 
@@ -21,7 +22,7 @@ from roost.core import ns
 from roost.core.errors import StanzaError, StanzaErrorCondition, error_reply
 from roost.core.jid import JID, InvalidJID
 from roost.core.xml.element import Element
-from roost.server import events
+from roost.server import events, stats
 from roost.server.api import (
     EMPTY,
     HANDLED,
@@ -132,6 +133,12 @@ class Router:
 
     def from_client(self, session: Session, stanza: Element) -> None:
         """A stanza from a bound client: stamp ``from`` (no spoofing), validate, route."""
+        started = perf_counter()
+        stats.RECEIVED_C2S[stanza.tag] += 1
+        self._from_client(session, stanza)
+        stats.ROUTING.observe(perf_counter() - started)
+
+    def _from_client(self, session: Session, stanza: Element) -> None:
         sender = session.jid
         # RFC 6120 §8.1.2.1: the server stamps the full JID, overriding whatever was sent.
         stanza.attrs["from"] = session.jid_str

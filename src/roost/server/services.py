@@ -21,11 +21,15 @@ from roost.storage.api import RosterItem
 if TYPE_CHECKING:
     from roost.core.im.privacy import PrivacyList, UserPrivacy
     from roost.core.xml.element import Element as _Element
+    from roost.server.session import Session
 
 __all__ = [
+    "ADMIN",
     "PRESENCE",
     "PRIVACY_LISTS",
     "ROSTERS",
+    "AdminError",
+    "AdminService",
     "OnlyTo",
     "PresenceService",
     "PrivacyListsService",
@@ -157,6 +161,32 @@ class PrivacyListsService(Protocol):
     async def unblock(self, user: JID, jids: list[str] | None) -> None: ...
 
 
+class AdminError(Exception):
+    """An administrative request that cannot be done; the message says why (one line)."""
+
+
+class AdminService(Protocol):
+    """Account and session administration on the live server (``roost.server.admin``);
+    the server provides it. Methods raise ``AdminError`` with a one-line reason."""
+
+    def account(self, text: str) -> JID:
+        """A bare account JID of a served domain."""
+        ...
+
+    def online(self, domain: str | None = None) -> list[Session]: ...
+
+    def kick(
+        self, text: str, condition: str = "policy-violation", reason: str | None = None
+    ) -> list[str]: ...
+
+    async def add_user(self, user: JID, password: str) -> None: ...
+
+    async def set_password(self, user: JID, password: str, keep: Session | None = None) -> int:
+        ...
+
+    async def delete_user(self, user: JID) -> int: ...
+
+
 def own_session(req: IqRequest) -> tuple[JID, str]:
     """The user and resource behind a request about one's own data (local sessions only);
     anyone else is ``forbidden`` (as for rosters, RFC 6121 §2.1.5)."""
@@ -168,3 +198,5 @@ def own_session(req: IqRequest) -> tuple[JID, str]:
 ROSTERS: Final = ServiceKey[RosterService]("rosters")
 PRESENCE: Final = ServiceKey[PresenceService]("presence")
 PRIVACY_LISTS: Final = ServiceKey[PrivacyListsService]("privacy_lists")
+#: provided by the server itself, not a module
+ADMIN: Final = ServiceKey[AdminService]("admin")

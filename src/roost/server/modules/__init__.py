@@ -10,9 +10,11 @@ __all__ = ["default_modules"]
 
 def default_modules() -> list[Module]:
     """The modules a server loads unless told otherwise (a module after those it needs)."""
+    from roost.server.modules.adhoc import AdHocModule
     from roost.server.modules.blocking import BlockingModule
     from roost.server.modules.caps import CapsModule
     from roost.server.modules.carbons import CarbonsModule
+    from roost.server.modules.contact import ContactModule
     from roost.server.modules.csi import CsiModule
     from roost.server.modules.disco import DiscoModule
     from roost.server.modules.last import LastActivityModule
@@ -39,6 +41,8 @@ def default_modules() -> list[Module]:
         RegisterModule(),
         LegacyAuthModule(),
         DiscoModule(),
+        AdHocModule(),
+        ContactModule(),
         CapsModule(),
         PingModule(),
         MessageModule(),

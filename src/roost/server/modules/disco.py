@@ -45,8 +45,12 @@ class DiscoModule:
         return build()
 
     def server_items(self, req: IqRequest) -> IqResult:
-        if req.payload.get("node") is not None:
-            raise StanzaError(_C.ITEM_NOT_FOUND)
+        node = req.payload.get("node")
+        if node is not None:
+            build = self.ctx.registry.disco_item_nodes.get(node)
+            if build is None:
+                raise StanzaError(_C.ITEM_NOT_FOUND)
+            return build(req)
         # XEP-0030 §4: the services hosted here (group chat, pubsub, upload...)
         query = Element("query", ns.DISCO_ITEMS)
         for domain, (_, name) in sorted(self.ctx.registry.hosted.items()):

@@ -186,6 +186,13 @@ class RegisterModule:
             raise StanzaError(_C.REGISTRATION_REQUIRED) from None
         except ValueError as exc:
             raise StanzaError(_C.NOT_ACCEPTABLE, str(exc)) from None
+        # RFC 6120 §4.9.3.17: the credentials the other sessions were authenticated with
+        # are revoked; they reconnect with the new password (roost.server.admin says why
+        # reset rather than not-authorized).
+        revoked = StreamError(StreamErrorCondition.RESET, "the password was changed")
+        for session in list(self.ctx.sessions.resources(user).values()):
+            if session is not req.session:
+                session.close(revoked)
         return EMPTY
 
     async def _cancel(self, req: IqRequest, user: JID) -> None:

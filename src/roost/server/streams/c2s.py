@@ -48,7 +48,7 @@ from roost.core.stream.server import (
 )
 from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
-from roost.server import delivery, events
+from roost.server import delivery, events, stats
 from roost.server.api import Registry
 from roost.server.bus import EventBus
 from roost.server.router import Router
@@ -177,6 +177,7 @@ class C2SConnection(StreamDriver):
         return self.host.auth_blocked(self.peer_ip)
 
     def auth_failed(self) -> None:
+        stats.AUTH["failure"] += 1  # XEP-0078 (SASL failures are counted in _event)
         self.host.auth_failed(self.peer_ip)
 
     # -- asyncio.Protocol -----------------------------------------------------------------
@@ -188,6 +189,7 @@ class C2SConnection(StreamDriver):
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if peer else "?"
         transport.set_write_buffer_limits(high=256 * 1024)
+        stats.CONNECTIONS_ACCEPTED["c2s"] += 1
         if not self.host.connection_opened(self):
             self.close(StreamError(_SC.POLICY_VIOLATION, "too many connections from your address"))
             return
@@ -298,9 +300,11 @@ class C2SConnection(StreamDriver):
         elif isinstance(ev, PasswordCheckNeeded):
             self.host.spawn(self._check_password(ev))
         elif isinstance(ev, Authenticated):
+            stats.AUTH["success"] += 1
             log.info("%s authenticated as %s with %s", self.peer_ip, ev.username, ev.mechanism)
         elif isinstance(ev, AuthFailed):
             if ev.counted:
+                stats.AUTH["failure"] += 1
                 log.info("%s failed to authenticate (%s)", self.peer_ip, ev.condition)
                 self.host.auth_failed(self.peer_ip)
             else:  # a refused mechanism or channel-binding choice: not a password guess
@@ -418,6 +422,7 @@ class C2SConnection(StreamDriver):
             self.host.bus.notify(events.SESSION_ABANDONED, session)
             return False
         self.stream.legacy_authenticated(full.local, str(full))
+        stats.AUTH["success"] += 1
         self.answer(iq, None)
         self._bound(session, None)
         self._flush()

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 from roost.core.errors import StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition
@@ -43,7 +44,7 @@ from roost.core.stream.s2s import (
     VerifyAnswered,
 )
 from roost.core.xml.element import Element
-from roost.server import events
+from roost.server import events, stats
 from roost.server.bus import EventBus
 from roost.server.config import S2SConfig
 from roost.server.delivery import stanza_bytes
@@ -371,6 +372,7 @@ class _Route:
 
     def send(self, stanza: Element) -> None:
         if self.ready and self.conn is not None:
+            stats.SENT_S2S[stanza.tag] += 1
             self.conn.write(stanza_bytes(stanza))
         elif len(self.queue) >= self.federation.config.max_queue:
             self._bounce(stanza, _C.RESOURCE_CONSTRAINT)
@@ -514,11 +516,14 @@ class _Inbox(StreamDriver):
         return self._budget >= 0
 
     def _route(self, stanza: Element) -> None:
+        started = perf_counter()
+        stats.RECEIVED_S2S[stanza.tag] += 1
         with self.federation.capture() as spawned:
             # the stream checked both addresses against what it authenticated
             self.federation.router.route(
                 stanza, JID.parse(stanza.attrs["from"]), JID.parse(stanza.attrs["to"])
             )
+        stats.ROUTING.observe(perf_counter() - started)
         if spawned:
             self._held = len(spawned)
             for task in spawned:

@@ -12,6 +12,7 @@ import functools
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -45,6 +46,9 @@ class SQLiteDatabase:
         self._executor: ThreadPoolExecutor | None = None
         # Created, used and closed only on the worker thread.
         self._conn: sqlite3.Connection | None = None
+        #: called on the event loop with the seconds each operation took, waiting for the
+        #: worker included (the server's metrics histogram); None: not measured
+        self.on_latency: Callable[[float], None] | None = None
 
     @property
     def path(self) -> Path:
@@ -118,7 +122,14 @@ class SQLiteDatabase:
         executor = self._executor
         if executor is None:
             raise StorageError(f"{self._path} is not open")
-        return await asyncio.get_running_loop().run_in_executor(executor, operation)
+        observe = self.on_latency
+        if observe is None:
+            return await asyncio.get_running_loop().run_in_executor(executor, operation)
+        started = time.perf_counter()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, operation)
+        finally:
+            observe(time.perf_counter() - started)
 
     async def _call(self, operation: Callable[[sqlite3.Connection], _T]) -> _T:
         return await self._run(functools.partial(self._with_connection, operation))
