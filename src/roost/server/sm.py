@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import secrets
@@ -32,6 +33,7 @@ from roost.core.delay import delay_element
 from roost.core.errors import StanzaError, StanzaErrorCondition
 from roost.core.jid import JID, InvalidJID
 from roost.core.xml.element import Element
+from roost.storage.api import NoSuchAccount
 
 if TYPE_CHECKING:
     from roost.server.bus import EventBus
@@ -203,7 +205,11 @@ class StreamManager:
         user = session.bare
         if user.local is not None:
             value = json.dumps({"h": sm.h_in, "at": time.time()})
-            self.spawn(self.storage.set_data(user.local, user.domain, _STORE, sm.id, value))
+            self.spawn(self._store(user.local, user.domain, sm.id, value))
+
+    async def _store(self, username: str, domain: str, sm_id: str, value: str) -> None:
+        with contextlib.suppress(NoSuchAccount):  # deleted meanwhile: nobody to resume
+            await self.storage.set_data(username, domain, _STORE, sm_id, value)
 
     def _unacked(self, session: Session, stanza: Element) -> None:
         tag = stanza.tag
