@@ -21,7 +21,9 @@ from roost.bench.provision import check_layout, contacts_of, provision
 from roost.bench.report import render, write_json
 from roost.bench.runner import run_bench, split_indices
 from roost.cli import main
+from roost.server import events
 from roost.server.app import Server
+from roost.server.session import Session
 from roost.storage.sqlite import SQLiteStorage
 from tests.helpers import start_server
 
@@ -161,6 +163,30 @@ async def test_messages_steps(server: Server) -> None:
         assert s["server_cpu_ms_per_1000"] is not None and s["server_cpu_ms_per_1000"] > 0
         assert s["ok"], s["why"]
     assert result["max_sustainable_rate"] == 60
+
+
+async def test_messages_with_stream_management_and_carbons(server: Server) -> None:
+    """#12 acceptance 6: every session enables XEP-0198 and XEP-0280; the load generator
+    answers the server's <r/> from its byte scanner, so nothing piles up unacknowledged."""
+    await provisioned(server, 6)
+    ended: list[tuple[int, int]] = []
+
+    def closed(session: Session, error: object) -> None:
+        assert session.sm is not None
+        ended.append((session.sm.acked, len(session.sm.unacked)))
+
+    server.bus.observe(events.SESSION_CLOSED, closed, 0, "test")
+    result = await bench(
+        options(server, "messages", rates=(60,), step_seconds=1.0, drain=0.5, sm=True, carbons=True)
+    )
+    check_logins(result, 6)
+    (step,) = result["steps"]
+    assert step["delivered"] == step["sent"] > 0 and step["ok"], step
+    await server.idle()
+    assert len(ended) == 6
+    for acked, unacked in ended:
+        # acks came back: at the end at most the last few in flight are unacknowledged
+        assert acked > 0 and unacked < 20, (acked, unacked)
 
 
 async def test_presence_fanout(server: Server) -> None:

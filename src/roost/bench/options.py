@@ -54,6 +54,10 @@ class BenchOptions:
     presence_rate: float = 100.0
     #: presence: roster size of each user (for the expected fan-out); None: not reported
     contacts: int | None = None
+    #: enable XEP-0198 stream management (acks answered) on every session
+    sm: bool = False
+    #: enable XEP-0280 message carbons on every session
+    carbons: bool = False
     json_path: str | None = None
     quiet: bool = False
     loop: str = "auto"
@@ -173,6 +177,12 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="seconds allowed for the whole login phase (default 300)",
     )
     g.add_argument("--loop", choices=LOOPS, default="auto", help="event loop (auto: uvloop)")
+    g.add_argument(
+        "--sm", action="store_true", help="enable XEP-0198 stream management on every session"
+    )
+    g.add_argument(
+        "--carbons", action="store_true", help="enable XEP-0280 message carbons on every session"
+    )
     g = p.add_argument_group("output")
     g.add_argument("--json", dest="json_path", metavar="FILE", help="also write results as JSON")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress display")
@@ -265,6 +275,8 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         drain=getattr(args, "drain", 1.0),
         presence_rate=getattr(args, "presence_rate", 100.0),
         contacts=getattr(args, "contacts", None),
+        sm=args.sm,
+        carbons=args.carbons,
         json_path=args.json_path,
         quiet=args.quiet,
         loop=args.loop,

@@ -31,6 +31,17 @@ _LOGIN_TAIL = b"<presence/><iq type='get' id='bench-ping'><ping xmlns='urn:xmpp:
 _PING_ID = "bench-ping"
 #: what raw mode looks for; group 1/2: the step and send time (ns) of a bench message
 _SCAN = re.compile(rb"<presence|rb:(\d+):(\d+);|</stream:stream>|<stream:error")
+#: the same, with stream management on: every stanza is counted and <r/> answered (the
+#: bench's sessions get no nested stanzas: one resource each, so no carbon copies)
+_SCAN_SM = re.compile(
+    rb"<presence|rb:(\d+):(\d+);|</stream:stream>|<stream:error|<message[ >]|<iq[ >]"
+    rb"|<r xmlns='urn:xmpp:sm:3'/>"
+)
+_SM = "urn:xmpp:sm:3"
+_ENABLE_SM = b"<enable xmlns='urn:xmpp:sm:3'/>"
+_ENABLE_CARBONS = (
+    b"<iq type='set' id='bench-carbons'><enable xmlns='urn:xmpp:carbons:2'/></iq>"
+)
 _TOKEN = re.compile(r"rb:(\d+):(\d+);")
 _MAX_TOKEN = 48  # longer than any match, so a match cut between two reads is kept whole
 _PENDING_WRITE_LIMIT = 256 * 1024
@@ -77,7 +88,7 @@ class Tally:
 class BenchSession(Connection):
     """One benchmark connection (``roost.client.connection``) and its scenario state."""
 
-    __slots__ = ("_tail", "index", "partner", "ponged", "raw", "tally")
+    __slots__ = ("_tail", "carbons", "h", "index", "partner", "ponged", "raw", "sm", "tally")
 
     def __init__(
         self,
@@ -85,10 +96,17 @@ class BenchSession(Connection):
         settings: ClientStreamSettings,
         ctx: ssl.SSLContext | None,
         tally: Tally,
+        *,
+        sm: bool = False,
+        carbons: bool = False,
     ) -> None:
         super().__init__(settings, ctx)
         self.index = index
         self.tally = tally
+        #: XEP-0198 on: ``h`` counts the stanzas received since <enable/>
+        self.sm = sm
+        self.h = 0
+        self.carbons = carbons
         self.partner: BenchSession | None = None
         self.ponged = False
         self.raw = False
@@ -97,6 +115,10 @@ class BenchSession(Connection):
     async def login(self, host: str, port: int, source_ip: str | None = None) -> str:
         """Connect, negotiate, bind, send initial presence and wait for a ping answer."""
         jid = await super().login(host, port, source_ip)
+        if self.sm:
+            self.stream.send_raw(_ENABLE_SM)
+        if self.carbons:
+            self.stream.send_raw(_ENABLE_CARBONS)
         self.stream.send_raw(_LOGIN_TAIL)
         self._flush()
         await self.wait_for(lambda: self.ponged)
@@ -109,6 +131,12 @@ class BenchSession(Connection):
             self._handle(self.stream.receive_data(data))
 
     def handle_stanza(self, el: Element) -> None:
+        if el.ns == _SM:
+            if el.tag == "r":
+                self.stream.send_raw(b"<a xmlns='urn:xmpp:sm:3' h='%d'/>" % self.h)
+            return
+        if self.sm:
+            self.h += 1
         tag = el.tag
         if tag == "presence":
             self.tally.presences += 1
@@ -145,13 +173,23 @@ class BenchSession(Connection):
         tally = self.tally
         now_ns = time.monotonic_ns()
         end = 0
-        for m in _SCAN.finditer(data):
+        sm = self.sm
+        for m in (_SCAN_SM if sm else _SCAN).finditer(data):
             end = m.end()
             step = m.group(1)
             if step is not None:
                 tally.message(int(step), int(m.group(2)), now_ns)
-            elif m.group(0) == b"<presence":
+                continue
+            found = m.group(0)
+            if found == b"<presence":
                 tally.presences += 1
+                self.h += 1
+            elif sm and found.startswith((b"<message", b"<iq")):
+                self.h += 1
+            elif sm and found.startswith(b"<r "):
+                t = self.transport
+                if t is not None:
+                    t.write(b"<a xmlns='urn:xmpp:sm:3' h='%d'/>" % self.h)
             else:
                 self.ended = True  # the server closed or errored our stream
         # No complete match lies after ``end``; keep what could be the start of one.

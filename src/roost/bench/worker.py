@@ -223,7 +223,14 @@ class Worker:
 
         async def one(index: int) -> None:
             nonlocal last
-            sess = BenchSession(index, self._settings(index, register=False), self.ctx, self.tally)
+            sess = BenchSession(
+                index,
+                self._settings(index, register=False),
+                self.ctx,
+                self.tally,
+                sm=self.opts.sm,
+                carbons=self.opts.carbons,
+            )
             t0 = time.monotonic()
             try:
                 await sess.login(self.opts.host, self.opts.port, self._source(index))
