@@ -291,3 +291,29 @@ async def test_too_many_unacknowledged_stanzas_end_the_stream(tmp_path: Path) ->
         await bob.close()
     finally:
         await srv.stop()
+
+
+async def test_features_follow_the_configuration(tmp_path: Path) -> None:
+    """#12: the stream features and disco list exactly what is enabled."""
+    srv = await start_server(
+        tmp_path,
+        stream_management={"enabled": False},
+        modules={"disabled": ["carbons", "csi", "push"]},
+    )
+    try:
+        await srv.accounts.create("alice", "localhost", PASSWORDS["alice"])
+        c = await RawClient.connect(srv)
+        await c.open()
+        await c.starttls()
+        assert (await c.auth("alice", PASSWORDS["alice"])).tag == "success"
+        features = await c.open()
+        assert features.find("sm", SM) is None
+        assert features.find("csi", "urn:xmpp:csi:0") is None
+        await c.bind("r")
+        await c.send(f"<iq type='get' id='d' to='localhost'><query xmlns='{ns.DISCO_INFO}'/></iq>")
+        info = serialize(await c.expect(lambda e: e.get("id") == "d"))
+        assert "urn:xmpp:carbons:2" not in info
+        await c.send(f"<enable xmlns='{SM}'/>")  # not offered: not a stream element here
+        assert await c.stream_error() == "unsupported-stanza-type"
+    finally:
+        await srv.stop()
