@@ -23,9 +23,11 @@ if TYPE_CHECKING:
     from roost.core.xml.element import Element as _Element
 
 __all__ = [
+    "ARCHIVE",
     "PRESENCE",
     "PRIVACY_LISTS",
     "ROSTERS",
+    "ArchiveService",
     "OnlyTo",
     "PresenceService",
     "PrivacyListsService",
@@ -152,6 +154,21 @@ class PrivacyListsService(Protocol):
     async def unblock(self, user: JID, jids: list[str] | None) -> None: ...
 
 
+class ArchiveService(Protocol):
+    """The message archive (XEP-0313), for modules that acknowledge messages (XEP-0198)."""
+
+    async def flushed(self) -> None:
+        """Return once every message archived before the call is on disk; raises if its
+        write failed. Archiving happens as a message is routed (sent by a local session,
+        delivered to one, or stored offline), so after routing a client's message,
+        ``await flushed()`` before acknowledging it makes the acknowledgement durable."""
+        ...
+
+    def archived(self, user: JID, stanza: Element) -> str | None:
+        """The id ``user``'s archive gave this (delivered) message, from its stanza-id."""
+        ...
+
+
 def own_session(req: IqRequest) -> tuple[JID, str]:
     """The user and resource behind a request about one's own data (local sessions only);
     anyone else is ``forbidden`` (as for rosters, RFC 6121 §2.1.5)."""
@@ -163,3 +180,4 @@ def own_session(req: IqRequest) -> tuple[JID, str]:
 ROSTERS: Final = ServiceKey[RosterService]("rosters")
 PRESENCE: Final = ServiceKey[PresenceService]("presence")
 PRIVACY_LISTS: Final = ServiceKey[PrivacyListsService]("privacy_lists")
+ARCHIVE: Final = ServiceKey[ArchiveService]("archive")

@@ -15,6 +15,7 @@ def default_modules() -> list[Module]:
     from roost.server.modules.disco import DiscoModule
     from roost.server.modules.last import LastActivityModule
     from roost.server.modules.legacy_auth import LegacyAuthModule
+    from roost.server.modules.mam import MamModule
     from roost.server.modules.message import MessageModule
     from roost.server.modules.offline import OfflineModule
     from roost.server.modules.ping import PingModule
@@ -40,6 +41,7 @@ def default_modules() -> list[Module]:
         PingModule(),
         MessageModule(),
         OfflineModule(),
+        MamModule(),
         VersionModule(),
         TimeModule(),
         LastActivityModule(),
