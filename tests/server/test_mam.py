@@ -16,7 +16,7 @@ from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
 from roost.server.modules.mam import MamModule
-from roost.storage.api import ArchivedMessage
+from roost.storage.api import ArchivedMessage, ArchiveQuery
 from tests.helpers import PASSWORDS, Logins, RawClient, drain, quiet, start_server
 
 FORWARD = "urn:xmpp:forward:0"
@@ -604,11 +604,16 @@ async def test_deleting_the_account_deletes_the_archive(server: Server, logins: 
     b = await logins("bob", "b")
     await a.send("<message to='bob@localhost' type='chat'><body>x</body></message>")
     await drain(b)
-    await _archive(server).flushed()
-    assert await server.storage.last_archive_seq() != 0
-    await server.storage.delete_account("alice", "localhost")
-    await server.storage.delete_account("bob", "localhost")
-    assert await server.storage.last_archive_seq() == 0
+    results, _ = await mam(a)
+    assert len(results) == 1
+    # XEP-0077 §3.2 in-band removal: the account and everything it had
+    await a.send("<iq type='set' id='bye'><query xmlns='jabber:iq:register'><remove/></query></iq>")
+    assert (await a.expect(lambda e: e.get("id") == "bye")).get("type") == "result"
+    assert await a.stream_error() == "not-authorized"
+    page = await server.storage.query_archive("alice", "localhost", ArchiveQuery())
+    assert page.count == 0
+    results, _ = await mam(b)  # bob's copy is bob's
+    assert len(results) == 1
 
 
 # -- batching --------------------------------------------------------------------------------

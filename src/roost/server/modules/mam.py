@@ -162,8 +162,11 @@ class MamModule:
     # -- the service other modules use (``ARCHIVE``) -----------------------------------------
 
     async def flushed(self) -> None:
-        """Return once every message archived before the call is committed to disk (or
-        its write failed: then ``StorageError`` and the like are raised)."""
+        """Return once every message routed before the call is in the archives it goes
+        to, committed to disk (or its write failed: then that error is raised)."""
+        # Messages still waiting in the router (for privacy rules) are archived as they
+        # are delivered: wait for them to get here first.
+        await self.ctx.routed()
         target = self._queued
         if self._written >= target:
             return
