@@ -12,10 +12,13 @@ from roost.storage import (
     ArchiveQuery,
     NoSuchAccount,
     Storage,
+    archive_id,
+    archive_seq,
 )
 from tests.storage.helpers import DOMAIN, NURSE, ROMEO
 
 TYBALT = "tybalt@capulet.example"
+sid = archive_id
 
 
 def msg(
@@ -25,7 +28,6 @@ def msg(
         username=user,
         domain=DOMAIN,
         seq=seq,
-        id=f"id{seq}",
         peer=peer,
         resource=resource,
         outgoing=seq % 2 == 0,
@@ -41,18 +43,18 @@ async def test_archived_messages_page_both_ways(juliet: Storage) -> None:
     assert await juliet.archive_messages([msg(s) for s in range(1, 11)]) == 10
     page = await juliet.query_archive("juliet", DOMAIN, ArchiveQuery(limit=4))
     assert (ids(page), page.count, page.index, page.complete) == (
-        ["id1", "id2", "id3", "id4"],
+        [sid(1), sid(2), sid(3), sid(4)],
         10,
         0,
         False,
     )
     assert page.messages[0] == msg(1)
-    page = await juliet.query_archive("juliet", DOMAIN, ArchiveQuery(after="id8", limit=4))
-    assert (ids(page), page.index, page.complete) == (["id9", "id10"], 8, True)
+    page = await juliet.query_archive("juliet", DOMAIN, ArchiveQuery(after=sid(8), limit=4))
+    assert (ids(page), page.index, page.complete) == ([sid(9), sid(10)], 8, True)
     page = await juliet.query_archive("juliet", DOMAIN, ArchiveQuery(before="", limit=3))
-    assert (ids(page), page.index, page.complete) == (["id8", "id9", "id10"], 7, False)
-    page = await juliet.query_archive("juliet", DOMAIN, ArchiveQuery(before="id3", limit=3))
-    assert (ids(page), page.index, page.complete) == (["id1", "id2"], 0, True)
+    assert (ids(page), page.index, page.complete) == ([sid(8), sid(9), sid(10)], 7, False)
+    page = await juliet.query_archive("juliet", DOMAIN, ArchiveQuery(before=sid(3), limit=3))
+    assert (ids(page), page.index, page.complete) == ([sid(1), sid(2)], 0, True)
     page = await juliet.query_archive("juliet", DOMAIN, ArchiveQuery(limit=0))
     assert (ids(page), page.count, page.complete) == ([], 10, False)
     # romeo's archive is his own
@@ -67,18 +69,18 @@ async def test_archive_filters(juliet: Storage) -> None:
     async def q(**kw: object) -> list[str]:
         return ids(await juliet.query_archive("juliet", DOMAIN, ArchiveQuery(**kw)))  # type: ignore[arg-type]
 
-    assert await q(peer=ROMEO) == ["id1", "id3", "id4"]
-    assert await q(peer=ROMEO, resource="b") == ["id3"]
-    assert await q(start=2, end=3) == ["id2", "id3"]
-    assert await q(after_id="id1", before_id="id4") == ["id2", "id3"]
-    assert await q(ids=("id4", "id2")) == ["id2", "id4"]
+    assert await q(peer=ROMEO) == [sid(1), sid(3), sid(4)]
+    assert await q(peer=ROMEO, resource="b") == [sid(3)]
+    assert await q(start=2, end=3) == [sid(2), sid(3)]
+    assert await q(after_id=sid(1), before_id=sid(4)) == [sid(2), sid(3)]
+    assert await q(ids=(sid(4), sid(2))) == [sid(2), sid(4)]
     assert await q(ids=()) == []
-    for bad in ({"after": "x"}, {"before": "x"}, {"after_id": "x"}, {"ids": ("id1", "x")}):
+    for bad in ({"after": "x"}, {"before": "ff"}, {"after_id": "0"}, {"ids": (sid(1), "x")}):
         with pytest.raises(ArchiveIdNotFound):
             await q(**bad)
     with pytest.raises(ArchiveIdNotFound):  # another user's id is not in this archive
         await juliet.archive_messages([msg(9, user="romeo")])
-        await q(after="id9")
+        await q(after=sid(9))
 
 
 async def test_archive_values_are_checked() -> None:
@@ -89,7 +91,22 @@ async def test_archive_values_are_checked() -> None:
     with pytest.raises(ValueError):
         ArchivePrefs("sometimes")
     with pytest.raises(ValueError):
-        ArchivedMessage("juliet", DOMAIN, 1, "", ROMEO, None, False, "<message/>")
+        ArchivedMessage("juliet", DOMAIN, 0, ROMEO, None, False, "<message/>")
+
+
+def test_archive_ids_name_their_seq() -> None:
+    for seq in (1, 255, 1_733_000_000_000_000):
+        assert archive_seq(archive_id(seq)) == seq
+    for bad in ("", "0", "0ff", "FF", "x1", "-1", "1" * 17, "\U0001f426"):
+        assert archive_seq(bad) is None
+
+
+async def test_archived_text_round_trips(juliet: Storage) -> None:
+    text = "<message><body>h\u00e9llo \u2603 \U0001f426 \"q\" 'a' \\ \n\ttab &amp;</body></message>"
+    m = ArchivedMessage("juliet", DOMAIN, 1, ROMEO, "r\u00e9s", True, text)
+    await juliet.archive_messages([m])
+    page = await juliet.query_archive("juliet", DOMAIN, ArchiveQuery(ids=(sid(1),)))
+    assert page.messages == (m,)
 
 
 async def test_archiving_for_a_missing_account_is_skipped(juliet: Storage) -> None:
@@ -102,7 +119,7 @@ async def test_expiry_and_trimming(juliet: Storage) -> None:
     assert await juliet.expire_archive(4) == 3
     assert await juliet.trim_archives(5) == 2  # juliet: 4..10 -> 6..10; romeo has one
     page = await juliet.query_archive("juliet", DOMAIN, ArchiveQuery())
-    assert ids(page) == ["id6", "id7", "id8", "id9", "id10"]
+    assert ids(page) == [sid(6), sid(7), sid(8), sid(9), sid(10)]
     assert await juliet.trim_archives(5) == 0
 
 

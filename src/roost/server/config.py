@@ -211,6 +211,9 @@ class ArchiveConfig:
     default_policy: str = _opt("always", choices=("always", "roster", "never"))
     # results per query page at most, whatever the client asks (XEP-0313 §4.3.1)
     max_page: int = _opt(250, lo=1, hi=10000)
+    # seconds the writer lets messages gather before it writes a batch (fewer, larger
+    # transactions); a batch that is full already is written at once. 0: no wait
+    batch_delay: float = _opt(0.005, lo=0, hi=1)
 
 
 def _secret(value: str) -> str:

@@ -23,6 +23,8 @@ from roost.storage.api import (
     StorageError,
     StoredCredentials,
     StoreSchema,
+    archive_id,
+    archive_seq,
     check_credentials,
 )
 from roost.storage.sqlite import SQLiteStorage
@@ -51,5 +53,7 @@ __all__ = [
     "StorageError",
     "StoreSchema",
     "StoredCredentials",
+    "archive_id",
+    "archive_seq",
     "check_credentials",
 ]

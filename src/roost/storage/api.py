@@ -34,6 +34,8 @@ __all__ = [
     "StorageError",
     "StoreSchema",
     "StoredCredentials",
+    "archive_id",
+    "archive_seq",
     "check_credentials",
 ]
 
@@ -298,30 +300,45 @@ class HostDataStore(Protocol):
         ...
 
 
+def archive_id(seq: int) -> str:
+    """The archive UID clients see for ``seq`` (XEP-0359 stanza-id, XEP-0313 result id)."""
+    return format(seq, "x")
+
+
+def archive_seq(archive_id: str) -> int | None:
+    """The ``seq`` an archive UID names, or None if it names none (not made by
+    ``archive_id``)."""
+    if not 0 < len(archive_id) <= 16 or archive_id.lstrip("0123456789abcdef"):
+        return None
+    seq = int(archive_id, 16)
+    return seq if seq > 0 and format(seq, "x") == archive_id else None
+
+
 @dataclass(frozen=True, slots=True)
 class ArchivedMessage:
     """One message in a user's archive (XEP-0313).
 
     ``seq`` orders the archive: microseconds since the epoch when it was archived, made
-    unique (and increasing) by the writer; it is also the message's time. ``id`` is the
-    archive UID clients see (XEP-0359 ``stanza-id``). ``peer`` is the other party's bare
-    JID and ``resource`` its resource (``None`` without one).
+    unique (and increasing) by the writer; it is also the message's time and, written in
+    hex, its id (``archive_id``). ``peer`` is the other party's bare JID and ``resource``
+    its resource (``None`` without one).
     """
 
     username: str
     domain: str
     seq: int
-    id: str
     peer: str
     resource: str | None
     outgoing: bool
     stanza: str  # serialized XML, as delivered
 
     def __post_init__(self) -> None:
-        if not self.id:
-            raise ValueError("archive id must not be empty")
-        if self.seq < 0:
-            raise ValueError(f"archive seq must be >= 0, got {self.seq}")
+        if self.seq <= 0:
+            raise ValueError(f"archive seq must be > 0, got {self.seq}")
+
+    @property
+    def id(self) -> str:
+        return archive_id(self.seq)
 
 
 @dataclass(frozen=True, slots=True)

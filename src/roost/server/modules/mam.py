@@ -51,7 +51,13 @@ from roost.server.config import ArchiveConfig
 from roost.server.delivery import STANZA_NAMESPACES
 from roost.server.services import ARCHIVE, ROSTERS
 from roost.server.session import Session
-from roost.storage.api import ArchivedMessage, ArchiveIdNotFound, ArchivePrefs, ArchiveQuery
+from roost.storage.api import (
+    ArchivedMessage,
+    ArchiveIdNotFound,
+    ArchivePrefs,
+    ArchiveQuery,
+    archive_id,
+)
 
 __all__ = ["MamModule"]
 
@@ -215,11 +221,11 @@ class MamModule:
         if decision is False:
             return
         seq = self._next_seq()
-        archive_id = f"{seq:x}"
+        stanza_id = archive_id(seq)
         if stamp and decision:
             stanza.children = [
                 *stanza.children,
-                Element("stanza-id", SID, {"by": str(user), "id": archive_id}),
+                Element("stanza-id", SID, {"by": str(user), "id": stanza_id}),
             ]
         default = stanza.ns if stanza.ns in STANZA_NAMESPACES else ns.CLIENT
         assert user.local is not None
@@ -227,7 +233,6 @@ class MamModule:
             username=user.local,
             domain=user.domain,
             seq=seq,
-            id=archive_id,
             peer=peer_bare,
             resource=peer.resource,
             outgoing=outgoing,
@@ -269,6 +274,10 @@ class MamModule:
     async def _write_all(self) -> None:
         try:
             while self._queue:
+                if len(self._queue) < _MAX_BATCH and self.options.batch_delay:
+                    # Let a burst gather: one transaction (and one trip to the storage
+                    # thread) for many messages costs far less CPU than one each.
+                    await asyncio.sleep(self.options.batch_delay)
                 batch = self._queue[:_MAX_BATCH]
                 del self._queue[:_MAX_BATCH]
                 await self._write(batch)

@@ -1,9 +1,8 @@
 """Message archives (XEP-0313) and archiving preferences: functions of the connection.
 
-The table is the backend's own store ``archive`` (versioned in ``store_versions``, applied
-on open), so its history does not interleave with the server's numbered migrations.
-``seq`` is the rowid: the archive's order and time in one integer, so expiry is a range
-delete on the primary key and every index below ends in it for free.
+The tables are migration 4 (``migrations.py``). ``seq`` is the rowid: the archive's order,
+time and id in one integer, so expiry is a range delete on the primary key and every index
+ends in it for free.
 """
 
 from __future__ import annotations
@@ -19,13 +18,12 @@ from roost.storage.api import (
     ArchivePage,
     ArchivePrefs,
     ArchiveQuery,
-    StoreSchema,
+    archive_seq,
 )
 from roost.storage.sqlite.accounts import require_account
 from roost.storage.sqlite.db import _transaction
 
 __all__ = [
-    "SCHEMA",
     "archive_messages",
     "expire_archive",
     "get_archive_prefs",
@@ -35,57 +33,22 @@ __all__ = [
     "trim_archives",
 ]
 
-SCHEMA = StoreSchema(
-    "archive",
-    (
-        # 1: the indexes are the queries clients make: a user's archive by time (and RSM
-        # ids, which resolve to seq); by peer and time (the 'with' filter); by archive id
-        # (after-id/before-id/ids and RSM cursors).
-        """
-        CREATE TABLE archive_messages (
-            seq      INTEGER PRIMARY KEY,  -- microseconds since the epoch, unique
-            username TEXT    NOT NULL,
-            domain   TEXT    NOT NULL,
-            id       TEXT    NOT NULL,
-            peer     TEXT    NOT NULL,     -- the other party's bare JID
-            resource TEXT,                 -- and its resource, if any
-            outgoing INTEGER NOT NULL CHECK (outgoing IN (0, 1)),
-            stanza   TEXT    NOT NULL,
-            FOREIGN KEY (username, domain) REFERENCES accounts (username, domain)
-                ON DELETE CASCADE
-        );
-        CREATE INDEX archive_by_time ON archive_messages (username, domain, seq);
-        CREATE INDEX archive_by_peer ON archive_messages (username, domain, peer, seq);
-        CREATE UNIQUE INDEX archive_by_id ON archive_messages (username, domain, id);
-        CREATE TABLE archive_prefs (
-            username TEXT NOT NULL,
-            domain   TEXT NOT NULL,
-            prefs    TEXT NOT NULL,  -- JSON {"default": ..., "always": [...], "never": [...]}
-            PRIMARY KEY (username, domain),
-            FOREIGN KEY (username, domain) REFERENCES accounts (username, domain)
-                ON DELETE CASCADE
-        ) WITHOUT ROWID;
-        CREATE INDEX archive_prefs_by_domain ON archive_prefs (domain, username);
-        """,
-    ),
+_COLUMNS = "username, domain, seq, peer, resource, outgoing, stanza"
+
+
+def _row(m: ArchivedMessage) -> list[object]:
+    return [m.username, m.domain, m.seq, m.peer, m.resource, int(m.outgoing), m.stanza]
+
+
+# The whole batch is one JSON parameter of one statement: SQLite loops over it with the
+# GIL released, where executemany would take the GIL back for every row (and wait for the
+# event loop's thread to give it up each time).
+_FIELDS = ", ".join(f"json_extract(j.value, '$[{i}]')" for i in range(7))
+_INSERT = (
+    f"INSERT INTO archive_messages ({_COLUMNS}) SELECT {_FIELDS} FROM json_each(?) AS j"
+    " WHERE EXISTS (SELECT 1 FROM accounts a WHERE a.username = json_extract(j.value, '$[0]')"
+    " AND a.domain = json_extract(j.value, '$[1]'))"
 )
-
-_COLUMNS = "username, domain, seq, id, peer, resource, outgoing, stanza"
-
-
-def _row(m: ArchivedMessage) -> tuple[object, ...]:
-    return (
-        m.username,
-        m.domain,
-        m.seq,
-        m.id,
-        m.peer,
-        m.resource,
-        int(m.outgoing),
-        m.stanza,
-        m.username,
-        m.domain,
-    )
 
 
 def _message(row: Sequence[Any]) -> ArchivedMessage:
@@ -93,37 +56,35 @@ def _message(row: Sequence[Any]) -> ArchivedMessage:
         username=str(row[0]),
         domain=str(row[1]),
         seq=int(row[2]),
-        id=str(row[3]),
-        peer=str(row[4]),
-        resource=None if row[5] is None else str(row[5]),
-        outgoing=bool(row[6]),
-        stanza=str(row[7]),
+        peer=str(row[3]),
+        resource=None if row[4] is None else str(row[4]),
+        outgoing=bool(row[5]),
+        stanza=str(row[6]),
     )
 
 
 def archive_messages(conn: sqlite3.Connection, messages: list[ArchivedMessage]) -> int:
     # One transaction for the whole batch: one fsync however many messages it holds. The
     # EXISTS skips a message for an account deleted since it was queued (the foreign key
-    # would otherwise fail the batch).
+    # would otherwise fail the batch). Rows go in in the batch's order (json_each's).
     with _transaction(conn):
         before = conn.total_changes
-        conn.executemany(
-            f"INSERT INTO archive_messages ({_COLUMNS})"
-            " SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS"
-            " (SELECT 1 FROM accounts WHERE username = ? AND domain = ?)",
-            [_row(m) for m in messages],
-        )
+        batch = json.dumps([_row(m) for m in messages], ensure_ascii=False)
+        conn.execute(_INSERT, (batch,))
         return conn.total_changes - before
 
 
-def _seq_of(conn: sqlite3.Connection, user: tuple[str, str], archive_id: str) -> int:
-    row = conn.execute(
-        "SELECT seq FROM archive_messages WHERE username = ? AND domain = ? AND id = ?",
-        (*user, archive_id),
-    ).fetchone()
-    if row is None:
-        raise ArchiveIdNotFound(archive_id)
-    return int(row[0])
+def _seq_of(conn: sqlite3.Connection, user: tuple[str, str], id_: str) -> int:
+    seq = archive_seq(id_)
+    row = None
+    if seq is not None:
+        row = conn.execute(
+            "SELECT 1 FROM archive_messages WHERE seq = ? AND username = ? AND domain = ?",
+            (seq, *user),
+        ).fetchone()
+    if seq is None or row is None:
+        raise ArchiveIdNotFound(id_)
+    return seq
 
 
 def query_archive(

@@ -27,7 +27,7 @@ from roost.storage.sqlite import archive as archive_sql
 from roost.storage.sqlite import keyvalue as keyvalue_sql
 from roost.storage.sqlite import offline as offline_sql
 from roost.storage.sqlite import rosters as rosters_sql
-from roost.storage.sqlite.db import SQLiteDatabase, _migrate_store
+from roost.storage.sqlite.db import SQLiteDatabase
 
 if TYPE_CHECKING:
     from roost.storage.api import Storage
@@ -37,12 +37,6 @@ __all__ = ["SQLiteStorage"]
 
 class SQLiteStorage(SQLiteDatabase):
     """``Storage`` on one SQLite file; use ``open``/``close`` or ``async with``."""
-
-    def _open_on_worker(self) -> None:
-        super()._open_on_worker()
-        assert self._conn is not None
-        # The backend's own stores, each versioned by itself (see archive.py).
-        _migrate_store(self._conn, archive_sql.SCHEMA, self._path)
 
     # -- accounts --------------------------------------------------------------------------
 
