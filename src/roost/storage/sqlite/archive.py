@@ -36,19 +36,11 @@ __all__ = [
 _COLUMNS = "username, domain, seq, peer, resource, outgoing, stanza"
 
 
-def _row(m: ArchivedMessage) -> list[object]:
-    return [m.username, m.domain, m.seq, m.peer, m.resource, int(m.outgoing), m.stanza]
-
-
-# The whole batch is one JSON parameter of one statement: SQLite loops over it with the
-# GIL released, where executemany would take the GIL back for every row (and wait for the
-# event loop's thread to give it up each time).
-_FIELDS = ", ".join(f"json_extract(j.value, '$[{i}]')" for i in range(7))
-_INSERT = (
-    f"INSERT INTO archive_messages ({_COLUMNS}) SELECT {_FIELDS} FROM json_each(?) AS j"
-    " WHERE EXISTS (SELECT 1 FROM accounts a WHERE a.username = json_extract(j.value, '$[0]')"
-    " AND a.domain = json_extract(j.value, '$[1]'))"
-)
+def _row(m: ArchivedMessage) -> tuple[object, ...]:
+    return (
+        m.username, m.domain, m.seq, m.peer, m.resource, int(m.outgoing), m.stanza,
+        m.username, m.domain,
+    )
 
 
 def _message(row: Sequence[Any]) -> ArchivedMessage:
@@ -66,11 +58,14 @@ def _message(row: Sequence[Any]) -> ArchivedMessage:
 def archive_messages(conn: sqlite3.Connection, messages: list[ArchivedMessage]) -> int:
     # One transaction for the whole batch: one fsync however many messages it holds. The
     # EXISTS skips a message for an account deleted since it was queued (the foreign key
-    # would otherwise fail the batch). Rows go in in the batch's order (json_each's).
+    # would otherwise fail the batch).
     with _transaction(conn):
         before = conn.total_changes
-        batch = json.dumps([_row(m) for m in messages], ensure_ascii=False)
-        conn.execute(_INSERT, (batch,))
+        conn.executemany(
+            f"INSERT INTO archive_messages ({_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?"
+            " WHERE EXISTS (SELECT 1 FROM accounts WHERE username = ? AND domain = ?)",
+            [_row(m) for m in messages],
+        )
         return conn.total_changes - before
 
 
