@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from roost.core import ns
+from roost.core.jid import JID
 from roost.core.mam import MAM1, MAM2, MAM2_EXTENDED, RSM, SID
 from roost.core.xml.element import Element
+from roost.core.xml.parser import parse_fragment
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
 from roost.server.modules.mam import MamModule
@@ -635,3 +637,26 @@ async def test_a_burst_is_written_in_few_transactions(server: Server, logins: Lo
     assert sum(calls) == 1000 and len(calls) < 100, calls
     _, iq = await mam(b, {}, "<max>0</max>")
     assert fin(iq)[3] == 500
+
+
+async def test_flushed_means_committed(tmp_path: Path) -> None:
+    """``ARCHIVE.flushed()``: every message routed before the call is in storage when it
+    returns, also one still waiting in the router for its parties' privacy lists (after a
+    restart nothing of alice's or carol's is in memory)."""
+    srv = await start_server(tmp_path)
+    for user, password in PASSWORDS.items():
+        await srv.accounts.create(user, "localhost", password)
+    await srv.stop()
+    srv = await start_server(tmp_path, archive={"batch_delay": 0})
+    try:
+        msg = parse_fragment(
+            "<message from='alice@localhost/a' to='carol@localhost' type='chat'>"
+            "<body>through the router</body></message>"
+        )
+        srv.router.route(msg, JID.parse("alice@localhost/a"), JID.parse("carol@localhost"))
+        assert srv.router._deferred  # waiting for the lists to be read
+        await _archive(srv).flushed()
+        page = await srv.storage.query_archive("carol", "localhost", ArchiveQuery(limit=0))
+        assert page.count == 1
+    finally:
+        await srv.stop()
