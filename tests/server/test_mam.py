@@ -660,3 +660,54 @@ async def test_flushed_means_committed(tmp_path: Path) -> None:
         assert page.count == 1
     finally:
         await srv.stop()
+
+
+async def test_a_full_queue_is_reported_not_hidden(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer stuck behind the disk: the queue stops at its bound, what is beyond is not
+    archived, and ``flushed`` raises instead of promising it."""
+    import asyncio
+
+    from roost.server.modules import mam as mam_module
+    from roost.storage.api import StorageError
+
+    monkeypatch.setattr(mam_module, "_MAX_QUEUE", 3)
+    srv = await start_server(tmp_path, archive={"batch_delay": 0})
+    for user, password in PASSWORDS.items():
+        await srv.accounts.create(user, "localhost", password)
+    disk = asyncio.Event()
+    real = srv.storage.archive_messages
+
+    async def stuck(messages):  # type: ignore[no-untyped-def]
+        batch = list(messages)
+        await disk.wait()
+        return await real(batch)
+
+    srv.storage.archive_messages = stuck  # type: ignore[method-assign]
+    logins = Logins(srv)
+    try:
+        a = await logins("alice", "a")
+        b = await logins("bob", "b")
+        await a.send("<message to='bob@localhost' type='chat' id='m0'><body>0</body></message>")
+        # delivered: the writer has taken its batch (two rows) and waits for the disk
+        await b.expect(lambda e: e.get("id") == "m0")
+        await a.send(
+            "".join(
+                f"<message to='bob@localhost' type='chat' id='m{i}'><body>{i}</body></message>"
+                for i in range(1, 6)
+            )
+        )
+        got = [await b.expect(lambda e: e.tag == "message") for _ in range(5)]
+        stamped = [m for m in got if m.find("stanza-id", SID) is not None]
+        flushing = asyncio.ensure_future(_archive(srv).flushed())
+        disk.set()
+        with pytest.raises(StorageError):
+            await flushing
+        rows = await srv.storage.query_archive("alice", "localhost", ArchiveQuery(limit=0))
+        rows_b = await srv.storage.query_archive("bob", "localhost", ArchiveQuery(limit=0))
+        assert rows.count + rows_b.count == 2 + 3
+        assert rows_b.count == 1 + len(stamped)  # a stanza-id only on what was archived
+    finally:
+        await logins.close()
+        await srv.stop()

@@ -56,6 +56,7 @@ from roost.storage.api import (
     ArchiveIdNotFound,
     ArchivePrefs,
     ArchiveQuery,
+    StorageError,
     archive_id,
 )
 
@@ -66,6 +67,9 @@ log = logging.getLogger(__name__)
 _C = StanzaErrorCondition
 #: rows per transaction at most (a burst is written in several)
 _MAX_BATCH: Final = 2000
+#: messages waiting for the writer at most (a stuck disk must not take all memory); beyond
+#: it messages are not archived, and ``flushed`` raises for them
+_MAX_QUEUE: Final = 200_000
 #: before the offline module (priority 0) stores the message, so the stored copy has its id
 _PRIORITY: Final = 100
 _DEFAULT_PAGE: Final = 50
@@ -106,6 +110,15 @@ def _strip_ids(stanza: Element, by: str) -> None:
         ]
 
 
+class _Dropped:
+    """Messages not archived because the queue was full."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 1
+
+
 class _Pending:
     """A message whose archiving depends on a roster that was not in memory."""
 
@@ -132,7 +145,7 @@ class MamModule:
         self._prefs: dict[JID, Prefs] = {}
         self._loaded = False
         self._default = Prefs(self.options.default_policy)
-        self._queue: list[ArchivedMessage | _Pending] = []
+        self._queue: list[ArchivedMessage | _Pending | _Dropped] = []
         self._queued = 0  # messages ever queued
         self._written = 0  # of those, how many the writer is done with
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -220,6 +233,15 @@ class MamModule:
         decision = self._policy(user, peer_bare)
         if decision is False:
             return
+        if len(self._queue) >= _MAX_QUEUE:
+            self._queued += 1
+            last = self._queue[-1]
+            if isinstance(last, _Dropped):
+                last.count += 1
+            else:
+                log.error("the archive writer is %d messages behind: not archiving", _MAX_QUEUE)
+                self._queue.append(_Dropped())
+            return
         seq = self._next_seq()
         stanza_id = archive_id(seq)
         if stamp and decision:
@@ -291,7 +313,7 @@ class MamModule:
         finally:
             self._writer = None
 
-    async def _write(self, batch: list[ArchivedMessage | _Pending]) -> None:
+    async def _write(self, batch: list[ArchivedMessage | _Pending | _Dropped]) -> None:
         error: BaseException | None = None
         try:
             if not self._loaded:
@@ -305,7 +327,10 @@ class MamModule:
         except Exception as exc:
             log.exception("archiving %d messages failed", len(batch))
             error = exc
-        self._written += len(batch)
+        dropped = sum(item.count for item in batch if isinstance(item, _Dropped))
+        if dropped and error is None:
+            error = StorageError(f"{dropped} messages were not archived: the queue was full")
+        self._written += len(batch) - sum(isinstance(item, _Dropped) for item in batch) + dropped
         keep: list[tuple[int, asyncio.Future[None]]] = []
         for target, future in self._waiters:
             if target > self._written:
