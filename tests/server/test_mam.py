@@ -611,6 +611,23 @@ async def test_deleting_the_account_deletes_the_archive(server: Server, logins: 
     assert len(results) == 1
 
 
+async def test_a_new_account_of_the_same_name_starts_with_default_prefs(
+    server: Server, logins: Logins
+) -> None:
+    a = await logins("alice", "a")
+    await a.send(f"<iq type='set' id='p'><prefs xmlns='{MAM2}' default='never'/></iq>")
+    assert (await a.expect(lambda e: e.get("id") == "p")).get("type") == "result"
+    await a.send("<iq type='set' id='bye'><query xmlns='jabber:iq:register'><remove/></query></iq>")
+    assert (await a.expect(lambda e: e.get("id") == "bye")).get("type") == "result"
+    await a.wait_closed()
+    await server.idle()
+    await server.accounts.create("alice", "localhost", PASSWORDS["alice"])
+    a = await logins("alice", "a2")
+    await a.send(f"<iq type='get' id='p2'><prefs xmlns='{MAM2}'/></iq>")
+    prefs = (await a.expect(lambda e: e.get("id") == "p2")).find("prefs", MAM2)
+    assert prefs is not None and prefs.get("default") == "always"
+
+
 # -- batching --------------------------------------------------------------------------------
 
 

@@ -164,6 +164,7 @@ class MamModule:
         ctx.filter(events.MESSAGE_OUTBOUND, self.outbound, _PRIORITY)
         ctx.filter(events.MESSAGE_DELIVER, self.delivering, _PRIORITY)
         ctx.filter(events.MESSAGE_OFFLINE, self.offline, _PRIORITY)
+        ctx.observe(events.SESSION_CLOSED, self._session_closed)
         ctx.provide(ARCHIVE, self)
         if self.options.expire_after or self.options.max_items:
             ctx.every(self.options.cleanup_interval, lambda: ctx.spawn(self.cleanup()))
@@ -177,6 +178,18 @@ class MamModule:
                     JID.make(username, domain), Prefs(prefs.default, prefs.always, prefs.never)
                 )
         self._loaded = True
+
+    def _session_closed(self, session: Session, error: object) -> None:
+        user = session.bare
+        if user in self._prefs and not self.ctx.sessions.resources(user):
+            # The account may be gone (XEP-0077 removal ends its sessions): its stored
+            # preferences went with it, so must the copy here.
+            self.ctx.spawn(self._forget_if_deleted(user))
+
+    async def _forget_if_deleted(self, user: JID) -> None:
+        assert user.local is not None
+        if not await self.ctx.accounts.exists(user.local, user.domain):
+            self._prefs.pop(user, None)
 
     # -- the service other modules use (``ARCHIVE``) -----------------------------------------
 
