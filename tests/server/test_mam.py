@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 
 from roost.core import ns
+from roost.core.jid import JID
 from roost.core.mam import MAM1, MAM2, MAM2_EXTENDED, SID
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
 from tests.helpers import PASSWORDS, Logins, drain, start_server
 from tests.server.mam_helpers import (
     FORWARD,
+    archive_module,
     error_condition,
     fin,
     forwarded,
@@ -287,3 +289,18 @@ async def test_preferences_survive_a_restart(tmp_path: Path) -> None:
     finally:
         await logins.close()
         await srv.stop()
+
+
+async def test_the_service_knows_who_uses_the_archive(server: Server, logins: Logins) -> None:
+    a = await logins("alice", "a")
+    b = await logins("bob", "b")
+    await a.send("<message to='bob@localhost/b' type='chat'><body>x</body></message>")
+    got = await b.expect(lambda e: e.tag == "message")
+    service = archive_module(server)
+    session_a = server.sessions.get(JID.parse("alice@localhost/a"))
+    assert session_a is not None and not service.queried(session_a)
+    await mam(a, {}, "<max>0</max>")
+    assert service.queried(session_a)
+    ((_, sid),) = stanza_ids(got)
+    assert service.archived(JID.parse("bob@localhost"), got) == sid
+    assert service.archived(JID.parse("alice@localhost"), got) is None

@@ -16,6 +16,7 @@ from roost.core.im.subscription import Subscription, SubState
 from roost.core.jid import JID
 from roost.core.xml.element import Element
 from roost.server.api import IqRequest, OnlyTo, Refused, ServiceKey, Verdict
+from roost.server.session import Session
 from roost.storage.api import RosterItem
 
 if TYPE_CHECKING:
@@ -166,6 +167,11 @@ class ArchiveService(Protocol):
 
     def archived(self, user: JID, stanza: Element) -> str | None:
         """The id ``user``'s archive gave this (delivered) message, from its stanza-id."""
+        ...
+
+    def queried(self, session: Session) -> bool:
+        """Whether ``session`` has queried the archive since it was bound (XEP-0198: what
+        the archive holds counts as delivered to such a client)."""
         ...
 
 

@@ -151,6 +151,9 @@ class MamModule:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._wake_scheduled = False
+        #: sessions that queried the archive (XEP-0198 counts what the archive holds as
+        #: delivered to those only)
+        self._queriers: set[Session] = set()
         self._init = ctx.spawn(self._load())
         for mam_ns in MAM_NAMESPACES:
             ctx.iq("account", "set", mam_ns, "query", self.query, advertise=False)
@@ -180,6 +183,7 @@ class MamModule:
         self._loaded = True
 
     def _session_closed(self, session: Session, error: object) -> None:
+        self._queriers.discard(session)
         user = session.bare
         if user in self._prefs and not self.ctx.sessions.resources(user):
             # The account may be gone (XEP-0077 removal ends its sessions): its stored
@@ -205,6 +209,11 @@ class MamModule:
         future = asyncio.get_running_loop().create_future()
         self._waiters.append((target, future))
         await future
+
+    def queried(self, session: Session) -> bool:
+        """Whether this session has queried the archive since it was bound (a client that
+        uses MAM finds there what it missed)."""
+        return session in self._queriers
 
     def archived(self, user: JID, stanza: Element) -> str | None:
         """The id the user's archive gave this message, if it has one (its stanza-id)."""
@@ -419,6 +428,8 @@ class MamModule:
         except ArchiveIdNotFound as exc:
             raise StanzaError(_C.ITEM_NOT_FOUND, f"no message {exc} in the archive") from None
         session = req.session
+        if session is not None:
+            self._queriers.add(session)
         messages = reversed(page.messages) if q.flip else page.messages
         for m in messages:
             try:
