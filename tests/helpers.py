@@ -414,6 +414,18 @@ class Logins:
                 await c.close()
 
 
+def without_stanza_ids(stanza: Element) -> Element:
+    """``stanza`` without the XEP-0359 ``<stanza-id/>`` the archive stamped on it (its value
+    differs every run), for exact transcripts of delivered messages."""
+    copy = stanza.copy()
+    copy.children = [
+        c
+        for c in stanza.children
+        if isinstance(c, str) or c.ns != "urn:xmpp:sid:0" or c.tag != "stanza-id"
+    ]
+    return copy
+
+
 def check_legacy_code(stanza: Element) -> None:
     """XEP-0086: every stanza error from the server carries the code of its condition.
 

@@ -167,6 +167,12 @@ def test_idn_domain_is_normalised() -> None:
         ({"tls": {"key": ""}}, "tls.key", "must be a path"),
         ({"bogus": 1}, "bogus", "unknown key"),
         ({"source": "x"}, "source", "unknown key"),
+        ({"archive": {"expire_after": "1 week"}}, "archive.expire_after", "must be a duration"),
+        ({"archive": {"expire_after": "-1d"}}, "archive.expire_after", "got '-1d'"),
+        ({"archive": {"expire_after": True}}, "archive.expire_after", "must be a duration"),
+        ({"archive": {"cleanup_interval": 0}}, "archive.cleanup_interval", "duration >= 1 s"),
+        ({"archive": {"max_items": -1}}, "archive.max_items", "integer >= 0"),
+        ({"archive": {"default_policy": "sometimes"}}, "archive.default_policy", "one of"),
     ],
 )
 def test_errors_name_the_key(data: dict[str, object], key: str, fragment: str) -> None:
@@ -174,6 +180,16 @@ def test_errors_name_the_key(data: dict[str, object], key: str, fragment: str) -
     assert err.key == key
     assert fragment in err.message
     assert str(err) == f"{key}: {err.message}"
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(0, 0.0), (90, 90.0), (1.5, 1.5), ("90s", 90.0), ("30m", 1800.0), ("12h", 43200.0),
+     ("7d", 604800.0), ("1w", 604800.0), (" 2W ", 1209600.0), ("1y", 31536000.0), ("600", 600.0)],
+)
+def test_archive_durations(value: object, seconds: float) -> None:
+    config = config_from_dict({"archive": {"expire_after": value}}, Path("."))
+    assert config.archive.expire_after == seconds
 
 
 def test_exact_message_format() -> None:

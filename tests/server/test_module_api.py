@@ -136,6 +136,7 @@ async def echo_server(tmp_path: Path) -> AsyncIterator[Server]:
     srv = await _start(
         tmp_path,
         [EchoModule(), BrokenFilter(), BrokenObserver()],
+        without=("mam",),  # exact transcripts: no XEP-0359 stanza-id on delivered messages
         modules={"echo": {"name": "Echoes"}},
     )
     yield srv

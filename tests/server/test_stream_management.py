@@ -21,7 +21,9 @@ TIMEOUT = 10.0
 
 
 async def _server(tmp_path: Path, **sm: object) -> Server:
-    srv = await start_server(tmp_path, stream_management={"resume_timeout": 30, **sm})
+    srv = await start_server(
+        tmp_path, stream_management={"resume_timeout": 30, "ack_delay": 0.05, **sm}
+    )
     for user, password in PASSWORDS.items():
         if not await srv.accounts.exists(user, "localhost"):
             await srv.accounts.create(user, "localhost", password)

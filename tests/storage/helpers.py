@@ -4,13 +4,22 @@ files); the fixtures that use them are in ``conftest.py``."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from roost.storage import Account, RosterItem, SQLiteStorage, Storage, StoredCredentials
+from roost.storage import (
+    Account,
+    ArchivedMessage,
+    ArchivePrefs,
+    RosterItem,
+    SQLiteStorage,
+    Storage,
+    StoredCredentials,
+)
 
 DOMAIN = "example.org"
 ROMEO = "romeo@montague.example"
@@ -43,12 +52,21 @@ async def roster_size(storage: Storage, username: str) -> int:
     return len((await storage.get_roster(username, DOMAIN)).items)
 
 
-async def fill_user_data(storage: Storage, username: str) -> None:
-    """One row of every kind of per-user data for ``username`` on DOMAIN."""
+async def fill_user_data(storage: Storage, username: str, *, archive: bool = True) -> None:
+    """One row of every kind of per-user data for ``username`` on DOMAIN (``archive``
+    false: none of the message archive, for schemas older than it)."""
     await storage.put_roster_item(username, DOMAIN, RosterItem(ROMEO, groups=("g",)))
     await storage.set_pending_in(username, DOMAIN, NURSE, SUBSCRIBE)
     await storage.push_offline(username, DOMAIN, "<message/>", 1.0, 100)
     await storage.set_data(username, DOMAIN, "vcard", "", "<vCard/>")
+    if archive:
+        seq = next(_archive_seqs)
+        message = ArchivedMessage(username, DOMAIN, seq, ROMEO, None, True, "<message/>")
+        await storage.archive_messages([message])
+        await storage.set_archive_prefs(username, DOMAIN, ArchivePrefs("roster", (), (NURSE,)))
+
+
+_archive_seqs = itertools.count(1)
 
 
 class Backend(ABC):

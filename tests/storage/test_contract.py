@@ -13,6 +13,7 @@ import pytest
 from roost.storage import (
     Account,
     AccountExists,
+    ArchiveQuery,
     NoSuchAccount,
     RosterData,
     RosterItem,
@@ -490,6 +491,8 @@ async def test_delete_account_deletes_all_per_user_data(juliet: Storage, backend
     assert await juliet.get_roster("juliet", DOMAIN) == RosterData(0, {}, {})
     assert backend.offline_count("juliet") == 0
     assert await juliet.list_data("juliet", DOMAIN, "vcard") == {}
+    assert (await juliet.query_archive("juliet", DOMAIN, ArchiveQuery())).count == 0
+    assert "juliet" not in await juliet.get_archive_prefs(DOMAIN)
     # ... and a new account of the same name starts with nothing.
     await juliet.create_account(account("juliet"))
     assert await juliet.get_roster("juliet", DOMAIN) == RosterData(0, {}, {})

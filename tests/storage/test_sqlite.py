@@ -280,6 +280,8 @@ _PER_USER_TABLES = {
     "roster_pending_in",
     "offline_messages",
     "user_data",
+    "archive_messages",
+    "archive_prefs",
 }
 # Tables that belong to no account: module stores' versions and host-scoped documents.
 _HOST_TABLES = {"store_versions", "host_data"}
@@ -446,7 +448,7 @@ async def test_upgrade_from_schema_2_keeps_per_user_data(
     async with SQLiteStorage(db_path) as old:
         await old.create_account(account("juliet"))
         await old.create_account(account("romeo"))
-        await fill_user_data(old, "juliet")
+        await fill_user_data(old, "juliet", archive=False)
     assert user_version(db_path) == 2
     assert query(db_path, "SELECT name FROM sqlite_master WHERE name = 'host_data'") == []
     monkeypatch.undo()

@@ -402,6 +402,11 @@ class ModuleContext:
         ``message/deliver`` event (the archive, carbons)."""
         self._host.router.deliver_message(stanza, sender, to, sessions)
 
+    async def routed(self) -> None:
+        """Return once every stanza routed before the call has reached its handlers (some
+        wait for privacy rules to be read first)."""
+        await self._host.router.routed()
+
     def deliver_to(self, to: JID, stanza: Element) -> None:
         """Write a server-made stanza to a local full JID, or every resource of a bare one."""
         self._host.router.deliver_local(stanza, to)

@@ -33,7 +33,7 @@ from roost.server.control import ControlServer
 from roost.server.loader import resolve_modules
 from roost.server.modules import default_modules
 from roost.server.router import Router
-from roost.server.services import ADMIN, ROSTERS, RosterService
+from roost.server.services import ADMIN, ARCHIVE, ROSTERS, ArchiveService, RosterService
 from roost.server.session import Session
 from roost.server.sessions import SessionManager
 from roost.server.sm import StreamManager
@@ -399,6 +399,10 @@ class Server:
         self._daemons.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("background task failed", exc_info=exc)
+
+    def archive(self) -> ArchiveService | None:
+        """The message archive (XEP-0313), when a module provides it."""
+        return cast("ArchiveService | None", self.services.get(ARCHIVE.name))
 
     def end_session(self, session: Session, error: StreamError | None = None) -> None:
         """A bound session is over: unbound, announced (``session/closed``), and what it

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 __all__ = [
+    "ArchiveConfig",
     "AuthConfig",
     "C2SConfig",
     "ComponentsConfig",
@@ -139,6 +140,10 @@ class StreamManagementConfig:
     resume_timeout: float = _opt(300.0, lo=0)
     # stanzas a client may leave unacknowledged; beyond: policy-violation
     max_unacked: int = _opt(1000, lo=1)
+    # ask for an ack (<r/>) once this many stanzas wait for one, or this many seconds
+    # after the first of them
+    ack_every: int = _opt(10, lo=1)
+    ack_delay: float = _opt(1.0, lo=0.01)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +198,54 @@ class OfflineConfig:
     """XEP-0160 offline messages."""
 
     max_messages: int = _opt(1000, lo=0)  # per user; when full: <service-unavailable/>
+
+
+def _duration(default: float, *, lo: float = 0) -> float:
+    """A time span in seconds: a number, or a string such as ``"90s"``, ``"12h"``, ``"1w"``."""
+    meta = {"lo": lo, "hi": None, "choices": None, "item": None, "nonempty": False}
+    return field(default=default, metadata={**meta, "duration": True})
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+
+
+def _parse_duration(value: object) -> float | None:
+    """Seconds for a number or a ``<number><unit>`` string (s, m, h, d, w, y); None if
+    neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        unit = _UNITS.get(text[-1:]) if text else None
+        number = text[:-1] if unit is not None else text
+        try:
+            amount = float(number)
+        except ValueError:
+            return None
+        return amount * (unit or 1) if math.isfinite(amount) else None
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveConfig:
+    """XEP-0313 message archive (the ``mam`` module)."""
+
+    # messages older than this are deleted (like Prosody's archive_expires_after = "1w");
+    # 0: kept for ever
+    expire_after: float = _duration(7 * 86400.0)
+    # per user; the oldest beyond it are deleted by the clean-up (0: no limit)
+    max_items: int = _opt(0, lo=0)
+    # how often the clean-up (expire_after, max_items) runs
+    cleanup_interval: float = _duration(3600.0, lo=1)
+    # what a user who set no preferences gets archived (XEP-0441)
+    default_policy: str = _opt("always", choices=("always", "roster", "never"))
+    # results per query page at most, whatever the client asks (XEP-0313 §4.3.1)
+    max_page: int = _opt(250, lo=1, hi=10000)
+    # seconds the writer lets messages gather before it writes a batch (fewer, larger
+    # transactions); a batch that is full already is written at once. 0: no wait
+    batch_delay: float = _opt(0.005, lo=0, hi=1)
 
 
 def _secret(value: str) -> str:
@@ -337,6 +390,7 @@ class Config:
     legacy_auth: LegacyAuthConfig = field(default_factory=LegacyAuthConfig)
     roster: RosterConfig = field(default_factory=RosterConfig)
     offline: OfflineConfig = field(default_factory=OfflineConfig)
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     modules: ModulesConfig = field(default_factory=ModulesConfig)
     s2s: S2SConfig = field(default_factory=S2SConfig)
     components: ComponentsConfig = field(default_factory=ComponentsConfig)
@@ -462,6 +516,8 @@ def _build(cls: type[_D], data: object, base_dir: Path, prefix: str) -> _D:
 
 def _describe(hint: object, meta: Mapping[str, Any]) -> str:
     lo, hi, choices = meta.get("lo"), meta.get("hi"), meta.get("choices")
+    if meta.get("duration"):
+        return f"a duration >= {_num(meta['lo'])} s (seconds, or e.g. \"90s\", \"12h\", \"1w\")"
     if hint is int or hint is float:
         noun = "an integer" if hint is int else "a number"
         if lo is not None and hi is not None:
@@ -502,6 +558,11 @@ def _convert(
         if not isinstance(value, bool):
             raise bad()
         return value
+    if meta.get("duration"):
+        seconds = _parse_duration(value)
+        if seconds is None or seconds < meta["lo"]:
+            raise bad()
+        return seconds
     if hint is int or hint is float:
         # bool is an int subclass in Python; `port = true` is still a mistake.
         allowed = (int,) if hint is int else (int, float)

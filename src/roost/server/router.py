@@ -78,10 +78,13 @@ class Router:
         "_bus",
         "_default_domain",
         "_deferred",
+        "_deferred_done",
+        "_deferred_total",
         "_new_id",
         "_pending",
         "_queued",
         "_registry",
+        "_routed_waiters",
         "_spawn",
         "_worker",
         "domains",
@@ -110,6 +113,10 @@ class Router:
         #: bare JIDs with deferred stanzas: their later stanzas queue behind them (in order)
         self._queued: collections.Counter[JID] = collections.Counter()
         self._worker: asyncio.Task[None] | None = None
+        #: deferred stanzas ever queued, and routed; ``routed`` waits on them
+        self._deferred_total = 0
+        self._deferred_done = 0
+        self._routed_waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     async def request(self, iq: Element, to: JID, timeout: float = 30.0) -> Element:
         """Send an iq get/set from the server and wait for the result or error stanza.
@@ -368,6 +375,7 @@ class Router:
                 self.reply_error(stanza, StanzaError(_C.RESOURCE_CONSTRAINT), sender)
             return
         self._deferred.append(_Deferred(stanza, sender, to, session, loading))
+        self._deferred_total += 1
         self._queued[sender.bare] += 1
         self._queued[to.bare] += 1
         if self._worker is None:
@@ -402,8 +410,33 @@ class Router:
                     gate, item.stanza, item.sender, item.to, prepared, True, True
                 ):
                     self._classify(item.stanza, item.sender, item.to, item.session)
+                self._deferred_done += 1
+                self._wake_routed()
         finally:
             self._worker = None
+
+    async def routed(self) -> None:
+        """Return once every stanza handed to ``route`` before the call has been routed
+        (those waiting for privacy rules too): what the archive needs before it answers
+        or promises that a message is stored."""
+        target = self._deferred_total
+        if self._deferred_done >= target:
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._routed_waiters.append((target, future))
+        await future
+
+    def _wake_routed(self) -> None:
+        if not self._routed_waiters:
+            return
+        done = self._deferred_done
+        keep = []
+        for target, future in self._routed_waiters:
+            if target > done:
+                keep.append((target, future))
+            elif not future.done():
+                future.set_result(None)
+        self._routed_waiters = keep
 
     def _to_bare(self, stanza: Element, sender: JID, to: JID, session: Session | None) -> None:
         tag = stanza.tag

@@ -16,6 +16,7 @@ from roost.core.im.subscription import Subscription, SubState
 from roost.core.jid import JID
 from roost.core.xml.element import Element
 from roost.server.api import IqRequest, OnlyTo, Refused, ServiceKey, Verdict
+from roost.server.session import Session
 from roost.storage.api import RosterItem
 
 if TYPE_CHECKING:
@@ -25,11 +26,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ADMIN",
+    "ARCHIVE",
     "PRESENCE",
     "PRIVACY_LISTS",
     "ROSTERS",
     "AdminError",
     "AdminService",
+    "ArchiveService",
     "OnlyTo",
     "PresenceService",
     "PrivacyListsService",
@@ -187,6 +190,26 @@ class AdminService(Protocol):
     async def delete_user(self, user: JID) -> int: ...
 
 
+class ArchiveService(Protocol):
+    """The message archive (XEP-0313), for modules that acknowledge messages (XEP-0198)."""
+
+    async def flushed(self) -> None:
+        """Return once every message archived before the call is on disk; raises if its
+        write failed. Archiving happens as a message is routed (sent by a local session,
+        delivered to one, or stored offline), so after routing a client's message,
+        ``await flushed()`` before acknowledging it makes the acknowledgement durable."""
+        ...
+
+    def archived(self, user: JID, stanza: Element) -> str | None:
+        """The id ``user``'s archive gave this (delivered) message, from its stanza-id."""
+        ...
+
+    def queried(self, session: Session) -> bool:
+        """Whether ``session`` has queried the archive since it was bound (XEP-0198: what
+        the archive holds counts as delivered to such a client)."""
+        ...
+
+
 def own_session(req: IqRequest) -> tuple[JID, str]:
     """The user and resource behind a request about one's own data (local sessions only);
     anyone else is ``forbidden`` (as for rosters, RFC 6121 §2.1.5)."""
@@ -200,3 +223,4 @@ PRESENCE: Final = ServiceKey[PresenceService]("presence")
 PRIVACY_LISTS: Final = ServiceKey[PrivacyListsService]("privacy_lists")
 #: provided by the server itself, not a module
 ADMIN: Final = ServiceKey[AdminService]("admin")
+ARCHIVE: Final = ServiceKey[ArchiveService]("archive")

@@ -16,6 +16,12 @@ __all__ = [
     "Account",
     "AccountExists",
     "AccountStore",
+    "ArchiveIdNotFound",
+    "ArchivePage",
+    "ArchivePrefs",
+    "ArchiveQuery",
+    "ArchiveStore",
+    "ArchivedMessage",
     "HostDataStore",
     "KeyValueStore",
     "NoSuchAccount",
@@ -28,6 +34,8 @@ __all__ = [
     "StorageError",
     "StoreSchema",
     "StoredCredentials",
+    "archive_id",
+    "archive_seq",
     "check_credentials",
 ]
 
@@ -165,6 +173,11 @@ class NoSuchAccount(StorageError):
     """An update addressed a (username, domain) that has no account."""
 
 
+class ArchiveIdNotFound(StorageError):
+    """An archive query named an id that is not in the user's archive (XEP-0313 §4.1.3,
+    §4.3.2: the query fails with item-not-found)."""
+
+
 class AccountStore(Protocol):
     """Accounts and their SCRAM credentials. Every write is committed before it returns."""
 
@@ -287,7 +300,141 @@ class HostDataStore(Protocol):
         ...
 
 
-class Storage(AccountStore, RosterStore, OfflineStore, KeyValueStore, HostDataStore, Protocol):
+def archive_id(seq: int) -> str:
+    """The archive UID clients see for ``seq`` (XEP-0359 stanza-id, XEP-0313 result id)."""
+    return format(seq, "x")
+
+
+def archive_seq(archive_id: str) -> int | None:
+    """The ``seq`` an archive UID names, or None if it names none (not made by
+    ``archive_id``)."""
+    if not 0 < len(archive_id) <= 16 or archive_id.lstrip("0123456789abcdef"):
+        return None
+    seq = int(archive_id, 16)
+    return seq if seq > 0 and format(seq, "x") == archive_id else None
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedMessage:
+    """One message in a user's archive (XEP-0313).
+
+    ``seq`` orders the archive: microseconds since the epoch when it was archived, made
+    unique (and increasing) by the writer; it is also the message's time and, written in
+    hex, its id (``archive_id``). ``peer`` is the other party's bare JID and ``resource``
+    its resource (``None`` without one).
+    """
+
+    username: str
+    domain: str
+    seq: int
+    peer: str
+    resource: str | None
+    outgoing: bool
+    stanza: str  # serialized XML, as delivered
+
+    def __post_init__(self) -> None:
+        if self.seq <= 0:
+            raise ValueError(f"archive seq must be > 0, got {self.seq}")
+
+    @property
+    def id(self) -> str:
+        return archive_id(self.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveQuery:
+    """What a XEP-0313 query selects, and which page of it (XEP-0059).
+
+    Filters (they change the result set and its count): ``peer`` (bare JID) and, with it,
+    ``resource``; ``start``/``end`` as inclusive ``seq`` bounds; ``after_id``/``before_id``
+    exclusive bounds by archive id; ``ids`` exactly these messages. Paging (RSM): ``after``
+    or ``before`` an id, ``before=""`` for the last page; ``limit`` items at most.
+    """
+
+    peer: str | None = None
+    resource: str | None = None
+    start: int | None = None
+    end: int | None = None
+    after_id: str | None = None
+    before_id: str | None = None
+    ids: tuple[str, ...] | None = None
+    after: str | None = None
+    before: str | None = None
+    limit: int = 50
+
+    def __post_init__(self) -> None:
+        if self.limit < 0:
+            raise ValueError(f"archive page limit must be >= 0, got {self.limit}")
+        if self.resource is not None and self.peer is None:
+            raise ValueError("a resource filter needs a peer")
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivePage:
+    """One page of a query, in archive (chronological) order. ``count``: messages the
+    filters select; ``index``: how many of them come before ``messages[0]``; ``complete``:
+    the page reaches the end of the result set in the direction of paging (the start of
+    it when paging backwards, XEP-0313 §4.3)."""
+
+    messages: tuple[ArchivedMessage, ...]
+    count: int
+    index: int
+    complete: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivePrefs:
+    """XEP-0441 archiving preferences: ``default`` is always, never or roster."""
+
+    default: str
+    always: tuple[str, ...] = ()
+    never: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.default not in ("always", "never", "roster"):
+            raise ValueError(f"invalid archiving default {self.default!r}")
+
+
+class ArchiveStore(Protocol):
+    """Per-user message archives (XEP-0313) and archiving preferences. An archive goes with
+    its account."""
+
+    async def archive_messages(self, messages: Iterable[ArchivedMessage]) -> int:
+        """Append messages (any users) in one transaction, committed before returning; one
+        for an account that does not exist (deleted meanwhile) is skipped. Returns how many
+        were stored."""
+        ...
+
+    async def query_archive(self, username: str, domain: str, query: ArchiveQuery) -> ArchivePage:
+        """One page of the user's archive in one consistent read. Raises
+        ``ArchiveIdNotFound`` for an id (``after_id``, ``before_id``, ``ids``, ``after``,
+        ``before``) that is not in it."""
+        ...
+
+    async def expire_archive(self, before_seq: int) -> int:
+        """Delete every archived message with ``seq < before_seq``; how many went."""
+        ...
+
+    async def trim_archives(self, max_items: int) -> int:
+        """Delete each user's oldest messages beyond ``max_items``; how many went."""
+        ...
+
+    async def last_archive_seq(self) -> int:
+        """The highest ``seq`` stored (0 for none): ids made after a restart follow it."""
+        ...
+
+    async def get_archive_prefs(self, domain: str) -> dict[str, ArchivePrefs]:
+        """Every user of ``domain`` who set preferences: username -> preferences."""
+        ...
+
+    async def set_archive_prefs(self, username: str, domain: str, prefs: ArchivePrefs) -> None:
+        """Store a user's preferences; raise ``NoSuchAccount`` if the account is absent."""
+        ...
+
+
+class Storage(
+    AccountStore, RosterStore, OfflineStore, KeyValueStore, HostDataStore, ArchiveStore, Protocol
+):
     """Everything a server needs from its database, with an explicit lifetime."""
 
     async def open(self) -> None:

@@ -19,6 +19,7 @@ def default_modules() -> list[Module]:
     from roost.server.modules.disco import DiscoModule
     from roost.server.modules.last import LastActivityModule
     from roost.server.modules.legacy_auth import LegacyAuthModule
+    from roost.server.modules.mam import MamModule
     from roost.server.modules.message import MessageModule
     from roost.server.modules.offline import OfflineModule
     from roost.server.modules.ping import PingModule
@@ -50,6 +51,7 @@ def default_modules() -> list[Module]:
         CsiModule(),
         PushModule(),
         OfflineModule(),
+        MamModule(),
         VersionModule(),
         TimeModule(),
         LastActivityModule(),

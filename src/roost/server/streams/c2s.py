@@ -52,9 +52,10 @@ from roost.server import delivery, events, stats
 from roost.server.api import Registry
 from roost.server.bus import EventBus
 from roost.server.router import Router
+from roost.server.services import ArchiveService
 from roost.server.session import Session
 from roost.server.sessions import SessionManager
-from roost.server.sm import SM, StreamManager, parse_h
+from roost.server.sm import SM, StreamManagement, StreamManager, parse_h
 from roost.server.streams.base import StreamDriver
 from roost.transport.tls import channel_bindings
 
@@ -121,6 +122,8 @@ class C2SHost(Protocol):
 
     def end_session(self, session: Session, error: StreamError | None = None) -> None: ...
 
+    def archive(self) -> ArchiveService | None: ...
+
     def auth_failed(self, ip: str) -> None: ...
 
     def auth_blocked(self, ip: str) -> bool: ...
@@ -130,6 +133,7 @@ class C2SConnection(StreamDriver):
     """A client connection: transport, stream state, and the session once bound."""
 
     __slots__ = (
+        "_ack_timer",
         "_backlog",
         "_held",
         "asleep",
@@ -151,6 +155,8 @@ class C2SConnection(StreamDriver):
         self.registered_here = False
         self.preauth_timer: asyncio.TimerHandle | None = None
         self._held: asyncio.Task[object] | None = None
+        #: XEP-0198: an <r/> is due a little after the first unacknowledged stanza
+        self._ack_timer: asyncio.TimerHandle | None = None
         #: stanzas waiting behind a held one; created on first use (most sessions never hold)
         self._backlog: collections.deque[Element] | None = None
         #: the stream's XML parser is hibernating (``awake`` does not hold us)
@@ -213,6 +219,9 @@ class C2SConnection(StreamDriver):
         if self.preauth_timer is not None:
             self.preauth_timer.cancel()
         self.host.connection_closed(self)
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
         if self.stream.state is not State.CLOSED:
             self.stream.close(None)
         self._unbind(None)
@@ -484,8 +493,29 @@ class C2SConnection(StreamDriver):
                 StreamError(_SC.POLICY_VIOLATION, "too many unacknowledged stanzas"),
             )
         elif not sm.requested:
-            sm.requested = True  # one <r/> after each batch, until it is answered (§4)
-            self.stream.send_raw(_REQUEST)
+            self._ask_soon(sm, manager)
+
+    def _ask_soon(self, sm: StreamManagement, manager: StreamManager) -> None:
+        """§4: one <r/> at a time: soon after the first stanza that waits for an ack, at
+        once when many do."""
+        if len(sm.unacked) >= manager.config.ack_every:
+            self._request_ack()
+        elif self._ack_timer is None:
+            self._ack_timer = self._loop.call_later(manager.config.ack_delay, self._request_ack)
+
+    def _request_ack(self) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        session = self.session
+        sm = session.sm if session is not None else None
+        if sm is None or sm.requested or not sm.unacked or self._closing:
+            return
+        sm.requested = True
+        self.stream.send_raw(_REQUEST)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
 
     def _sm(self, el: Element) -> None:
         session, manager = self.session, self.host.stream_manager
@@ -507,7 +537,11 @@ class C2SConnection(StreamDriver):
         elif sm is None:
             return  # acks before enabling mean nothing
         elif el.tag == "r":
-            self.stream.send_raw(f"<a xmlns='{SM}' h='{sm.h_in}'/>".encode())
+            archive = self.host.archive()
+            if archive is None and self._held is None:
+                self.stream.send_raw(f"<a xmlns='{SM}' h='{sm.h_in}'/>".encode())
+            else:
+                self.host.spawn(self._durable_ack(sm.h_in, archive))
         elif el.tag == "a":
             h = parse_h(el.get("h"))
             if h is None:
@@ -516,8 +550,23 @@ class C2SConnection(StreamDriver):
                 raise _count_too_high(h, sm.sent)
             sm.ack(h)
             if sm.unacked:  # what went out after our <r/> still waits for its ack
-                sm.requested = True
-                self.stream.send_raw(_REQUEST)
+                self._ask_soon(sm, manager)
+
+    async def _durable_ack(self, h: int, archive: ArchiveService | None) -> None:
+        """#12: acknowledge ``h`` stanzas only once they are handled (none waits behind a
+        held one) and the messages among them are in the archive on disk, so what a client
+        was told is safe survives a crash (XEP-0198 §4: "handled")."""
+        while self._held is not None and not self._closing:
+            await asyncio.wait({self._held})
+        if archive is not None:
+            try:
+                await archive.flushed()
+            except Exception:
+                log.exception("%r: the archive could not be written; no ack", self)
+                return
+        if not self._closing:
+            self.stream.send_raw(f"<a xmlns='{SM}' h='{h}'/>".encode())
+            self._flush()
 
     async def _resume(self, ev: ResumeRequested) -> None:
         """§5: take up a session whose connection dropped, on this connection."""

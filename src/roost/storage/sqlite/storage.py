@@ -13,12 +13,17 @@ from typing import TYPE_CHECKING
 
 from roost.storage.api import (
     Account,
+    ArchivedMessage,
+    ArchivePage,
+    ArchivePrefs,
+    ArchiveQuery,
     RosterData,
     RosterItem,
     StoredCredentials,
     check_credentials,
 )
 from roost.storage.sqlite import accounts as accounts_sql
+from roost.storage.sqlite import archive as archive_sql
 from roost.storage.sqlite import keyvalue as keyvalue_sql
 from roost.storage.sqlite import offline as offline_sql
 from roost.storage.sqlite import rosters as rosters_sql
@@ -174,6 +179,42 @@ class SQLiteStorage(SQLiteDatabase):
     async def list_host_data(self, host: str, store: str) -> dict[str, str]:
         return await self._call(
             functools.partial(keyvalue_sql.list_host_data, host=host, store=store)
+        )
+
+    # -- message archives (XEP-0313) -------------------------------------------------------
+
+    async def archive_messages(self, messages: Iterable[ArchivedMessage]) -> int:
+        batch = list(messages)
+        if not batch:
+            return 0
+        return await self._call(functools.partial(archive_sql.archive_messages, messages=batch))
+
+    async def query_archive(self, username: str, domain: str, query: ArchiveQuery) -> ArchivePage:
+        return await self._call(
+            functools.partial(
+                archive_sql.query_archive, username=username, domain=domain, query=query
+            )
+        )
+
+    async def expire_archive(self, before_seq: int) -> int:
+        return await self._call(
+            functools.partial(archive_sql.expire_archive, before_seq=before_seq)
+        )
+
+    async def trim_archives(self, max_items: int) -> int:
+        return await self._call(functools.partial(archive_sql.trim_archives, max_items=max_items))
+
+    async def last_archive_seq(self) -> int:
+        return await self._call(archive_sql.last_archive_seq)
+
+    async def get_archive_prefs(self, domain: str) -> dict[str, ArchivePrefs]:
+        return await self._call(functools.partial(archive_sql.get_archive_prefs, domain=domain))
+
+    async def set_archive_prefs(self, username: str, domain: str, prefs: ArchivePrefs) -> None:
+        await self._call(
+            functools.partial(
+                archive_sql.set_archive_prefs, username=username, domain=domain, prefs=prefs
+            )
         )
 
 

@@ -1,0 +1,492 @@
+"""XEP-0313 Message Archive Management: a per-user archive of one-to-one messages, both
+directions, with XEP-0359 stanza ids, XEP-0059 paging and XEP-0441 preferences.
+
+What is archived (XEP-0313 §5.1.1): chat and normal messages with a ``<body/>`` (or a
+XEP-0334 ``<store/>`` hint), not errors, groupchat or headlines, and nothing with a
+``<no-store/>`` or ``<no-permanent-store/>`` hint. A message a local user sends goes into the
+sender's archive before it is routed (``message/outbound``); a message for a local user goes
+into the recipient's archive as it is delivered (``message/deliver``) or stored offline
+(``message/offline``), stamped with ``<stanza-id by='user@domain' id='...'/>``.
+
+Routing never waits for the database. An archived message is queued in memory and a
+writer task commits the queue in one transaction per batch (group commit: whatever queued
+while the previous batch was on its way to disk goes in the next one). A query first waits
+for the queue to be written, so it sees everything archived before it. ``MamService.flushed``
+(service ``ARCHIVE``) is how another module learns a message is durable: every message
+archived before the call is committed (``synchronous = FULL``) when it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from typing import Final
+
+from roost.core import ns
+from roost.core.delay import xep0082_datetime
+from roost.core.errors import StanzaError, StanzaErrorCondition
+from roost.core.jid import JID
+from roost.core.mam import (
+    HINTS,
+    MAM2,
+    MAM2_EXTENDED,
+    MAM_NAMESPACES,
+    SID,
+    Prefs,
+    fin_element,
+    parse_prefs,
+    parse_query,
+    prefs_element,
+    query_form,
+    result_message,
+)
+from roost.core.xml.element import Element
+from roost.core.xml.parser import parse_fragment
+from roost.core.xml.writer import serialize
+from roost.server import events
+from roost.server.api import IqRequest, IqResult, ModuleContext
+from roost.server.config import ArchiveConfig
+from roost.server.delivery import STANZA_NAMESPACES
+from roost.server.services import ARCHIVE, ROSTERS
+from roost.server.session import Session
+from roost.storage.api import (
+    ArchivedMessage,
+    ArchiveIdNotFound,
+    ArchivePrefs,
+    ArchiveQuery,
+    StorageError,
+    archive_id,
+)
+
+__all__ = ["MamModule"]
+
+log = logging.getLogger(__name__)
+
+_C = StanzaErrorCondition
+#: rows per transaction at most (a burst is written in several)
+_MAX_BATCH: Final = 2000
+#: messages waiting for the writer at most (a stuck disk must not take all memory); beyond
+#: it messages are not archived, and ``flushed`` raises for them
+_MAX_QUEUE: Final = 200_000
+#: before the offline module (priority 0) stores the message, so the stored copy has its id
+_PRIORITY: Final = 100
+_DEFAULT_PAGE: Final = 50
+
+
+def _archivable(stanza: Element) -> bool:
+    """XEP-0313 §5.1.1 and XEP-0334 §4: is this message for the user's archive?"""
+    mtype = stanza.attrs.get("type") or "normal"
+    if mtype not in ("chat", "normal"):
+        return False
+    wanted = False
+    for child in stanza.children:
+        if isinstance(child, str):
+            continue
+        if child.ns == HINTS:
+            if child.tag in ("no-store", "no-permanent-store"):
+                return False
+            if child.tag == "store":
+                wanted = True
+        elif child.tag == "body" and child.ns == stanza.ns:
+            wanted = True
+    return wanted
+
+
+def _strip_ids(stanza: Element, by: str) -> None:
+    """XEP-0359 §5: a stanza-id claiming to come from the archive's owner is a forgery."""
+    children = stanza.children
+    if any(
+        not isinstance(c, str) and c.tag == "stanza-id" and c.ns == SID and c.get("by") == by
+        for c in children
+    ):
+        # A new list: copies of the stanza made for other recipients share the old one.
+        stanza.children = [
+            c
+            for c in children
+            if isinstance(c, str)
+            or not (c.tag == "stanza-id" and c.ns == SID and c.get("by") == by)
+        ]
+
+
+class _Dropped:
+    """Messages not archived because the queue was full."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 1
+
+
+class _Pending:
+    """A message whose archiving depends on a roster that was not in memory."""
+
+    __slots__ = ("message", "peer", "user")
+
+    def __init__(self, message: ArchivedMessage, user: JID, peer: str) -> None:
+        self.message = message
+        self.user = user
+        self.peer = peer
+
+
+class MamModule:
+    name = "mam"
+    depends = ("roster",)
+    Options = ArchiveConfig
+    config_section = "archive"
+
+    def setup(self, ctx: ModuleContext) -> None:
+        self.ctx = ctx
+        self.options: ArchiveConfig = ctx.options
+        self.rosters = ctx.service(ROSTERS)
+        self._last_seq = 0
+        #: users' own preferences, all of them in memory (few users set any), once loaded
+        self._prefs: dict[JID, Prefs] = {}
+        self._loaded = False
+        self._default = Prefs(self.options.default_policy)
+        self._queue: list[ArchivedMessage | _Pending | _Dropped] = []
+        self._queued = 0  # messages ever queued
+        self._written = 0  # of those, how many the writer is done with
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._wake_scheduled = False
+        #: sessions that queried the archive (XEP-0198 counts what the archive holds as
+        #: delivered to those only)
+        self._queriers: set[Session] = set()
+        self._init = ctx.spawn(self._load())
+        for mam_ns in MAM_NAMESPACES:
+            ctx.iq("account", "set", mam_ns, "query", self.query, advertise=False)
+            ctx.iq("account", "get", mam_ns, "query", self.form, advertise=False)
+            ctx.iq("account", "get", mam_ns, "prefs", self.get_prefs, advertise=False)
+            ctx.iq("account", "set", mam_ns, "prefs", self.set_prefs, advertise=False)
+            ctx.account_feature(mam_ns)
+        ctx.iq("account", "get", MAM2, "metadata", self.metadata, advertise=False)
+        ctx.account_feature(MAM2_EXTENDED)
+        ctx.account_feature(SID)  # XEP-0359 §6: the account stamps stanza ids
+        ctx.filter(events.MESSAGE_OUTBOUND, self.outbound, _PRIORITY)
+        ctx.filter(events.MESSAGE_DELIVER, self.delivering, _PRIORITY)
+        ctx.filter(events.MESSAGE_OFFLINE, self.offline, _PRIORITY)
+        ctx.observe(events.SESSION_CLOSED, self._session_closed)
+        ctx.provide(ARCHIVE, self)
+        if self.options.expire_after or self.options.max_items:
+            ctx.every(self.options.cleanup_interval, lambda: ctx.spawn(self.cleanup()))
+
+    async def _load(self) -> None:
+        storage = self.ctx.storage
+        self._last_seq = max(self._last_seq, await storage.last_archive_seq())
+        for domain in self.ctx.domains:
+            for username, prefs in (await storage.get_archive_prefs(domain)).items():
+                self._prefs.setdefault(
+                    JID.make(username, domain), Prefs(prefs.default, prefs.always, prefs.never)
+                )
+        self._loaded = True
+
+    def _session_closed(self, session: Session, error: object) -> None:
+        self._queriers.discard(session)
+        user = session.bare
+        if user in self._prefs and not self.ctx.sessions.resources(user):
+            # The account may be gone (XEP-0077 removal ends its sessions): its stored
+            # preferences went with it, so must the copy here.
+            self.ctx.spawn(self._forget_if_deleted(user))
+
+    async def _forget_if_deleted(self, user: JID) -> None:
+        assert user.local is not None
+        if not await self.ctx.accounts.exists(user.local, user.domain):
+            self._prefs.pop(user, None)
+
+    # -- the service other modules use (``ARCHIVE``) -----------------------------------------
+
+    async def flushed(self) -> None:
+        """Return once every message routed before the call is in the archives it goes
+        to, committed to disk (or its write failed: then that error is raised)."""
+        # Messages still waiting in the router (for privacy rules) are archived as they
+        # are delivered: wait for them to get here first.
+        await self.ctx.routed()
+        target = self._queued
+        if self._written >= target:
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, future))
+        await future
+
+    def queried(self, session: Session) -> bool:
+        """Whether this session has queried the archive since it was bound (a client that
+        uses MAM finds there what it missed)."""
+        return session in self._queriers
+
+    def archived(self, user: JID, stanza: Element) -> str | None:
+        """The id the user's archive gave this message, if it has one (its stanza-id)."""
+        by = str(user.bare)
+        for child in stanza.elements():
+            if child.tag == "stanza-id" and child.ns == SID and child.get("by") == by:
+                return child.get("id")
+        return None
+
+    # -- what goes in --------------------------------------------------------------------
+
+    def _policy(self, user: JID, peer: str) -> bool | None:
+        """The user's preferences for ``peer`` (a bare JID); None: it depends on a roster
+        not in memory (or the preferences are still loading)."""
+        if not self._loaded:
+            return None
+        prefs = self._prefs.get(user, self._default)
+        if peer in prefs.never:
+            return False
+        if peer in prefs.always or prefs.default == "always":
+            return True
+        if prefs.default == "never":
+            return False
+        roster = self.rosters.cached(user)
+        return None if roster is None else peer in roster.items
+
+    def _next_seq(self) -> int:
+        # Microseconds since the epoch, strictly increasing: order, time and id in one.
+        seq = max(time.time_ns() // 1000, self._last_seq + 1)
+        self._last_seq = seq
+        return seq
+
+    def _archive(
+        self, stanza: Element, user: JID, peer: JID, *, outgoing: bool, stamp: bool
+    ) -> None:
+        if not self.ctx.is_local_user(user):
+            return
+        peer_bare = str(peer.bare)
+        decision = self._policy(user, peer_bare)
+        if decision is False:
+            return
+        if len(self._queue) >= _MAX_QUEUE:
+            self._queued += 1
+            last = self._queue[-1]
+            if isinstance(last, _Dropped):
+                last.count += 1
+            else:
+                log.error("the archive writer is %d messages behind: not archiving", _MAX_QUEUE)
+                self._queue.append(_Dropped())
+            return
+        seq = self._next_seq()
+        stanza_id = archive_id(seq)
+        if stamp and decision:
+            stanza.children = [
+                *stanza.children,
+                Element("stanza-id", SID, {"by": str(user), "id": stanza_id}),
+            ]
+        default = stanza.ns if stanza.ns in STANZA_NAMESPACES else ns.CLIENT
+        assert user.local is not None
+        message = ArchivedMessage(
+            username=user.local,
+            domain=user.domain,
+            seq=seq,
+            peer=peer_bare,
+            resource=peer.resource,
+            outgoing=outgoing,
+            stanza=serialize(stanza, default),
+        )
+        self._queue.append(message if decision else _Pending(message, user, peer_bare))
+        self._queued += 1
+        if not self._wake_scheduled and self._writer is None:
+            # Started from a callback, not here: a stream driver that holds its peer's next
+            # stanzas behind the tasks this one spawned must not wait for the disk.
+            self._wake_scheduled = True
+            asyncio.get_running_loop().call_soon(self._wake)
+
+    def outbound(self, stanza: Element, session: Session, to: JID) -> bool:
+        user = session.bare
+        _strip_ids(stanza, str(user))
+        if to.bare != user and _archivable(stanza):
+            # A message to oneself is archived once, when it is delivered.
+            self._archive(stanza, user, to, outgoing=True, stamp=False)
+        return False
+
+    def delivering(self, stanza: Element, sender: JID, to: JID, sessions: object) -> bool:
+        user = to.bare
+        _strip_ids(stanza, str(user))
+        if _archivable(stanza):
+            self._archive(stanza, user, sender, outgoing=False, stamp=True)
+        return False
+
+    def offline(self, stanza: Element, sender: JID, to: JID) -> bool:
+        return self.delivering(stanza, sender, to, ())
+
+    # -- the writer ------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        self._wake_scheduled = False
+        if self._writer is None and self._queue:
+            self._writer = self.ctx.spawn(self._write_all())
+
+    async def _write_all(self) -> None:
+        try:
+            while self._queue:
+                if len(self._queue) < _MAX_BATCH and self.options.batch_delay:
+                    # Let a burst gather: one transaction (and one trip to the storage
+                    # thread) for many messages costs far less CPU than one each.
+                    await asyncio.sleep(self.options.batch_delay)
+                batch = self._queue[:_MAX_BATCH]
+                del self._queue[:_MAX_BATCH]
+                await self._write(batch)
+        except asyncio.CancelledError:
+            # Shutdown: the batch in flight completes in the storage worker; what is still
+            # queued is written after it, before storage closes.
+            rest, self._queue = self._queue, []
+            if rest:
+                await asyncio.shield(self._write(rest))
+            raise
+        finally:
+            self._writer = None
+
+    async def _write(self, batch: list[ArchivedMessage | _Pending | _Dropped]) -> None:
+        error: BaseException | None = None
+        try:
+            if not self._loaded:
+                await self._init
+            rows = [m for m in batch if isinstance(m, ArchivedMessage)]
+            for item in batch:
+                if isinstance(item, _Pending) and await self._decide(item.user, item.peer):
+                    rows.append(item.message)
+            rows.sort(key=lambda m: m.seq)
+            await self.ctx.storage.archive_messages(rows)
+        except Exception as exc:
+            log.exception("archiving %d messages failed", len(batch))
+            error = exc
+        dropped = sum(item.count for item in batch if isinstance(item, _Dropped))
+        if dropped and error is None:
+            error = StorageError(f"{dropped} messages were not archived: the queue was full")
+        self._written += len(batch) - sum(isinstance(item, _Dropped) for item in batch) + dropped
+        keep: list[tuple[int, asyncio.Future[None]]] = []
+        for target, future in self._waiters:
+            if target > self._written:
+                keep.append((target, future))
+            elif not future.done():
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(error)
+        self._waiters = keep
+
+    async def _decide(self, user: JID, peer: str) -> bool:
+        decision = self._policy(user, peer)
+        if decision is not None:
+            return decision
+        roster = await self.rosters.get(user)
+        return peer in roster.items
+
+    # -- retention -----------------------------------------------------------------------
+
+    async def cleanup(self) -> int:
+        """Delete what ``expire_after`` and ``max_items`` no longer keep; how many went."""
+        await self.flushed()
+        storage = self.ctx.storage
+        deleted = 0
+        if self.options.expire_after:
+            cutoff = int((time.time() - self.options.expire_after) * 1_000_000)
+            deleted += await storage.expire_archive(cutoff)
+        if self.options.max_items:
+            deleted += await storage.trim_archives(self.options.max_items)
+        if deleted:
+            log.info("archive clean-up deleted %d messages", deleted)
+        return deleted
+
+    # -- queries (XEP-0313 §4) -----------------------------------------------------------
+
+    @staticmethod
+    def _own(req: IqRequest) -> JID:
+        # XEP-0313 §9.1: only the user reads the user's archive.
+        if req.sender.bare != req.to:
+            raise StanzaError(_C.FORBIDDEN)
+        return req.to
+
+    def form(self, req: IqRequest) -> IqResult:
+        self._own(req)
+        return query_form(req.payload.ns)
+
+    async def query(self, req: IqRequest) -> IqResult:
+        user = self._own(req)
+        assert user.local is not None
+        mam_ns = req.payload.ns
+        q = parse_query(req.payload)
+        limit = _DEFAULT_PAGE if q.max is None else q.max
+        limit = min(limit, self.options.max_page)
+        with_ = q.with_
+        query = ArchiveQuery(
+            peer=None if with_ is None else str(with_.bare),
+            resource=None if with_ is None else with_.resource,
+            # Whole milliseconds, as the delay stamps give them: an 'end' copied from a
+            # stamp still includes that message.
+            start=None if q.start is None else math.floor(q.start * 1000) * 1000,
+            end=None if q.end is None else math.floor(q.end * 1000) * 1000 + 999,
+            after_id=q.after_id,
+            before_id=q.before_id,
+            ids=q.ids,
+            after=q.after,
+            before=q.before,
+            limit=limit,
+        )
+        await self.flushed()  # see what was archived before the query
+        try:
+            page = await self.ctx.storage.query_archive(user.local, user.domain, query)
+        except ArchiveIdNotFound as exc:
+            raise StanzaError(_C.ITEM_NOT_FOUND, f"no message {exc} in the archive") from None
+        session = req.session
+        if session is not None:
+            self._queriers.add(session)
+        messages = reversed(page.messages) if q.flip else page.messages
+        for m in messages:
+            try:
+                original = parse_fragment(m.stanza)
+            except ValueError:
+                log.warning("unreadable archived message %s of %s", m.id, user)
+                continue
+            result = result_message(
+                mam_ns,
+                str(req.sender),
+                str(user),
+                self.ctx.new_id(),
+                q.queryid,
+                m.id,
+                xep0082_datetime(m.seq / 1_000_000),
+                original,
+            )
+            if session is not None:
+                self.ctx.deliver(session, result)
+            else:
+                self.ctx.deliver_to(req.sender, result)
+        first = page.messages[0].id if page.messages else None
+        last = page.messages[-1].id if page.messages else None
+        return fin_element(mam_ns, first, last, page.index, page.count, complete=page.complete)
+
+    async def metadata(self, req: IqRequest) -> IqResult:
+        """XEP-0313 §5: the first and last message of the archive."""
+        user = self._own(req)
+        assert user.local is not None
+        await self.flushed()
+        el = Element("metadata", MAM2)
+        storage = self.ctx.storage
+        oldest = await storage.query_archive(user.local, user.domain, ArchiveQuery(limit=1))
+        if oldest.messages:
+            newest = await storage.query_archive(
+                user.local, user.domain, ArchiveQuery(before="", limit=1)
+            )
+            for tag, m in (("start", oldest.messages[0]), ("end", newest.messages[0])):
+                el.sub(tag, attrs={"id": m.id, "timestamp": xep0082_datetime(m.seq / 1e6)})
+        return el
+
+    # -- preferences (XEP-0441) ----------------------------------------------------------
+
+    async def get_prefs(self, req: IqRequest) -> IqResult:
+        user = self._own(req)
+        if not self._loaded:
+            await self._init
+        return prefs_element(req.payload.ns, self._prefs.get(user, self._default))
+
+    async def set_prefs(self, req: IqRequest) -> IqResult:
+        user = self._own(req)
+        assert user.local is not None
+        prefs = parse_prefs(req.payload)
+        if not self._loaded:
+            await self._init
+        await self.ctx.storage.set_archive_prefs(
+            user.local, user.domain, ArchivePrefs(prefs.default, prefs.always, prefs.never)
+        )
+        self._prefs[user] = prefs
+        return prefs_element(req.payload.ns, prefs)

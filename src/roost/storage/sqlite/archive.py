@@ -1,0 +1,206 @@
+"""Message archives (XEP-0313) and archiving preferences: functions of the connection.
+
+The tables are migration 4 (``migrations.py``). ``seq`` is the rowid: the archive's order,
+time and id in one integer, so expiry is a range delete on the primary key and every index
+ends in it for free.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from roost.storage.api import (
+    ArchivedMessage,
+    ArchiveIdNotFound,
+    ArchivePage,
+    ArchivePrefs,
+    ArchiveQuery,
+    archive_seq,
+)
+from roost.storage.sqlite.accounts import require_account
+from roost.storage.sqlite.db import _transaction
+
+__all__ = [
+    "archive_messages",
+    "expire_archive",
+    "get_archive_prefs",
+    "last_archive_seq",
+    "query_archive",
+    "set_archive_prefs",
+    "trim_archives",
+]
+
+_COLUMNS = "username, domain, seq, peer, resource, outgoing, stanza"
+
+
+def _row(m: ArchivedMessage) -> tuple[object, ...]:
+    return (
+        m.username, m.domain, m.seq, m.peer, m.resource, int(m.outgoing), m.stanza,
+        m.username, m.domain,
+    )
+
+
+def _message(row: Sequence[Any]) -> ArchivedMessage:
+    return ArchivedMessage(
+        username=str(row[0]),
+        domain=str(row[1]),
+        seq=int(row[2]),
+        peer=str(row[3]),
+        resource=None if row[4] is None else str(row[4]),
+        outgoing=bool(row[5]),
+        stanza=str(row[6]),
+    )
+
+
+def archive_messages(conn: sqlite3.Connection, messages: list[ArchivedMessage]) -> int:
+    # One transaction for the whole batch: one fsync however many messages it holds. The
+    # EXISTS skips a message for an account deleted since it was queued (the foreign key
+    # would otherwise fail the batch).
+    with _transaction(conn):
+        before = conn.total_changes
+        conn.executemany(
+            f"INSERT INTO archive_messages ({_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?"
+            " WHERE EXISTS (SELECT 1 FROM accounts WHERE username = ? AND domain = ?)",
+            [_row(m) for m in messages],
+        )
+        return conn.total_changes - before
+
+
+def _seq_of(conn: sqlite3.Connection, user: tuple[str, str], id_: str) -> int:
+    seq = archive_seq(id_)
+    row = None
+    if seq is not None:
+        row = conn.execute(
+            "SELECT 1 FROM archive_messages WHERE seq = ? AND username = ? AND domain = ?",
+            (seq, *user),
+        ).fetchone()
+    if seq is None or row is None:
+        raise ArchiveIdNotFound(id_)
+    return seq
+
+
+def query_archive(
+    conn: sqlite3.Connection, username: str, domain: str, query: ArchiveQuery
+) -> ArchivePage:
+    user = (username, domain)
+    with _transaction(conn, write=False):
+        where = ["username = ?", "domain = ?"]
+        args: list[object] = [username, domain]
+        if query.peer is not None:
+            where.append("peer = ?")
+            args.append(query.peer)
+            if query.resource is not None:
+                where.append("resource = ?")
+                args.append(query.resource)
+        if query.start is not None:
+            where.append("seq >= ?")
+            args.append(query.start)
+        if query.end is not None:
+            where.append("seq <= ?")
+            args.append(query.end)
+        if query.after_id is not None:
+            where.append("seq > ?")
+            args.append(_seq_of(conn, user, query.after_id))
+        if query.before_id is not None:
+            where.append("seq < ?")
+            args.append(_seq_of(conn, user, query.before_id))
+        if query.ids is not None:
+            seqs = [_seq_of(conn, user, i) for i in query.ids]
+            where.append(f"seq IN ({', '.join('?' * len(seqs))})" if seqs else "0")
+            args.extend(seqs)
+        cond = " AND ".join(where)
+        count = int(
+            conn.execute(f"SELECT COUNT(*) FROM archive_messages WHERE {cond}", args).fetchone()[0]
+        )
+        backwards = query.before is not None
+        page_cond, page_args = cond, list(args)
+        if query.after is not None:
+            page_cond += " AND seq > ?"
+            page_args.append(_seq_of(conn, user, query.after))
+        if query.before:
+            page_cond += " AND seq < ?"
+            page_args.append(_seq_of(conn, user, query.before))
+        order = "DESC" if backwards else "ASC"
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM archive_messages WHERE {page_cond}"
+            f" ORDER BY seq {order} LIMIT ?",
+            [*page_args, query.limit + 1],
+        ).fetchall()
+        complete = len(rows) <= query.limit
+        rows = rows[: query.limit]
+        if backwards:
+            rows.reverse()
+        messages = tuple(_message(r) for r in rows)
+        index = 0
+        if messages:
+            index = int(
+                conn.execute(
+                    f"SELECT COUNT(*) FROM archive_messages WHERE {cond} AND seq < ?",
+                    [*args, messages[0].seq],
+                ).fetchone()[0]
+            )
+        elif query.limit == 0:
+            complete = count == 0
+    return ArchivePage(messages, count, index, complete)
+
+
+def expire_archive(conn: sqlite3.Connection, before_seq: int) -> int:
+    # A range on the rowid: no index scan, whatever the number of users.
+    return conn.execute("DELETE FROM archive_messages WHERE seq < ?", (before_seq,)).rowcount
+
+
+def trim_archives(conn: sqlite3.Connection, max_items: int) -> int:
+    deleted = 0
+    with _transaction(conn):
+        over = conn.execute(
+            "SELECT username, domain FROM archive_messages GROUP BY username, domain"
+            " HAVING COUNT(*) > ?",
+            (max_items,),
+        ).fetchall()
+        for username, domain in over:
+            # The seq of the newest message to drop: everything up to it goes.
+            cutoff = conn.execute(
+                "SELECT seq FROM archive_messages WHERE username = ? AND domain = ?"
+                " ORDER BY seq DESC LIMIT 1 OFFSET ?",
+                (username, domain, max_items),
+            ).fetchone()[0]
+            deleted += conn.execute(
+                "DELETE FROM archive_messages WHERE username = ? AND domain = ? AND seq <= ?",
+                (username, domain, cutoff),
+            ).rowcount
+    return deleted
+
+
+def last_archive_seq(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT MAX(seq) FROM archive_messages").fetchone()
+    return 0 if row[0] is None else int(row[0])
+
+
+def get_archive_prefs(conn: sqlite3.Connection, domain: str) -> dict[str, ArchivePrefs]:
+    prefs: dict[str, ArchivePrefs] = {}
+    for username, raw in conn.execute(
+        "SELECT username, prefs FROM archive_prefs WHERE domain = ?", (domain,)
+    ):
+        data = json.loads(raw)
+        prefs[str(username)] = ArchivePrefs(
+            str(data["default"]), tuple(data["always"]), tuple(data["never"])
+        )
+    return prefs
+
+
+def set_archive_prefs(
+    conn: sqlite3.Connection, username: str, domain: str, prefs: ArchivePrefs
+) -> None:
+    value = json.dumps(
+        {"default": prefs.default, "always": list(prefs.always), "never": list(prefs.never)}
+    )
+    with _transaction(conn):
+        require_account(conn, username, domain)
+        conn.execute(
+            "INSERT INTO archive_prefs (username, domain, prefs) VALUES (?, ?, ?)"
+            " ON CONFLICT (username, domain) DO UPDATE SET prefs = excluded.prefs",
+            (username, domain, value),
+        )
