@@ -319,3 +319,30 @@ async def test_features_follow_the_configuration(tmp_path: Path) -> None:
         assert await c.stream_error() == "unsupported-stanza-type"
     finally:
         await srv.stop()
+
+
+async def test_a_client_that_uses_the_archive_is_not_sent_its_archived_messages_again(
+    server: Server,
+) -> None:
+    """#12: when a session that queried MAM ends with an archived message unacknowledged,
+    the message is not routed again (the client finds it in the archive)."""
+    laptop = await RawClient.connect(server)
+    await laptop.login("alice", PASSWORDS["alice"], "laptop")
+    await laptop.send("<presence/>")
+    await laptop.expect(lambda e: e.tag == "presence" and e.get("from") == laptop.jid)
+    phone, _ = await _sm_client(server)
+    await phone.send(
+        "<iq type='set' id='q1'><query xmlns='urn:xmpp:mam:2'>"
+        "<set xmlns='http://jabber.org/protocol/rsm'><max>0</max></set></query></iq>"
+    )
+    await phone.expect(lambda e: e.tag == "iq" and e.get("id") == "q1")
+    bob = await RawClient.connect(server)
+    await bob.login("bob", PASSWORDS["bob"], "b")
+    await bob.send(_chat("alice@localhost/phone", "archived"))
+    assert await _messages(phone, 1) == ["archived"]
+    await phone.close()
+    await bob.send(_chat("alice@localhost/laptop", "barrier"))
+    got = await laptop.expect(lambda e: e.tag == "message")
+    assert got.get("id") == "barrier"  # nothing came before it
+    await laptop.close()
+    await bob.close()

@@ -147,6 +147,7 @@ class Server:
                 self.bus,
                 self.storage,
                 self.spawn,
+                self.archive,
             )
             if config.stream_management.enabled
             else None
@@ -407,10 +408,12 @@ class Server:
     def end_session(self, session: Session, error: StreamError | None = None) -> None:
         """A bound session is over: unbound, announced (``session/closed``), and what it
         never acknowledged (XEP-0198) sent on (``roost.server.sm``)."""
-        if self.sessions.unbind(session.jid, session):
-            self.bus.notify(events.SESSION_CLOSED, session, error)
+        unbound = self.sessions.unbind(session.jid, session)
         if self.stream_manager is not None:
+            # before session/closed: the archive still knows whether this client used it
             self.stream_manager.ended(session)
+        if unbound:
+            self.bus.notify(events.SESSION_CLOSED, session, error)
 
     async def idle(self, timeout: float = 10.0) -> None:
         """Wait until the work the server has spawned (storage writes, subscriptions,

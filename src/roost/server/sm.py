@@ -12,9 +12,11 @@ When a session ends with stanzas the client never acknowledged (it timed out, or
 without resumption): messages are routed again to the account's bare JID (another
 resource, else offline storage, RFC 6121 §8.5.2.1.1) with a XEP-0203 delay; when the
 server is stopping they go to offline storage directly, since the other resources are
-going too. Copies made for this session only (carbons, archive results) are not re-sent;
-iq requests get ``service-unavailable``; presence is dropped (the contact's latest
-presence comes again at the next login). This is Prosody's mod_smacks behaviour.
+going too. A message the archive holds is not routed again when the client has queried
+the archive in that session: it syncs from there, and would get it twice. Copies made for
+this session only (carbons, archive results) are not re-sent; iq requests get
+``service-unavailable``; presence is dropped (the contact's latest presence comes again at
+the next login). This is Prosody's mod_smacks behaviour.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from roost.server.bus import EventBus
     from roost.server.config import StreamManagementConfig
     from roost.server.router import Router
+    from roost.server.services import ArchiveService
     from roost.server.session import Session
     from roost.server.sessions import SessionManager
     from roost.storage.api import Storage
@@ -114,6 +117,7 @@ class StreamManager:
         bus: EventBus,
         storage: Storage,
         spawn: Callable[..., asyncio.Task[object]],
+        archive: Callable[[], ArchiveService | None] = lambda: None,
     ) -> None:
         self.config = config
         self.sessions = sessions
@@ -121,6 +125,7 @@ class StreamManager:
         self.bus = bus
         self.storage = storage
         self.spawn = spawn
+        self.archive = archive
         #: SM-ID -> a session that may be resumed (attached or waiting)
         self.resumable: dict[str, Session] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -221,6 +226,13 @@ class StreamManager:
             return  # presence, and what makes no sense later (RFC 6121 §8.5.2.1.1)
         if any(child.ns in _COPIES for child in stanza.elements()):
             return
+        archive = self.archive()
+        if (
+            archive is not None
+            and archive.queried(session)
+            and archive.archived(session.bare, stanza) is not None
+        ):
+            return  # #12: a client that uses MAM finds it in the archive; not sent twice
         try:
             sender = JID.parse(stanza.attrs.get("from") or session.bare.domain)
         except InvalidJID:
