@@ -142,8 +142,8 @@ class StreamManagementConfig:
     max_unacked: int = _opt(1000, lo=1)
     # ask for an ack (<r/>) once this many stanzas wait for one, or this many seconds
     # after the first of them
-    ack_every: int = _opt(10, lo=1)
-    ack_delay: float = _opt(1.0, lo=0.01)
+    ack_every: int = _opt(20, lo=1)
+    ack_delay: float = _opt(2.0, lo=0.01)
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,9 +107,13 @@ class CarbonsModule:
     def received(self, stanza: Element, sender: JID, to: JID, sessions: Sequence[Session]) -> bool:
         """§7: to the account's enabled resources that did not get the original (nor
         the one that sent it, when the account writes to itself, §8)."""
-        if not self.enabled or not eligible(stanza, sent=False):
-            return False
         account = to.bare
+        if (
+            not self.enabled
+            or len(self.ctx.sessions.resources(account)) <= len(sessions)
+            or not eligible(stanza, sent=False)
+        ):
+            return False  # (every resource got the original: nobody to copy to)
         skip = list(sessions)
         if sender.bare == account:
             own = self.ctx.sessions.get(sender)
@@ -121,7 +125,12 @@ class CarbonsModule:
     def sent(self, stanza: Element, session: Session, to: JID) -> bool:
         """§8: to the sender's other enabled resources; to itself the account gets the
         received copies instead."""
-        if not self.enabled or to.bare == session.bare or not eligible(stanza, sent=True):
+        if (
+            not self.enabled
+            or len(self.ctx.sessions.resources(session.bare)) < 2
+            or to.bare == session.bare
+            or not eligible(stanza, sent=True)
+        ):
             return False
         self._copy(stanza, "sent", session.bare, self._others(session.bare, (session,)))
         return False
