@@ -171,3 +171,35 @@ async def test_the_account_advertises_push(server: Server) -> None:
     got = await c.expect(lambda e: e.tag == "iq" and e.get("id") == "i1")
     assert f"<feature var='{PUSH}'/>" in serialize(got)
     await c.close()
+
+
+async def test_the_count_is_of_messages_since_a_client_was_last_online(server: Server) -> None:
+    """XEP-0357 §6 summary: message-count counts what the account missed."""
+    app = await _app_server(server)
+    await _enable(server)
+    bob = await _bob_writes(server, "one")
+    counts = []
+    for text in ("two", None):
+        iq = await _publish(app)
+        await app.send(
+            f"<iq type='result' id='{iq.get('id')}' from='{SERVICE}' to='alice@localhost'/>"
+        )
+        counts.append(serialize(iq).split("message-count'><value>")[1].split("<")[0])
+        if text:
+            await bob.send(
+                f"<message to='alice@localhost' type='chat'><body>{text}</body></message>"
+            )
+    assert counts == ["1", "2"]
+    alice = await RawClient.connect(server)
+    await alice.login("alice", PASSWORDS["alice"], "phone")
+    await alice.send("<presence/>")  # online again: she sees what she missed
+    await alice.expect(lambda e: e.tag == "message")
+    await alice.close()
+    deadline = asyncio.get_running_loop().time() + 10
+    while server.sessions.resources(JID.parse("alice@localhost")):
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    await bob.send("<message to='alice@localhost' type='chat'><body>three</body></message>")
+    iq = await _publish(app)
+    assert "message-count'><value>1<" in serialize(iq)
+    await bob.close()

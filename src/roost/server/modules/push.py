@@ -6,8 +6,8 @@ registrations are stored, so they outlive sessions and restarts. When a message 
 body reaches the account while it has no connected client (its sessions wait for a
 XEP-0198 resumption, or there are none and the message goes to offline storage), the
 server publishes a ``<notification/>`` to every registered service (§7) over the
-federation, from the account's bare JID, with the XEP-0357 summary form: the message
-count and the sender, and the body only with ``[modules.push] include_body = true``
+federation, from the account's bare JID, with the XEP-0357 summary form: how many
+messages were pushed since a client of the account was last online, and the sender, and the body only with ``[modules.push] include_body = true``
 (off by default: the push service is a third party). The publish options given at
 ``<enable/>`` (the app server's credentials, say) go with each publish. A service that
 answers with an error other than a temporary one is disabled, as Prosody's
@@ -75,6 +75,9 @@ class PushModule:
         ctx.account_feature(PUSH)  # §4: on the account's bare JID
         ctx.filter(events.MESSAGE_DELIVER, self.delivering, priority=-20)
         ctx.filter(events.MESSAGE_OFFLINE, self.offline, priority=10)
+        ctx.observe(events.RESOURCE_DELIVERABLE, self.back)
+        #: messages pushed per account since a client of it was last online (§6 summary)
+        self.unread: dict[JID, int] = {}
 
     # -- registrations (§5, §6) -------------------------------------------------------------
 
@@ -121,6 +124,10 @@ class PushModule:
             self.ctx.spawn(self._push(stanza, sender, to.bare))
         return False
 
+    def back(self, session: Session) -> None:
+        """A client of the account is online again: it will see what it missed."""
+        self.unread.pop(session.bare, None)
+
     def offline(self, stanza: Element, sender: JID, to: JID) -> bool:
         if _pushable(stanza):
             self.ctx.spawn(self._push(stanza, sender, to.bare))
@@ -129,13 +136,16 @@ class PushModule:
     async def _push(self, stanza: Element, sender: JID, user: JID) -> None:
         assert user.local is not None
         services = await self.ctx.storage.list_data(user.local, user.domain, _STORE)
+        if not services:
+            return
+        count = self.unread[user] = self.unread.get(user, 0) + 1
         for key, raw in services.items():
             try:
                 entry = json.loads(raw)
                 service = JID.parse(entry["jid"])
             except (ValueError, KeyError, InvalidJID):
                 continue
-            iq = self._publish(stanza, sender, user, entry)
+            iq = self._publish(stanza, sender, user, entry, count)
             try:
                 answer = await self.ctx.request(iq, service, timeout=30.0)
             except TimeoutError:
@@ -150,12 +160,14 @@ class PushModule:
                 )
                 self._failed(user, key, service, err)
 
-    def _publish(self, stanza: Element, sender: JID, user: JID, entry: dict[str, str]) -> Element:
+    def _publish(
+        self, stanza: Element, sender: JID, user: JID, entry: dict[str, str], count: int
+    ) -> Element:
         iq = Element("iq", ns.CLIENT, {"type": "set", "from": str(user)})
         pubsub = iq.sub("pubsub", PUBSUB)
         item = pubsub.sub("publish", attrs={"node": entry["node"]}).sub("item")
         summary = item.sub("notification", PUSH).sub("x", DATA, {"type": "submit"})
-        fields = [("FORM_TYPE", SUMMARY), ("message-count", "1")]
+        fields = [("FORM_TYPE", SUMMARY), ("message-count", str(count))]
         fields.append(("last-message-sender", str(sender)))
         body = stanza.find("body")
         if self.options.include_body and body is not None:
