@@ -61,10 +61,27 @@ def _install_loop(choice: str) -> None:
     uvloop.install()
 
 
-def _sighup() -> None:
-    log.warning(
-        "SIGHUP: reloading is not supported yet; still running with the config read at start"
-    )
+
+
+async def _sighup(server: Any) -> None:
+    """SIGHUP: reload the config file and certificates, as ``roost reload`` does."""
+    from roost.server.control import _Refused, reload_from_file
+
+    try:
+        await reload_from_file(server)
+    except _Refused as exc:
+        log.error("SIGHUP: reload refused: %s", exc)
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """``roost reload``: the running server reads its config file and certificates again."""
+    config = _load(args)
+    result = _need_live(config, "reload")
+    applied, restart = result["applied"], result["restart"]
+    print("reloaded: " + (", ".join(applied) if applied else "certificates; no setting changed"))
+    if restart:
+        print("not applied until a restart: " + ", ".join(restart))
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -80,8 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, server.request_stop)
         if hasattr(signal, "SIGHUP"):
-            # Its default action ends the process; until reload exists, keep serving.
-            loop.add_signal_handler(signal.SIGHUP, _sighup)
+            loop.add_signal_handler(signal.SIGHUP, lambda: server.spawn(_sighup(server)))
         await server.serve_forever()
 
     try:
@@ -745,6 +761,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("domain", nargs="?")
     p.add_argument("--config", "-c", default=argparse.SUPPRESS)
     user.set_defaults(fn=cmd_user)
+
+    reload = add("reload", "the running server reads its config file and certificates again")
+    reload.set_defaults(fn=cmd_reload)
 
     status = add("status", "what the running server is doing (version, uptime, sessions)")
     status.add_argument("--json", action="store_true", help="the whole reply as JSON")

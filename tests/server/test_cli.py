@@ -430,16 +430,15 @@ async def test_signal_sends_system_shutdown_and_exits_0(running: RoostProcess, s
 
 
 async def test_sighup_does_not_stop_the_server(running: RoostProcess) -> None:
-    """Issue 14: SIGHUP's default action killed the server. Until reload exists it is
-    logged and ignored; the session and the listeners stay."""
+    """Issue 14: SIGHUP's default action killed the server. Now it reloads the config
+    (tests/server/test_reload.py); the session and the listeners stay."""
     running.add_user("alice@localhost", "alice-pw")
     alice = await running.login("alice", "alice-pw")
     running.send_signal(signal.SIGHUP)
-    # the warning is written before the ping's answer is: the log line comes first
     await alice.ping()
     assert running.proc is not None and running.proc.poll() is None
     deadline = time.monotonic() + START_TIMEOUT
-    while "SIGHUP: reloading is not supported yet" not in running.stderr:
+    while "configuration reloaded" not in running.stderr:
         assert time.monotonic() < deadline, running.stderr
         await asyncio.to_thread(running._queue.get, True, 1.0)
     await alice.ping()

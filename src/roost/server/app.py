@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
+import functools
 import gc
 import logging
 import secrets
@@ -28,7 +30,7 @@ from roost.server.accounts import Accounts
 from roost.server.admin import Admin
 from roost.server.api import Module, ModuleContext, Registry
 from roost.server.bus import EventBus
-from roost.server.config import Config, ConfigError, listening_ports
+from roost.server.config import Config, ConfigError, TLSConfig, listening_ports
 from roost.server.control import ControlServer
 from roost.server.loader import resolve_modules
 from roost.server.modules import default_modules
@@ -232,16 +234,30 @@ class Server:
             bound_features=lambda: self.registry.features(self.registry.bound_features),
         )
 
-    def _load_tls(self) -> None:
-        tls = self.config.tls
+    def _load_tls(self, tls: TLSConfig | None = None, *, check_only: bool = False) -> None:
+        """Each domain's certificate; on a reload the contexts already handed to listeners
+        take the new certificate in place (new handshakes use it)."""
+        tls = self.config.tls if tls is None else tls
         for domain in self.config.domains:
             if tls.cert is not None and tls.key is not None:
                 cert, key = tls.cert, tls.key
             else:
                 cert, key = ensure_certificate(domain, Path(self.config.data_dir))
-            self._tls[domain] = load_tls_context_server(cert, key)
+            fresh = load_tls_context_server(cert, key)  # checks the pair (CertificateError)
+            der = load_certificate_der(cert)
+            if check_only:
+                continue
+            current = self._tls.get(domain)
+            if current is None:
+                self._tls[domain] = fresh
+            else:
+                current.load_cert_chain(cert, key)
             self.cert_paths[domain] = (cert, key)
-            self._cert_der[domain] = load_certificate_der(cert)
+            self._cert_der[domain] = der
+        if check_only:
+            return
+        if self.federation is not None:
+            self.federation.certificates_changed()
         default = self._tls[self.default_domain]
 
         def pick(sslobj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
@@ -276,6 +292,36 @@ class Server:
                 f"{data} is not a writable directory ({exc.strerror}); choose another "
                 "data_dir or fix its permissions",
             ) from None
+
+    # -- reload ---------------------------------------------------------------------------
+
+    async def reload(self, config: Config) -> dict[str, list[str]]:
+        """Take a new configuration without a restart (#14): certificates are read again
+        (also unchanged paths: renewed files), and what can change live does; what cannot
+        (listeners, domains, storage, modules) keeps its old value and is reported. A
+        certificate that cannot be used raises ``CertificateError`` before anything
+        changes, so the old configuration keeps running."""
+        old = self.config
+        await asyncio.get_running_loop().run_in_executor(
+            self.pool, functools.partial(self._load_tls, config.tls, check_only=True)
+        )
+        effective, applied, restart = _live_part(old, config)
+        await asyncio.get_running_loop().run_in_executor(
+            self.pool, functools.partial(self._load_tls, effective.tls)
+        )
+        self.config = effective
+        logging.getLogger().setLevel(getattr(logging, effective.log.level.upper()))
+        self.stream_settings = self._stream_settings()
+        if self.stream_manager is not None:
+            self.stream_manager.config = effective.stream_management
+        if self.federation is not None:
+            self.federation.reconfigure(effective.s2s)
+        log.info(
+            "configuration reloaded: %s changed; %s",
+            ", ".join(applied) or "nothing",
+            f"{', '.join(restart)} need a restart" if restart else "nothing needs a restart",
+        )
+        return {"applied": applied, "restart": restart}
 
     def tls_context(self, domain: str | None) -> ssl.SSLContext:
         return self._tls.get(domain or "", self._tls[self.default_domain])
@@ -591,3 +637,60 @@ class Server:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.ready.clear()
         log.info("Roost stopped")
+
+
+#: sections read once at start: a new value needs a restart
+_RESTART_SECTIONS = frozenset(
+    (
+        "domains",
+        "data_dir",
+        "storage",
+        "modules",
+        "registration",
+        "legacy_auth",
+        "roster",
+        "offline",
+        "archive",
+        "components",
+        "metrics",
+        "contact",
+        "admins",
+    )
+)
+#: keys of live sections that are listeners (bound at start)
+_RESTART_KEYS = {
+    "c2s": ("port", "interfaces", "direct_tls_port"),
+    "s2s": ("enabled", "port", "interfaces", "direct_tls_port"),
+}
+
+
+def _live_part(old: Config, new: Config) -> tuple[Config, list[str], list[str]]:
+    """``new`` with what cannot change live kept from ``old``, and the keys that changed
+    (applied) and that would need a restart."""
+    applied: list[str] = []
+    restart: list[str] = []
+    changes: dict[str, object] = {}
+    for f in dataclasses.fields(Config):
+        name = f.name
+        if name == "source":
+            changes[name] = new.source
+            continue
+        before, after = getattr(old, name), getattr(new, name)
+        if before == after:
+            continue
+        if name in _RESTART_SECTIONS or not dataclasses.is_dataclass(after):
+            restart.append(name)
+            continue
+        keep = {}
+        for sub in dataclasses.fields(after):
+            a, b = getattr(before, sub.name), getattr(after, sub.name)
+            if a == b:
+                continue
+            key = f"{name}.{sub.name}"
+            if sub.name in _RESTART_KEYS.get(name, ()):
+                restart.append(key)
+                keep[sub.name] = a
+            else:
+                applied.append(key)
+        changes[name] = dataclasses.replace(after, **keep) if keep else after  # type: ignore[type-var]
+    return dataclasses.replace(old, **changes), applied, restart  # type: ignore[arg-type]

@@ -87,6 +87,7 @@ class ControlServer:
             "user.add": self._user_add,
             "user.passwd": self._user_passwd,
             "user.delete": self._user_delete,
+            "reload": self._reload,
         }
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -180,6 +181,11 @@ class ControlServer:
         return json.dumps({"ok": True, "result": result}).encode() + b"\n"
 
     # -- commands -------------------------------------------------------------------------
+
+    async def _reload(self, request: dict[str, Any]) -> object:
+        """Read the config file (and certificates) again; a bad one is refused and the old
+        configuration keeps running."""
+        return await reload_from_file(self.server)
 
     async def _status(self, request: dict[str, Any]) -> object:
         srv = self.server
@@ -281,6 +287,24 @@ async def _answers(path: Path) -> bool:
 
 
 # -- the client side (the ``roost`` CLI) -----------------------------------------------------
+
+
+async def reload_from_file(server: Server) -> dict[str, list[str]]:
+    """``Server.reload`` with the file the server was started with (``_Refused`` with the
+    reason, exit 2, when the new configuration cannot be used)."""
+    from roost.server.config import ConfigError, load_config
+    from roost.transport.certs import CertificateError
+
+    source = server.config.source
+    if source is None:
+        raise _Refused("the server was started without a config file: nothing to read again")
+    try:
+        config = load_config(source)
+        return await server.reload(config)
+    except ConfigError as exc:
+        raise _Refused(f"{source}: {exc}; the old configuration keeps running", 2) from None
+    except CertificateError as exc:
+        raise _Refused(f"{exc}; the old configuration keeps running", 2) from None
 
 
 class NoServer(Exception):

@@ -7,7 +7,8 @@ body reaches the account while it has no connected client (its sessions wait for
 XEP-0198 resumption, or there are none and the message goes to offline storage), the
 server publishes a ``<notification/>`` to every registered service (§7) over the
 federation, from the account's bare JID, with the XEP-0357 summary form: how many
-messages were pushed since a client of the account was last online, and the sender, and the body only with ``[modules.push] include_body = true``
+messages were pushed since a client of the account was last online, and the sender;
+the body only with ``[modules.push] include_body = true``
 (off by default: the push service is a third party). The publish options given at
 ``<enable/>`` (the app server's credentials, say) go with each publish. A service that
 answers with an error other than a temporary one is disabled, as Prosody's

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import secrets
 import ssl
@@ -112,6 +113,28 @@ class Federation:
         bus.filter(events.ROUTE_REMOTE, self.route_remote, owner="s2s")
 
     # -- TLS ------------------------------------------------------------------------------
+
+    def reconfigure(self, config: S2SConfig) -> None:
+        """A reloaded ``[s2s]``: new streams use it (listeners stay as they are)."""
+        self.config = config
+        self.settings = dataclasses.replace(
+            self.settings,
+            require_tls=config.require_encryption,
+            dialback=config.dialback,
+            bidi=config.bidi,
+            require_valid_certs=config.require_valid_certs,
+            insecure_domains=frozenset(config.insecure_domains),
+        )
+        self.certificates_changed()
+
+    def certificates_changed(self) -> None:
+        """Certificates (or trust) were reloaded: contexts are made again as needed; those
+        a listener holds take the new certificate in place."""
+        self._client_tls.clear()
+        for (name, _), ctx in self._server_tls.items():
+            ctx.load_cert_chain(*self.cert_paths[name])
+            if self.config.require_valid_certs:
+                self._load_trust(ctx)
 
     def server_tls(self, domain: str | None, peer: str | None = None) -> ssl.SSLContext:
         """Our side of an inbound stream's TLS: our certificate for ``domain``; with
