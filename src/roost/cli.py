@@ -429,6 +429,8 @@ def _import_users(config: Config, path: Path) -> int:
 
 
 def cmd_cert(args: argparse.Namespace) -> int:
+    if args.cert_cmd == "import":
+        return cmd_cert_import(args)
     config = _load(args)
     from roost.core.jid import JID, InvalidJID
     from roost.transport.certs import generate_self_signed
@@ -457,6 +459,41 @@ def cmd_cert(args: argparse.Namespace) -> int:
         return 1
     print(f"wrote {cert} and {key}")
     return 0
+
+
+def cmd_cert_import(args: argparse.Namespace) -> int:
+    """``roost cert import DIR``: each served domain's certificate from where a CA client
+    keeps it (certbot: /etc/letsencrypt/live), into data_dir/certs; renewals are followed."""
+    config = _load(args)
+    from roost.transport.certs import CertificateError
+    from roost.transport.certstore import import_certificates
+
+    try:
+        results = import_certificates(Path(args.directory), config.domains, Path(config.data_dir))
+    except CertificateError as exc:
+        print(f"roost: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"roost: cannot read {args.directory}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    ok = 0
+    for r in results:
+        if r.problem is None:
+            ok += 1
+            assert r.not_after is not None
+            print(f"{r.domain}: imported {r.source} (valid until {r.not_after:%Y-%m-%d})")
+        else:
+            print(f"{r.domain}: {r.problem}")
+    if config.tls.cert is not None and ok:
+        print(
+            "note: tls.cert is set and serves every domain; remove the [tls] cert and key "
+            "to use these per-domain certificates"
+        )
+    if ok:
+        reply = _live(config, "reload", {})
+        if reply is not None and reply.get("ok"):
+            print("the running server uses them now")
+    return 0 if ok == len(results) else 1
 
 
 # -- check ---------------------------------------------------------------------------------
@@ -794,6 +831,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = csub.add_parser("generate", help="generate a self-signed certificate into data_dir/certs")
     p.add_argument("domain")
     p.add_argument("--force", action="store_true", help="replace an existing certificate")
+    p.add_argument("--config", "-c", default=argparse.SUPPRESS)
+    p = csub.add_parser(
+        "import",
+        help="copy each domain's certificate from a CA client's directory into data_dir/certs "
+        "(certbot: /etc/letsencrypt/live); renewals are followed",
+    )
+    p.add_argument("directory")
     p.add_argument("--config", "-c", default=argparse.SUPPRESS)
     cert.set_defaults(fn=cmd_cert)
 

@@ -293,6 +293,23 @@ class Server:
                 "data_dir or fix its permissions",
             ) from None
 
+    async def _watch_certificates(self) -> None:
+        """Certificates imported with ``roost cert import`` are copied again when their
+        source is renewed (certbot's renew hook not needed), and used at once."""
+        from roost.transport.certstore import renew_certificates
+
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.config.tls.renewal_check)
+            renewed = await loop.run_in_executor(
+                self.pool, renew_certificates, self.config.domains, Path(self.config.data_dir)
+            )
+            if renewed:
+                try:
+                    self._load_tls()
+                except Exception:
+                    log.exception("renewed certificates could not be loaded; keeping the old")
+
     # -- reload ---------------------------------------------------------------------------
 
     async def reload(self, config: Config) -> dict[str, list[str]]:
@@ -381,6 +398,8 @@ class Server:
                 self.spawn(self.federation.sweep(), daemon=True)
         self._stopping = asyncio.Event()
         self._sweeper = self.spawn(self._sweep(), daemon=True)
+        if self.config.tls.cert is None and self.config.tls.renewal_check:
+            self.spawn(self._watch_certificates(), daemon=True)
         if c2s.hibernate_after:
             self._hibernator = self.spawn(self._hibernate(c2s.hibernate_after), daemon=True)
         self.started_at = time.time()

@@ -152,6 +152,9 @@ class TLSConfig:
 
     cert: Path | None = None
     key: Path | None = None
+    # seconds between looks at the sources of certificates brought in with `roost cert
+    # import` (renewed ones are copied again and used at once); 0: never
+    renewal_check: float = _opt(3600.0, lo=0)
 
     def __post_init__(self) -> None:
         if (self.cert is None) != (self.key is None):
