@@ -12,6 +12,7 @@ import datetime
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -443,13 +444,32 @@ def test_srv_order_follows_priority_then_weight() -> None:
 # -- certificates: SASL EXTERNAL (XEP-0178) -----------------------------------------------
 
 
-def _ca_files(tmp_path: Path) -> dict[str, dict]:
-    """A test CA and a certificate from it for each server: [tls] and s2s.ca_file."""
+def _test_ca(tmp_path: Path) -> tuple[Any, dict[str, object]]:
+    """A trustme CA, and the ``[s2s]`` that trusts only it (certificates required, no
+    dialback: only SASL EXTERNAL can authenticate)."""
     import trustme
 
     ca = trustme.CA()
     ca_path = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_path))
+    return ca, {"require_valid_certs": True, "ca_file": str(ca_path), "dialback": False}
+
+
+async def _chat_both_ways(p: Pair) -> None:
+    """alice@a.test and bob@b.test exchange a message each way, then log out."""
+    alice = await _login(p.a, "alice", "a.test")
+    bob = await _login(p.b, "bob", "b.test")
+    await alice.send("<message to='bob@b.test/r' id='m1' type='chat'><body>x</body></message>")
+    assert (await bob.expect(lambda e: e.tag == "message")).get("from") == "alice@a.test/r"
+    await bob.send("<message to='alice@a.test/r' id='m2' type='chat'><body>y</body></message>")
+    assert (await alice.expect(lambda e: e.tag == "message")).get("from") == "bob@b.test/r"
+    await alice.close()
+    await bob.close()
+
+
+def _ca_files(tmp_path: Path) -> dict[str, dict]:
+    """A test CA and a certificate from it for each server: [tls] and s2s.ca_file."""
+    ca, s2s = _test_ca(tmp_path)
     out = {}
     for domain in ("a.test", "b.test"):
         cert = ca.issue_cert(domain)
@@ -457,10 +477,7 @@ def _ca_files(tmp_path: Path) -> dict[str, dict]:
         for blob in cert.cert_chain_pems:
             blob.write_to_path(str(crt), append=True)
         cert.private_key_pem.write_to_path(str(key))
-        out[domain] = {
-            "tls": {"cert": str(crt), "key": str(key)},
-            "s2s": {"require_valid_certs": True, "ca_file": str(ca_path), "dialback": False},
-        }
+        out[domain] = {"tls": {"cert": str(crt), "key": str(key)}, "s2s": dict(s2s)}
     return out
 
 
@@ -468,18 +485,11 @@ async def test_certificates_from_a_trusted_ca_use_sasl_external(tmp_path: Path) 
     files = _ca_files(tmp_path)
     p = await _start_pair(tmp_path, files["a.test"], files["b.test"])
     try:
-        alice = await _login(p.a, "alice", "a.test")
-        bob = await _login(p.b, "bob", "b.test")
-        await alice.send("<message to='bob@b.test/r' id='m1' type='chat'><body>x</body></message>")
-        assert (await bob.expect(lambda e: e.tag == "message")).get("from") == "alice@a.test/r"
-        await bob.send("<message to='alice@a.test/r' id='m2' type='chat'><body>y</body></message>")
-        assert (await alice.expect(lambda e: e.tag == "message")).get("from") == "bob@b.test/r"
+        await _chat_both_ways(p)
         # dialback is off on both: only EXTERNAL can have done it; XEP-0288 §3 with SASL
         assert _route_method(p.a, "a.test", "b.test") == "external"
         assert _route_method(p.b, "b.test", "a.test") == "external"
         assert _route(p.b, "b.test", "a.test").bidi
-        await alice.close()
-        await bob.close()
     finally:
         await p.a.stop()
         await p.b.stop()
@@ -525,26 +535,14 @@ async def test_xmppaddr_and_srv_id_certificates_use_sasl_external(tmp_path: Path
     """RFC 6120 §13.7.1.4 and RFC 6125 §6.5.1: a certificate may name a server only by an
     XmppAddr or an SRV-ID; both directions must accept it, for EXTERNAL and for the
     outgoing stream's own check of the peer (dialback is off: nothing else can work)."""
-    import trustme
-
-    ca = trustme.CA()
-    ca_path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_path))
-    s2s = {"require_valid_certs": True, "ca_file": str(ca_path), "dialback": False}
+    ca, s2s = _test_ca(tmp_path)
     a_tls = _issue(ca, tmp_path, "a", [_other(ID_ON_XMPPADDR, 0x0C, "a.test")])
     b_tls = _issue(ca, tmp_path, "b", [_other(ID_ON_DNSSRV, 0x16, "_xmpp-server.b.test")])
     p = await _start_pair(tmp_path, {"tls": a_tls, "s2s": s2s}, {"tls": b_tls, "s2s": s2s})
     try:
-        alice = await _login(p.a, "alice", "a.test")
-        bob = await _login(p.b, "bob", "b.test")
-        await alice.send("<message to='bob@b.test/r' id='m1' type='chat'><body>x</body></message>")
-        assert (await bob.expect(lambda e: e.tag == "message")).get("from") == "alice@a.test/r"
-        await bob.send("<message to='alice@a.test/r' id='m2' type='chat'><body>y</body></message>")
-        assert (await alice.expect(lambda e: e.tag == "message")).get("from") == "bob@b.test/r"
+        await _chat_both_ways(p)
         assert _route_method(p.a, "a.test", "b.test") == "external"
         assert _route_method(p.b, "b.test", "a.test") == "external"
-        await alice.close()
-        await bob.close()
     finally:
         await p.a.stop()
         await p.b.stop()
@@ -553,12 +551,7 @@ async def test_xmppaddr_and_srv_id_certificates_use_sasl_external(tmp_path: Path
 async def test_a_trusted_certificate_for_another_name_is_refused(tmp_path: Path) -> None:
     """RFC 6125 §6: a chain that verifies is not enough; the certificate must name the
     domain a.test asked for. b.test's names only c.test, so a.test will not talk to it."""
-    import trustme
-
-    ca = trustme.CA()
-    ca_path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_path))
-    s2s = {"require_valid_certs": True, "ca_file": str(ca_path), "dialback": False}
+    ca, s2s = _test_ca(tmp_path)
     b_tls = _issue(ca, tmp_path, "b", [x509.DNSName("c.test")])
     a_tls = _issue(ca, tmp_path, "a", [x509.DNSName("a.test")])
     p = await _start_pair(tmp_path, {"tls": a_tls, "s2s": s2s}, {"tls": b_tls, "s2s": s2s})

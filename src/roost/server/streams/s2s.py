@@ -412,15 +412,24 @@ class _Route:
             self.conn = conn
             conn.routes[self.local] = self
             self.direct = stream.encrypted
+        except TimeoutError:
+            self.fail(_C.REMOTE_SERVER_TIMEOUT, "no answer")
+            return
+        except (OSError, ssl.SSLError, ConnectionError) as exc:
+            self.fail(_C.REMOTE_SERVER_NOT_FOUND, str(exc))
+            return
+        await self._accepted("no answer")
+
+    async def _accepted(self, silence: str) -> None:
+        """Wait for the peer to accept the pair (or refuse it); bounce what waits if not."""
+        try:
             await asyncio.wait_for(
                 asyncio.shield(self.waiter), self.federation.config.connect_timeout
             )
         except TimeoutError:
-            self.fail(_C.REMOTE_SERVER_TIMEOUT, "no answer")
+            self.fail(_C.REMOTE_SERVER_TIMEOUT, silence)
         except _Refused as exc:
             self.fail(exc.condition, str(exc))
-        except (OSError, ssl.SSLError, ConnectionError) as exc:
-            self.fail(_C.REMOTE_SERVER_NOT_FOUND, str(exc))
 
     async def multiplex(self, conn: S2SOutboundConnection) -> None:
         """Add this pair to ``conn``, an established stream to the same peer (or to a new
@@ -431,14 +440,7 @@ class _Route:
         self.conn = conn
         conn.routes[self.local] = self
         conn.add_local(self.local)
-        try:
-            await asyncio.wait_for(
-                asyncio.shield(self.waiter), self.federation.config.connect_timeout
-            )
-        except TimeoutError:
-            self.fail(_C.REMOTE_SERVER_TIMEOUT, "no answer to dialback")
-        except _Refused as exc:
-            self.fail(exc.condition, str(exc))
+        await self._accepted("no answer to dialback")
 
     def established(self, method: str) -> None:
         how = f"{method}, bidirectional" if self.bidi else method
