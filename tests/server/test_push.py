@@ -203,3 +203,51 @@ async def test_the_count_is_of_messages_since_a_client_was_last_online(server: S
     iq = await _publish(app)
     assert "message-count'><value>1<" in serialize(iq)
     await bob.close()
+
+
+async def test_the_push_goes_over_the_federation(tmp_path: Path) -> None:
+    """#12: the app server is on another server (here a component of b.test): the publish
+    goes out over s2s from alice@a.test, and the answer comes back the same way."""
+    from tests.helpers import free_port
+    from tests.server.test_federation import _login, _start_pair
+
+    pb = free_port()
+    p = await _start_pair(
+        tmp_path,
+        {"s2s": {"routes": {d: f"127.0.0.1:{pb}" for d in ("b.test", "push.b.test")}}},
+        {"components": {"port": 0, "secrets": {"push.b.test": SECRET}}},
+        pb=pb,
+    )
+    try:
+        comp = await RawClient.connect(p.b.port(kind="component"))
+        await comp.send(
+            "<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' "
+            "xmlns:stream='http://etherx.jabber.org/streams' to='push.b.test'>"
+        )
+        while comp.header is None:
+            await comp._read()
+        from roost.core.stream.component import handshake_digest
+
+        digest = handshake_digest(comp.header.attrs["id"], SECRET)
+        await comp.send(f"<handshake>{digest}</handshake>")
+        assert (await comp.next()).tag == "handshake"
+        alice = await _login(p.a, "alice", "a.test", resource="phone")
+        await alice.send(
+            f"<iq type='set' id='e1'><enable xmlns='{PUSH}' jid='push.b.test' node='n'/></iq>"
+        )
+        assert (await alice.expect(lambda e: e.get("id") == "e1")).get("type") == "result"
+        await alice.close()
+        bob = await _login(p.b, "bob", "b.test")
+        await bob.send("<message to='alice@a.test' type='chat'><body>far away</body></message>")
+        iq = await comp.expect(lambda e: e.tag == "iq" and e.get("type") == "set")
+        assert iq.get("from") == "alice@a.test" and iq.get("to") == "push.b.test"
+        assert "<field var='last-message-sender'><value>bob@b.test/r</value></field>" in (
+            serialize(iq)
+        )
+        await comp.send(
+            f"<iq type='result' id='{iq.get('id')}' from='push.b.test' to='alice@a.test'/>"
+        )
+        await bob.close()
+    finally:
+        await p.a.stop()
+        await p.b.stop()

@@ -361,6 +361,9 @@ class Server:
         for schema in self.schemas:
             await self.storage.register_schema(schema)
         self.stream_settings = self._stream_settings()
+        if self.federation is not None:
+            # components and hosted services (registered just now) federate too
+            self.federation.serve(self.domains | frozenset(self.registry.hosted))
         c2s = self.config.c2s
         self.listeners += await listen(
             "c2s", c2s.interfaces, c2s.port, lambda: C2SConnection(self, direct_tls=False)

@@ -82,6 +82,8 @@ class Federation:
     ) -> None:
         self.config = config
         self.domains = domains
+        #: the account domains (the others are hosted services)
+        self.accounts_domains = domains
         self.router = router
         self.new_id = new_id
         self.spawn = spawn
@@ -114,6 +116,12 @@ class Federation:
 
     # -- TLS ------------------------------------------------------------------------------
 
+    def serve(self, domains: frozenset[str]) -> None:
+        """The domains peers may address: the accounts' and the service domains hosted
+        here (components, MUC...), which federate under their own names."""
+        self.domains = domains
+        self.settings = dataclasses.replace(self.settings, domains=domains)
+
     def reconfigure(self, config: S2SConfig) -> None:
         """A reloaded ``[s2s]``: new streams use it (listeners stay as they are)."""
         self.config = config
@@ -132,7 +140,7 @@ class Federation:
         a listener holds take the new certificate in place."""
         self._client_tls.clear()
         for (name, _), ctx in self._server_tls.items():
-            ctx.load_cert_chain(*self.cert_paths[name])
+            ctx.load_cert_chain(*self._cert_of(name))
             if self.config.require_valid_certs:
                 self._load_trust(ctx)
 
@@ -141,11 +149,11 @@ class Federation:
         ``require_valid_certs``, the peer's certificate is asked for and verified (one that
         does not verify ends the handshake), so SASL EXTERNAL can use it; not from a
         ``peer`` (as its header claimed) in ``insecure_domains``."""
-        name = domain if domain is not None and domain in self.cert_paths else min(self.cert_paths)
+        name = domain if domain is not None else min(self.cert_paths)
         verify = self.config.require_valid_certs and peer not in self.settings.insecure_domains
         ctx = self._server_tls.get((name, verify))
         if ctx is None:
-            ctx = load_tls_context_server(*self.cert_paths[name])
+            ctx = load_tls_context_server(*self._cert_of(name))
             ctx.set_alpn_protocols(["xmpp-server"])  # XEP-0368 §3 (Direct TLS)
             if verify:
                 ctx.verify_mode = ssl.CERT_OPTIONAL
@@ -165,10 +173,22 @@ class Federation:
             if verify:
                 ctx.verify_mode = ssl.CERT_REQUIRED
                 self._load_trust(ctx)
-            ctx.load_cert_chain(*self.cert_paths[domain])
+            ctx.load_cert_chain(*self._cert_of(domain))
             ctx.set_alpn_protocols(["xmpp-server"])  # XEP-0368 §3 (Direct TLS)
             self._client_tls[(domain, verify)] = ctx
         return ctx
+
+    def _cert_of(self, domain: str) -> tuple[Path, Path]:
+        """The certificate a domain presents: its own; a hosted service's (a component,
+        MUC) that of the account domain it sits under (the generated ones also name
+        ``*.domain``); else the first."""
+        paths = self.cert_paths.get(domain)
+        if paths is not None:
+            return paths
+        for parent, candidate in sorted(self.cert_paths.items()):
+            if domain.endswith(f".{parent}"):
+                return candidate
+        return self.cert_paths[min(self.cert_paths)]
 
     def must_verify(self, remote: str) -> bool:
         """Whether ``remote``'s certificate must verify and name it."""
@@ -188,7 +208,7 @@ class Federation:
             sender.domain if sender is not None else (JID.parse(stanza.get("from") or "").domain)
         )
         if local not in self.domains:
-            local = next(iter(sorted(self.domains)))
+            local = next(iter(sorted(self.accounts_domains)))
         key = (local, to.domain)
         route = self.routes.get(key)
         if route is None:
