@@ -234,6 +234,7 @@ class Registry:
 
     __slots__ = (
         "account_features",
+        "account_identities",
         "bound_features",
         "disco_features",
         "disco_forms",
@@ -253,6 +254,8 @@ class Registry:
         self.disco_features: dict[str, str] = {}  # feature var -> module name
         #: features an account's bare JID has (XEP-0030 §3.1 "account" identity), e.g. PEP
         self.account_features: dict[str, str] = {}
+        #: extra identities of every account's bare JID: (category, type), e.g. pubsub/pep
+        self.account_identities: list[tuple[str, str]] = []
         #: XEP-0128 extended forms in the server's disco#info (XEP-0157 contacts, say)
         self.disco_forms: list[Element] = []
         #: extra identities of the server: (category, type, name)
@@ -519,6 +522,13 @@ class ModuleContext:
         table = self._host.registry.account_features
         table[var] = self.name
         self._undo.append(functools.partial(table.pop, var, None))
+
+    def account_identity(self, category: str, type_: str) -> None:
+        """Add a disco identity to every account's bare JID (XEP-0163 §5: pubsub/pep)."""
+        lst = self._host.registry.account_identities
+        entry = (category, type_)
+        lst.append(entry)
+        self._undo.append(lambda: lst.remove(entry))
 
     def identity(self, category: str, type_: str, name: str | None = None) -> None:
         """Add a disco identity to the server (XEP-0030 §3.1)."""

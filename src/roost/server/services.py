@@ -19,17 +19,20 @@ from roost.server.api import IqRequest, OnlyTo, Refused, ServiceKey, Verdict
 from roost.storage.api import RosterItem
 
 if TYPE_CHECKING:
+    from roost.core.caps import Caps
     from roost.core.im.privacy import PrivacyList, UserPrivacy
     from roost.core.xml.element import Element as _Element
     from roost.server.session import Session
 
 __all__ = [
     "ADMIN",
+    "CAPS",
     "PRESENCE",
     "PRIVACY_LISTS",
     "ROSTERS",
     "AdminError",
     "AdminService",
+    "CapsService",
     "OnlyTo",
     "PresenceService",
     "PrivacyListsService",
@@ -187,6 +190,25 @@ class AdminService(Protocol):
     async def delete_user(self, user: JID) -> int: ...
 
 
+class CapsService(Protocol):
+    """Verified XEP-0115 capabilities (the caps module): what an entity's caps say it
+    supports, only once the 'ver' has been checked (§5.4), for PEP's ``+notify`` (XEP-0163
+    §4.3)."""
+
+    def features_of(self, jid: JID) -> frozenset[str] | None:
+        """The features behind a local full JID's current caps, if verified."""
+        ...
+
+    async def resolve_features(self, jid: JID) -> frozenset[str] | None:
+        """``features_of``, waiting for a check of that JID's 'ver' under way."""
+        ...
+
+    def features_for(self, caps: Caps) -> frozenset[str] | None:
+        """The features behind any caps (a remote contact's presence), if that 'ver' is
+        in the verified cache."""
+        ...
+
+
 def own_session(req: IqRequest) -> tuple[JID, str]:
     """The user and resource behind a request about one's own data (local sessions only);
     anyone else is ``forbidden`` (as for rosters, RFC 6121 §2.1.5)."""
@@ -195,6 +217,7 @@ def own_session(req: IqRequest) -> tuple[JID, str]:
     return req.to, req.sender.resource
 
 
+CAPS: Final = ServiceKey[CapsService]("caps")
 ROSTERS: Final = ServiceKey[RosterService]("rosters")
 PRESENCE: Final = ServiceKey[PresenceService]("presence")
 PRIVACY_LISTS: Final = ServiceKey[PrivacyListsService]("privacy_lists")

@@ -77,6 +77,8 @@ class DiscoModule:
             raise StanzaError(_C.ITEM_NOT_FOUND)
         query = Element("query", ns.DISCO_INFO)
         query.sub("identity", attrs={"category": "account", "type": "registered"})
+        for category, type_ in self.ctx.registry.account_identities:
+            query.sub("identity", attrs={"category": category, "type": type_})
         for var in sorted(self.ctx.registry.account_features):
             query.sub("feature", attrs={"var": var})
         return query
