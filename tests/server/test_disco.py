@@ -18,6 +18,8 @@ from tests.helpers import RawClient
 NOT_ADVERTISED = {
     ns.SESSION: "RFC 3921 session establishment is a stream feature, not a disco feature",
     "urn:xmpp:push:0": "XEP-0357 §4: advertised on the account's bare JID, not the server",
+    "http://jabber.org/protocol/pubsub": "XEP-0163 §5: PEP is on the account's bare JID",
+    "http://jabber.org/protocol/pubsub#owner": "XEP-0163 §5: PEP is on the account's bare JID",
 }
 #: Advertised features that are not iq namespaces, and the event their module hooks.
 NON_IQ_FEATURES = {

@@ -21,6 +21,7 @@ def default_modules() -> list[Module]:
     from roost.server.modules.legacy_auth import LegacyAuthModule
     from roost.server.modules.message import MessageModule
     from roost.server.modules.offline import OfflineModule
+    from roost.server.modules.pep import PepModule
     from roost.server.modules.ping import PingModule
     from roost.server.modules.presence import PresenceModule
     from roost.server.modules.privacy import PrivacyModule
@@ -55,6 +56,7 @@ def default_modules() -> list[Module]:
         LastActivityModule(),
         VCardModule(),
         PrivateModule(),
+        PepModule(),
         # XEP-0016 and XEP-0191 share one back end (XEP-0191 §5), loaded before both.
         PrivacyLists(),
         PrivacyModule(),
