@@ -467,3 +467,51 @@ def test_bad_option_names_its_key(tmp_path: Path) -> None:
         assert err.key == "modules.pep.max_items"
     else:
         raise AssertionError("max_items = 0 was accepted")
+
+
+BOOKMARKS_0048 = (
+    "<storage xmlns='storage:bookmarks'><conference name='Council' autojoin='true' "
+    "jid='council@conference.localhost'><nick>alice</nick></conference></storage>"
+)
+
+
+async def test_private_xml_bookmarks_are_kept_in_pep(server: Server, login: Login) -> None:
+    """XEP-0411 §3: XEP-0049 bookmarks are published to PEP storage:bookmarks (XEP-0223
+    whitelist) and a private get answers what PEP holds."""
+    await mutual_from(server, "alice", "bob")
+    alice = await login("alice", "a", notify("storage:bookmarks"))
+    bob = await login("bob", "b", notify("storage:bookmarks"))
+    disco = await ask(
+        alice, f"<iq type='get' to='alice@localhost'><query xmlns='{ns.DISCO_INFO}'/></iq>"
+    )
+    q = disco.find("query", ns.DISCO_INFO)
+    assert q is not None
+    assert "urn:xmpp:bookmarks-conversion:0" in {f.get("var") for f in q.find_all("feature")}
+    reply = await ask(
+        alice, f"<iq type='set'><query xmlns='jabber:iq:private'>{BOOKMARKS_0048}</query></iq>"
+    )
+    assert reply.get("type") == "result"
+    got = events_in(await drain(alice))
+    assert [(i.get("node"), item_ids(i)) for _, _, i in got] == [("storage:bookmarks", ["current"])]
+    await quiet(bob)  # whitelist: not for contacts
+    reply = await ask(alice, items_get("storage:bookmarks"))
+    items = reply.find("pubsub", PUBSUB).find("items", PUBSUB)  # type: ignore[union-attr]
+    assert items is not None
+    conf = items.find("item", PUBSUB).find("storage", "storage:bookmarks")  # type: ignore[union-attr]
+    assert conf is not None and conf.find("conference", "storage:bookmarks") is not None
+    assert error_of(await ask(bob, items_get("storage:bookmarks")))[1] == "not-allowed"
+    # and the other way: published to PEP, read through private XML storage
+    opts = field("pubsub#access_model", "whitelist") + field("pubsub#persist_items", "true")
+    newer = BOOKMARKS_0048.replace("Council", "Senate")
+    assert (await ask(alice, publish("storage:bookmarks", newer, "current", opts))).get(
+        "type"
+    ) == "result"
+    reply = await ask(
+        alice,
+        "<iq type='get'><query xmlns='jabber:iq:private'>"
+        "<storage xmlns='storage:bookmarks'/></query></iq>",
+    )
+    storage = reply.find("query", "jabber:iq:private").find("storage", "storage:bookmarks")  # type: ignore[union-attr]
+    assert storage is not None
+    conference = storage.find("conference", "storage:bookmarks")
+    assert conference is not None and conference.get("name") == "Senate"

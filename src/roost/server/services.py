@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ADMIN",
     "CAPS",
+    "PEP",
     "PRESENCE",
     "PRIVACY_LISTS",
     "ROSTERS",
@@ -34,6 +35,7 @@ __all__ = [
     "AdminService",
     "CapsService",
     "OnlyTo",
+    "PepService",
     "PresenceService",
     "PrivacyListsService",
     "Refused",
@@ -209,6 +211,21 @@ class CapsService(Protocol):
         ...
 
 
+class PepService(Protocol):
+    """The accounts' PEP nodes (XEP-0163), for features stored there too (XEP-0411:
+    XEP-0049 bookmarks kept in the ``storage:bookmarks`` node)."""
+
+    async def publish_as(
+        self, owner: JID, node: str, item_id: str, payload: Element, options: dict[str, list[str]]
+    ) -> None:
+        """Publish as the account (creating the node with ``options``, notifying)."""
+        ...
+
+    async def last_payload(self, owner: JID, node: str) -> Element | None:
+        """The payload of the newest item of one of the account's nodes."""
+        ...
+
+
 def own_session(req: IqRequest) -> tuple[JID, str]:
     """The user and resource behind a request about one's own data (local sessions only);
     anyone else is ``forbidden`` (as for rosters, RFC 6121 §2.1.5)."""
@@ -218,6 +235,7 @@ def own_session(req: IqRequest) -> tuple[JID, str]:
 
 
 CAPS: Final = ServiceKey[CapsService]("caps")
+PEP: Final = ServiceKey[PepService]("pep")
 ROSTERS: Final = ServiceKey[RosterService]("rosters")
 PRESENCE: Final = ServiceKey[PresenceService]("presence")
 PRIVACY_LISTS: Final = ServiceKey[PrivacyListsService]("privacy_lists")

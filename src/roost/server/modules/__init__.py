@@ -55,8 +55,8 @@ def default_modules() -> list[Module]:
         TimeModule(),
         LastActivityModule(),
         VCardModule(),
+        PepModule(),  # before private: XEP-0049 bookmarks are kept in PEP too (XEP-0411)
         PrivateModule(),
-        PepModule(),
         # XEP-0016 and XEP-0191 share one back end (XEP-0191 §5), loaded before both.
         PrivacyLists(),
         PrivacyModule(),

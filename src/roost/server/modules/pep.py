@@ -53,10 +53,11 @@ from roost.core.pubsub import (
     pubsub_error,
 )
 from roost.core.xml.element import Element
+from roost.core.xml.parser import parse_fragment
 from roost.core.xml.writer import serialize
 from roost.server import events
 from roost.server.api import EMPTY, IqRequest, IqResult, ModuleContext
-from roost.server.services import CAPS, ROSTERS, CapsService, Roster, RosterService
+from roost.server.services import CAPS, PEP, ROSTERS, CapsService, Roster, RosterService
 from roost.server.session import Session
 
 __all__ = ["PEP_FEATURES", "PepModule", "PepOptions"]
@@ -147,6 +148,7 @@ class PepModule:
         ctx.observe(events.PRESENCE_BROADCAST, self._own_presence)
         ctx.observe(events.to_bare("presence"), self._contact_presence)
         ctx.observe(events.PRESENCE_OUTBOUND, self._outbound_presence)
+        ctx.provide(PEP, self)
 
     # -- storage -------------------------------------------------------------------------
 
@@ -329,21 +331,16 @@ class PepModule:
         pubsub.sub("default").append(config_form(NodeConfig(), self.options.max_items))
         return pubsub
 
-    def _config_of(self, action: Element | None, base: NodeConfig, *, pre: bool) -> NodeConfig:
-        """A configuration from a node_config (§8.1.3) or publish-options (§7.1.5) form."""
+    def _config_of(self, action: Element | None, base: NodeConfig) -> NodeConfig:
+        """A configuration from a node_config form (§8.1.3, §8.2.4)."""
         if action is None:
             return base
         form = action.find("x", DATA)
         if form is None:
             return base
-        if form_type(form) != (PUBLISH_OPTIONS if pre else NODE_CONFIG):
+        if form_type(form) != NODE_CONFIG:
             raise pubsub_error(_C.BAD_REQUEST, None, "wrong FORM_TYPE")
-        try:
-            return parse_config(form_fields(form), base, self.options.max_items)
-        except StanzaError:
-            if pre:
-                raise pubsub_error(_C.CONFLICT, "precondition-not-met") from None
-            raise
+        return parse_config(form_fields(form), base, self.options.max_items)
 
     async def _new_node(self, owner: JID, name: str, config: NodeConfig) -> Node:
         nodes = await self._load(owner)
@@ -361,7 +358,7 @@ class PepModule:
         if not name:
             # §8.1.2 instant nodes: PEP nodes are named by their namespace (XEP-0163 §1)
             raise pubsub_error(_C.NOT_ACCEPTABLE, "nodeid-required")
-        config = self._config_of(req.payload.find("configure", PUBSUB), NodeConfig(), pre=False)
+        config = self._config_of(req.payload.find("configure", PUBSUB), NodeConfig())
         async with self._locks[req.to]:
             if name in await self._load(req.to):
                 raise pubsub_error(_C.CONFLICT)
@@ -388,20 +385,44 @@ class PepModule:
         if len(payload.encode()) > self.options.max_item_size:
             raise pubsub_error(_C.NOT_ACCEPTABLE, "payload-too-big")
         options = req.payload.find("publish-options", PUBSUB)
+        fields = None
+        if options is not None and (form := options.find("x", DATA)) is not None:
+            if form_type(form) != PUBLISH_OPTIONS:
+                raise pubsub_error(_C.BAD_REQUEST, None, "wrong FORM_TYPE")
+            fields = form_fields(form)
         item_id = items[0].get("id") or self.ctx.new_id()
+        await self._do_publish(owner, name, item_id, payload, str(req.sender), fields)
+        pubsub = Element("pubsub", PUBSUB)
+        pubsub.sub("publish", attrs={"node": name}).sub("item", attrs={"id": item_id})
+        return pubsub
+
+    def _preconditions(self, fields: dict[str, list[str]] | None, base: NodeConfig) -> NodeConfig:
+        """§7.1.5: ``base`` with publish-options applied; one it does not know or cannot
+        take is ``conflict`` + ``precondition-not-met``."""
+        if not fields:
+            return base
+        try:
+            return parse_config(fields, base, self.options.max_items)
+        except StanzaError:
+            raise pubsub_error(_C.CONFLICT, "precondition-not-met") from None
+
+    async def _do_publish(
+        self,
+        owner: JID,
+        name: str,
+        item_id: str,
+        payload: str,
+        publisher: str,
+        fields: dict[str, list[str]] | None,
+    ) -> None:
         async with self._locks[owner]:
             nodes = await self._load(owner)
             node = nodes.get(name)
             if node is None:
-                node = await self._new_node(
-                    owner, name, self._config_of(options, NodeConfig(), pre=True)
-                )
-            elif (
-                options is not None
-                and self._config_of(options, node.config, pre=True) != node.config
-            ):
+                node = await self._new_node(owner, name, self._preconditions(fields, NodeConfig()))
+            elif self._preconditions(fields, node.config) != node.config:
                 raise pubsub_error(_C.CONFLICT, "precondition-not-met")  # §7.1.5
-            item = Item(item_id, payload, str(req.sender), node.seq + 1)
+            item = Item(item_id, payload, publisher, node.seq + 1)
             dropped = node.put(item)
             if node.config.persist_items:
                 await self.ctx.storage.set_host_data(
@@ -414,9 +435,21 @@ class PepModule:
             event_items = Element("items", EVENT, {"node": name})
             event_items.append(node.item_element(item, EVENT, payload=node.config.deliver_payloads))
             await self._broadcast(owner, node, event_items)
-        pubsub = Element("pubsub", PUBSUB)
-        pubsub.sub("publish", attrs={"node": name}).sub("item", attrs={"id": item_id})
-        return pubsub
+
+    # -- the PEP service for other modules (XEP-0411) -------------------------------------
+
+    async def publish_as(
+        self, owner: JID, node: str, item_id: str, payload: Element, options: dict[str, list[str]]
+    ) -> None:
+        """``PepService``: publish as the account itself."""
+        await self._do_publish(owner, node, item_id, serialize(payload, ""), str(owner), options)
+
+    async def last_payload(self, owner: JID, node: str) -> Element | None:
+        found = (await self._load(owner)).get(node)
+        if found is None or not found.items:
+            return None
+        item = found.last(1)[0]
+        return None if item.payload is None else parse_fragment(item.payload)
 
     async def _retract(self, req: IqRequest, action: Element) -> IqResult:
         """§7.2: delete an item, notifying with ``notify`` (§7.2.2.1)."""
@@ -522,7 +555,7 @@ class PepModule:
                 raise pubsub_error(_C.BAD_REQUEST)
             if form.get("type") == "cancel":
                 return EMPTY
-            config = self._config_of(action, node.config, pre=False)
+            config = self._config_of(action, node.config)
             async with self._locks[owner]:
                 node.config = config
                 await self._drop_items(owner, node.name, node.trim())
