@@ -603,8 +603,9 @@ class PubSubEngine:
         )
         msg.sub("event", EVENT).append(payload)
         if self.ctx.is_local_user(to):
+            # XEP-0163 §4.3.2: not to someone the account blocked (nor who blocked it)
             if to.bare != owner and await self.ctx.privacy_refuses_loaded(
-                msg, owner, to, inbound=False
+                msg, owner, to, out=self.ctx.is_local_user(owner)
             ):
                 return
             sessions: list[Session] = []

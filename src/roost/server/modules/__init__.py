@@ -27,6 +27,7 @@ def default_modules() -> list[Module]:
     from roost.server.modules.privacy import PrivacyModule
     from roost.server.modules.privacy_lists import PrivacyLists
     from roost.server.modules.private import PrivateModule
+    from roost.server.modules.pubsub import PubSubModule
     from roost.server.modules.push import PushModule
     from roost.server.modules.register import RegisterModule
     from roost.server.modules.roster import RosterModule
@@ -57,6 +58,7 @@ def default_modules() -> list[Module]:
         VCardModule(),
         PepModule(),  # before private: XEP-0049 bookmarks are kept in PEP too (XEP-0411)
         PrivateModule(),
+        PubSubModule(),
         # XEP-0016 and XEP-0191 share one back end (XEP-0191 §5), loaded before both.
         PrivacyLists(),
         PrivacyModule(),
