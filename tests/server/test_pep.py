@@ -515,3 +515,34 @@ async def test_private_xml_bookmarks_are_kept_in_pep(server: Server, login: Logi
     assert storage is not None
     conference = storage.find("conference", "storage:bookmarks")
     assert conference is not None and conference.get("name") == "Senate"
+
+
+async def test_presence_carries_the_avatar_hash(server: Server, login: Login) -> None:
+    """XEP-0398 §3 / XEP-0153 §3.2: the XEP-0084 metadata id in available presence."""
+    await mutual_from(server, "alice", "bob")
+    alice = await login("alice", "a", [])
+    bob = await login("bob", "b", [])
+    metadata = (
+        "<metadata xmlns='urn:xmpp:avatar:metadata'><info bytes='12345' width='64' "
+        "height='64' id='111f4b3c50d7b0df729d299bc6f8e9ef9066971f' type='image/png'/></metadata>"
+    )
+    reply = await ask(
+        alice,
+        publish("urn:xmpp:avatar:metadata", metadata, "111f4b3c50d7b0df729d299bc6f8e9ef9066971f"),
+    )
+    assert reply.get("type") == "result"
+    await drain(bob)
+    await alice.send("<presence><show>away</show></presence>")
+    got = [p for p in await drain(bob) if p.tag == "presence"]
+    assert len(got) == 1
+    x = got[0].find("x", "vcard-temp:x:update")
+    assert x is not None
+    photo = x.find("photo", "vcard-temp:x:update")
+    assert photo is not None and photo.text == "111f4b3c50d7b0df729d299bc6f8e9ef9066971f"
+    # a client's own annotation is left alone
+    await alice.send("<presence><x xmlns='vcard-temp:x:update'><photo>abc</photo></x></presence>")
+    got = [p for p in await drain(bob) if p.tag == "presence"]
+    photos = [
+        p.find("x", "vcard-temp:x:update").find("photo", "vcard-temp:x:update").text for p in got
+    ]  # type: ignore[union-attr]
+    assert photos == ["abc"]

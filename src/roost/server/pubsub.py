@@ -109,6 +109,10 @@ class PubSubEngine:
 
     # -- storage -------------------------------------------------------------------------
 
+    def cached(self, owner: JID) -> dict[str, Node] | None:
+        """A service's nodes if they are in memory (``load`` reads them)."""
+        return self._nodes.get(owner)
+
     async def load(self, owner: JID) -> dict[str, Node]:
         nodes = self._nodes.get(owner)
         if nodes is not None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -33,15 +33,20 @@ from roost.core.caps import Caps
 from roost.core.jid import JID
 from roost.core.pubsub import OWNER, PUBSUB, Node, NodeConfig
 from roost.core.xml.element import Element
+from roost.core.xml.parser import parse_fragment
 from roost.server import events
 from roost.server.api import ModuleContext
 from roost.server.pubsub import PubSubEngine
 from roost.server.services import CAPS, PEP, ROSTERS, CapsService, Roster, RosterService
 from roost.server.session import Session
 
-__all__ = ["PEP_FEATURES", "PepModule", "PepOptions"]
+__all__ = ["AVATAR_METADATA", "PEP_FEATURES", "VCARD_UPDATE", "PepModule", "PepOptions"]
 
 log = logging.getLogger(__name__)
+
+#: XEP-0084 avatar metadata node; XEP-0153 presence annotation
+AVATAR_METADATA: Final = "urn:xmpp:avatar:metadata"
+VCARD_UPDATE: Final = "vcard-temp:x:update"
 
 #: XEP-0060 §10 features this service has (advertised as pubsub#NAME)
 PEP_FEATURES: Final = (
@@ -124,6 +129,9 @@ class PepModule:
         for feature in PEP_FEATURES:
             ctx.account_feature(f"{PUBSUB}#{feature}")
         ctx.observe(events.PRESENCE_BROADCAST, self._own_presence)
+        # before the presence module broadcasts it
+        ctx.filter(events.PRESENCE_BROADCAST, self._avatar_hash, priority=10)
+        ctx.observe(events.SESSION_OPENING, self._opening)
         ctx.observe(events.to_bare("presence"), self._contact_presence)
         ctx.observe(events.PRESENCE_OUTBOUND, self._outbound_presence)
         ctx.provide(PEP, engine)
@@ -190,6 +198,34 @@ class PepModule:
             await engine.send_items(owner, node, node.last(1), [to])
 
     # -- presence (XEP-0163 §4.3.1, §4.3.2) -----------------------------------------------
+
+    def _opening(self, session: Session, waits: list[Awaitable[object]]) -> None:
+        """The account's nodes are read before its session is bound (for ``_avatar_hash``)."""
+        waits.append(self.engine.load(session.jid.bare))
+
+    def _avatar_hash(self, stanza: Element, sender: JID, session: Session | None) -> bool:
+        """XEP-0398 §3 / XEP-0153 §3.2: available presence carries the hash of the avatar
+        published with XEP-0084 (the metadata's ``info`` id is that SHA-1), unless the
+        client put its own ``vcard-temp:x:update``; an empty ``<photo/>`` means none."""
+        if session is None or stanza.get("type") is not None:
+            return False
+        if stanza.find("x", VCARD_UPDATE) is not None:
+            return False
+        node = (self.engine.cached(sender.bare) or {}).get(AVATAR_METADATA)
+        if node is None or not node.items:
+            return False
+        payload = node.last(1)[0].payload
+        info = None
+        if payload is not None:
+            try:
+                info = parse_fragment(payload).find("info", AVATAR_METADATA)
+            except ValueError:
+                log.warning("unreadable avatar metadata of %s", sender.bare)
+                return False
+        x = Element("x", VCARD_UPDATE)
+        x.sub("photo", text=(info.get("id") or "") if info is not None else "")
+        stanza.append(x)
+        return False
 
     def _own_presence(self, stanza: Element, sender: JID, session: Session | None) -> None:
         """A local resource's initial presence: the last items of its own account, and of
