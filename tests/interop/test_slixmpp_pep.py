@@ -146,3 +146,46 @@ async def test_bookmarks_are_private_and_keep_every_item(
         assert err.iq["error"]["condition"] == "not-allowed"  # type: ignore[attr-defined]
     else:
         raise AssertionError("bob read alice's bookmarks")
+
+
+async def test_generic_service_with_slixmpp_xep_0060(
+    tmp_path: Any, clients: Callable[..., Client]
+) -> None:
+    """slixmpp's xep_0060 against pubsub.localhost: create, subscribe, publish, notify."""
+    from tests.helpers import start_server
+    from tests.interop.test_slixmpp import PASSWORDS
+
+    srv = await start_server(tmp_path / "svc", modules={"pubsub": {"enabled": True}})
+    try:
+        for user in ("alice", "bob"):
+            await srv.accounts.create(user, "localhost", PASSWORDS[user])
+        alice = Client(srv, "alice", resource="a", plugins=PLUGINS)
+        bob = Client(srv, "bob", resource="b", plugins=PLUGINS)
+        notes = queue(bob, "pubsub_publish")
+        await alice.start()
+        await bob.start()
+        bob.xmpp.send_presence()  # slixmpp subscribes its bare JID: available resources get it
+        await bob.barrier()
+        pubsub_a = alice.xmpp.plugin["xep_0060"]
+        pubsub_b = bob.xmpp.plugin["xep_0060"]
+        await pubsub_a.create_node("pubsub.localhost", "news", timeout=TIMEOUT)
+        await pubsub_b.subscribe("pubsub.localhost", "news", timeout=TIMEOUT)
+        from slixmpp.xmlstream import ET
+
+        entry = ET.Element("{http://www.w3.org/2005/Atom}entry")
+        ET.SubElement(entry, "{http://www.w3.org/2005/Atom}title").text = "Hello"
+        await pubsub_a.publish(
+            "pubsub.localhost", "news", id="first", payload=entry, timeout=TIMEOUT
+        )
+        msg = await asyncio.wait_for(notes.get(), TIMEOUT)
+        assert str(msg["from"]) == "pubsub.localhost"
+        assert msg["pubsub_event"]["items"]["node"] == "news"
+        assert msg["pubsub_event"]["items"]["item"]["id"] == "first"
+        items = await pubsub_b.get_items("pubsub.localhost", "news", timeout=TIMEOUT)
+        assert [i["id"] for i in items["pubsub"]["items"]] == ["first"]
+        nodes = await bob.xmpp.plugin["xep_0030"].get_items(jid="pubsub.localhost", timeout=TIMEOUT)
+        assert [i[1] for i in nodes["disco_items"]["items"]] == ["news"]
+        await alice.stop()
+        await bob.stop()
+    finally:
+        await srv.stop()
