@@ -546,3 +546,33 @@ async def test_presence_carries_the_avatar_hash(server: Server, login: Login) ->
         p.find("x", "vcard-temp:x:update").find("photo", "vcard-temp:x:update").text for p in got
     ]  # type: ignore[union-attr]
     assert photos == ["abc"]
+
+
+async def test_disco_items_list_the_nodes_one_may_see(server: Server, login: Login) -> None:
+    """XEP-0163 §5: disco#items of the account list only the nodes the requester may
+    subscribe to or read (XEP-0060 §5.2)."""
+    await mutual_from(server, "alice", "bob")
+    alice = await login("alice", "a")
+    bob = await login("bob", "b")
+    carol = await login("carol", "c")
+    await ask(alice, publish(TUNE, TUNE_ITEM))  # presence
+    await ask(alice, publish(NICK, nick("A"), options=field("pubsub#access_model", "open")))
+    await ask(
+        alice,
+        publish(
+            "urn:xmpp:bookmarks:1",
+            "<conference xmlns='urn:xmpp:bookmarks:1'/>",
+            "r@muc",
+            field("pubsub#access_model", "whitelist"),
+        ),
+    )
+    get = f"<iq type='get' to='alice@localhost'><query xmlns='{ns.DISCO_ITEMS}'/></iq>"
+
+    async def nodes(c: RawClient) -> list[str]:
+        query = (await ask(c, get)).find("query", ns.DISCO_ITEMS)
+        assert query is not None
+        return [i.get("node") or "" for i in query.find_all("item") if i.get("node")]
+
+    assert await nodes(alice) == sorted([NICK, TUNE, "urn:xmpp:bookmarks:1"])
+    assert await nodes(bob) == sorted([NICK, TUNE])
+    assert await nodes(carol) == [NICK]

@@ -235,6 +235,7 @@ class Registry:
     __slots__ = (
         "account_features",
         "account_identities",
+        "account_items",
         "bound_features",
         "disco_features",
         "disco_forms",
@@ -256,6 +257,9 @@ class Registry:
         self.account_features: dict[str, str] = {}
         #: extra identities of every account's bare JID: (category, type), e.g. pubsub/pep
         self.account_identities: list[tuple[str, str]] = []
+        #: builders of extra disco#items of an account's bare JID for a requester (its PEP
+        #: nodes, XEP-0163 §5), each filtering by what the requester may see
+        self.account_items: list[Callable[[IqRequest], Awaitable[list[Element]]]] = []
         #: XEP-0128 extended forms in the server's disco#info (XEP-0157 contacts, say)
         self.disco_forms: list[Element] = []
         #: extra identities of the server: (category, type, name)
@@ -529,6 +533,13 @@ class ModuleContext:
         entry = (category, type_)
         lst.append(entry)
         self._undo.append(lambda: lst.remove(entry))
+
+    def account_items(self, build: Callable[[IqRequest], Awaitable[list[Element]]]) -> None:
+        """Add items to the disco#items of every account's bare JID (XEP-0030 §4), built
+        for each request (``build`` decides what the requester may see)."""
+        lst = self._host.registry.account_items
+        lst.append(build)
+        self._undo.append(lambda: lst.remove(build))
 
     def identity(self, category: str, type_: str, name: str | None = None) -> None:
         """Add a disco identity to the server (XEP-0030 §3.1)."""

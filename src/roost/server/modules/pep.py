@@ -31,11 +31,12 @@ from typing import Final
 
 from roost.core.caps import Caps
 from roost.core.jid import JID
+from roost.core.ns import DISCO_ITEMS
 from roost.core.pubsub import OWNER, PUBSUB, Node, NodeConfig
 from roost.core.xml.element import Element
 from roost.core.xml.parser import parse_fragment
 from roost.server import events
-from roost.server.api import ModuleContext
+from roost.server.api import IqRequest, ModuleContext
 from roost.server.pubsub import PubSubEngine
 from roost.server.services import CAPS, PEP, ROSTERS, CapsService, Roster, RosterService
 from roost.server.session import Session
@@ -132,6 +133,7 @@ class PepModule:
         # before the presence module broadcasts it
         ctx.filter(events.PRESENCE_BROADCAST, self._avatar_hash, priority=10)
         ctx.observe(events.SESSION_OPENING, self._opening)
+        ctx.account_items(self._node_items)
         ctx.observe(events.to_bare("presence"), self._contact_presence)
         ctx.observe(events.PRESENCE_OUTBOUND, self._outbound_presence)
         ctx.provide(PEP, engine)
@@ -198,6 +200,16 @@ class PepModule:
             await engine.send_items(owner, node, node.last(1), [to])
 
     # -- presence (XEP-0163 §4.3.1, §4.3.2) -----------------------------------------------
+
+    async def _node_items(self, req: IqRequest) -> list[Element]:
+        """XEP-0163 §5: the nodes the requester may subscribe to or read, as disco#items."""
+        if not await self.ctx.accounts.exists(req.to.local or "", req.to.domain):
+            return []
+        items = []
+        for name, node in sorted((await self.engine.load(req.to)).items()):
+            if await self.engine.access_error(req.to, node, req.sender) is None:
+                items.append(Element("item", DISCO_ITEMS, {"jid": str(req.to), "node": name}))
+        return items
 
     def _opening(self, session: Session, waits: list[Awaitable[object]]) -> None:
         """The account's nodes are read before its session is bound (for ``_avatar_hash``)."""
