@@ -576,3 +576,18 @@ async def test_disco_items_list_the_nodes_one_may_see(server: Server, login: Log
     assert await nodes(alice) == sorted([NICK, TUNE, "urn:xmpp:bookmarks:1"])
     assert await nodes(bob) == sorted([NICK, TUNE])
     assert await nodes(carol) == [NICK]
+
+
+async def test_nodes_go_with_the_account(server: Server, login: Login) -> None:
+    """A deleted account's PEP data is gone: an account made again with its name has none."""
+    from roost.core.jid import JID
+
+    alice = await login("alice", "a")
+    await ask(alice, publish(TUNE, TUNE_ITEM, "t", field("pubsub#access_model", "open")))
+    carol = await login("carol", "c")
+    assert (await ask(carol, items_get(TUNE))).get("type") == "result"
+    await server.admin.delete_user(JID.parse("alice@localhost"))
+    await server.accounts.create("alice", "localhost", PASSWORDS["alice"])
+    assert error_of(await ask(carol, items_get(TUNE)))[1] == "item-not-found"
+    again = await login("alice", "again")
+    assert error_of(await ask(again, items_get(TUNE)))[1] == "item-not-found"

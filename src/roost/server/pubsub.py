@@ -5,9 +5,10 @@ A ``PubSubEngine`` serves any number of PubSub services, each named by its JID (
 bare JID, or a service domain); what differs between PEP and a generic service is a
 ``PubSubPolicy``: who owns a node, who may create one, whose roster the ``presence`` and
 ``roster`` access models use, and who else gets notifications (PEP: caps ``+notify``).
-Nodes are kept in host data (``HostDataStore``): host = the service JID, one document per
-node (configuration, affiliations, subscriptions) and one per item, read when a service is
-first used and cached. Modules reach it only through their context.
+The policy also keeps the documents (one per node: configuration, affiliations,
+subscriptions; one per item): PEP in the account's own data, which goes with the account,
+a generic service in host data. A service's nodes are read when it is first used and kept
+in memory while the policy says so.
 """
 
 from __future__ import annotations
@@ -57,12 +58,22 @@ _AFFILIATIONS: Final = ("owner", "publisher", "member", "none", "outcast")
 class PubSubPolicy(Protocol):
     """What one kind of PubSub service decides (PEP, a generic service)."""
 
-    #: the store its nodes are kept in (host data)
-    store: str
     #: a publish to a missing node creates it (XEP-0060 §7.1.4 auto-create)
     auto_create: bool
 
     def default_config(self) -> NodeConfig: ...
+
+    async def read_all(self, service: JID) -> dict[str, str]:
+        """Every stored document of a service (key -> text)."""
+        ...
+
+    async def write(self, service: JID, key: str, value: str | None) -> None:
+        """Store or (None) delete one document; committed when it returns."""
+        ...
+
+    def keep_cached(self, service: JID) -> bool:
+        """Keep a service's nodes in memory once read (PEP: while its account is online)."""
+        ...
 
     def is_owner(self, service: JID, node: Node | None, who: JID) -> bool:
         """``who`` owns ``node`` (or, with None, the service itself)."""
@@ -117,7 +128,7 @@ class PubSubEngine:
         nodes = self._nodes.get(owner)
         if nodes is not None:
             return nodes
-        raw = await self.ctx.storage.list_host_data(str(owner), self.policy.store)
+        raw = await self.policy.read_all(owner)
         nodes = {}
         items: list[tuple[str, Item]] = []
         for key, value in raw.items():
@@ -133,18 +144,22 @@ class PubSubEngine:
             node = nodes.get(node_name)
             if node is not None:
                 node.put(item)
+        if not self.policy.keep_cached(owner):
+            return nodes  # read again next time: nothing is kept for services not in use
         return self._nodes.setdefault(owner, nodes)
 
+    def forget(self, owner: JID) -> None:
+        """Drop a service's nodes from memory (they are read again when next used)."""
+        if not self._locks[owner].locked():
+            self._nodes.pop(owner, None)
+            self._locks.pop(owner, None)
+
     async def _save_node(self, owner: JID, node: Node) -> None:
-        await self.ctx.storage.set_host_data(
-            str(owner), self.policy.store, _node_key(node.name), node.meta_json()
-        )
+        await self.policy.write(owner, _node_key(node.name), node.meta_json())
 
     async def _drop_items(self, owner: JID, node: str, items: Iterable[Item]) -> None:
         for item in items:
-            await self.ctx.storage.set_host_data(
-                str(owner), self.policy.store, _item_key(node, item.id), None
-            )
+            await self.policy.write(owner, _item_key(node, item.id), None)
 
     # -- access (XEP-0060 §4.5, §6.1.3, §6.5.9) ------------------------------------------
 
@@ -397,9 +412,7 @@ class PubSubEngine:
             item = Item(item_id, payload, str(publisher), node.seq + 1)
             dropped = node.put(item)
             if node.config.persist_items:
-                await self.ctx.storage.set_host_data(
-                    str(owner), self.policy.store, _item_key(name, item_id), item.to_json()
-                )
+                await self.policy.write(owner, _item_key(name, item_id), item.to_json())
             await self._drop_items(owner, name, [d for d in dropped if d.id != item_id])
             if not node.config.persist_items:
                 node.items.clear()
@@ -553,9 +566,7 @@ class PubSubEngine:
                 nodes = await self.load(owner)
                 nodes.pop(node.name, None)
                 await self._drop_items(owner, node.name, list(node.items.values()))
-                await self.ctx.storage.set_host_data(
-                    str(owner), self.policy.store, _node_key(node.name), None
-                )
+                await self.policy.write(owner, _node_key(node.name), None)
             if node.config.notify_delete:
                 await self._broadcast(owner, node, Element("delete", EVENT, {"node": node.name}))
         elif action.tag == "purge":

@@ -45,6 +45,8 @@ __all__ = ["AVATAR_METADATA", "PEP_FEATURES", "VCARD_UPDATE", "PepModule", "PepO
 
 log = logging.getLogger(__name__)
 
+_STORE: Final = "pep"
+
 #: XEP-0084 avatar metadata node; XEP-0153 presence annotation
 AVATAR_METADATA: Final = "urn:xmpp:avatar:metadata"
 VCARD_UPDATE: Final = "vcard-temp:x:update"
@@ -101,7 +103,6 @@ class PepModule:
     depends = ("roster", "presence", "caps")
     Options = PepOptions
     #: PubSubPolicy
-    store = "pep"
     auto_create = True
 
     def setup(self, ctx: ModuleContext) -> None:
@@ -116,6 +117,8 @@ class PepModule:
             max_items=options.max_items,
             max_item_size=options.max_item_size,
         )
+        #: accounts with a session (their nodes stay in memory)
+        self._online: set[JID] = set()
         #: remote contacts' available resources seen by each account, with their caps
         self._remote: defaultdict[JID, dict[JID, Caps | None]] = defaultdict(dict)
         engine = self.engine
@@ -133,6 +136,8 @@ class PepModule:
         # before the presence module broadcasts it
         ctx.filter(events.PRESENCE_BROADCAST, self._avatar_hash, priority=10)
         ctx.observe(events.SESSION_OPENING, self._opening)
+        ctx.observe(events.SESSION_ABANDONED, self._closed)
+        ctx.observe(events.SESSION_CLOSED, self._closed, priority=-100)
         ctx.account_items(self._node_items)
         ctx.observe(events.to_bare("presence"), self._contact_presence)
         ctx.observe(events.PRESENCE_OUTBOUND, self._outbound_presence)
@@ -142,6 +147,27 @@ class PepModule:
 
     def default_config(self) -> NodeConfig:
         return NodeConfig()  # XEP-0163 §4 "smart defaults": presence access, one item
+
+    async def read_all(self, service: JID) -> dict[str, str]:
+        # the account's own data (store "pep"): deleted with the account
+        return await self.ctx.storage.list_data(service.local or "", service.domain, _STORE)
+
+    async def write(self, service: JID, key: str, value: str | None) -> None:
+        await self.ctx.storage.set_data(service.local or "", service.domain, _STORE, key, value)
+
+    def keep_cached(self, service: JID) -> bool:
+        return service in self._online
+
+    def _opened(self, session: Session) -> None:
+        self._online.add(session.jid.bare)
+
+    def _closed(self, session: Session, error: object = None) -> None:
+        """The account's last session ended: its nodes leave memory."""
+        user = session.jid.bare
+        if not any(s is not session for s in self.ctx.sessions.resources(user).values()):
+            self._online.discard(user)
+            self._remote.pop(user, None)
+            self.engine.forget(user)
 
     def is_owner(self, service: JID, node: Node | None, who: JID) -> bool:
         return who.bare == service  # §1: one publisher per node, the account
@@ -213,6 +239,7 @@ class PepModule:
 
     def _opening(self, session: Session, waits: list[Awaitable[object]]) -> None:
         """The account's nodes are read before its session is bound (for ``_avatar_hash``)."""
+        self._opened(session)
         waits.append(self.engine.load(session.jid.bare))
 
     def _avatar_hash(self, stanza: Element, sender: JID, session: Session | None) -> bool:

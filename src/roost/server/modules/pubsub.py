@@ -36,6 +36,7 @@ __all__ = ["PubSubModule", "PubSubOptions"]
 log = logging.getLogger(__name__)
 
 _C = StanzaErrorCondition
+_STORE: Final = "pubsub"
 #: XEP-0060 §10 features of the service
 SERVICE_FEATURES: Final = (
     "access-open",
@@ -87,7 +88,6 @@ class PubSubModule:
     depends = ("roster",)
     Options = PubSubOptions
     #: PubSubPolicy
-    store = "pubsub"
     auto_create = True
 
     def setup(self, ctx: ModuleContext) -> None:
@@ -111,6 +111,15 @@ class PubSubModule:
 
     def default_config(self) -> NodeConfig:
         return NodeConfig(access_model="open", max_items=10, send_last_published_item="on_sub")
+
+    async def read_all(self, service: JID) -> dict[str, str]:
+        return await self.ctx.storage.list_host_data(str(service), _STORE)
+
+    async def write(self, service: JID, key: str, value: str | None) -> None:
+        await self.ctx.storage.set_host_data(str(service), _STORE, key, value)
+
+    def keep_cached(self, service: JID) -> bool:
+        return True  # one service per domain
 
     def is_owner(self, service: JID, node: Node | None, who: JID) -> bool:
         if str(who.bare) in self.admins and self.ctx.is_local_user(who):
