@@ -439,6 +439,13 @@ class ModuleContext:
         """Run ``coro`` as a tracked task (cancelled on shutdown, errors logged)."""
         return self._host.spawn(coro)
 
+    def spawn_apart(self, coro: Coroutine[Any, Any, object]) -> None:
+        """``spawn``, but not as part of the stanza being handled: a stream holds its peer's
+        later stanzas behind tasks spawned while routing one (RFC 6120 §10.1), so work that
+        waits for an answer from that very peer (asking a remote resource for its caps)
+        must start apart, right after, or it waits for itself."""
+        asyncio.get_running_loop().call_soon(self._host.spawn, coro)
+
     def every(self, seconds: float, callback: Callable[[], object]) -> None:
         """Call ``callback`` every ``seconds`` while the module is loaded."""
 

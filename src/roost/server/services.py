@@ -210,6 +210,11 @@ class CapsService(Protocol):
         in the verified cache."""
         ...
 
+    async def resolve_remote(self, jid: JID, caps: Caps) -> frozenset[str] | None:
+        """The features behind caps a remote full JID announced, asking it (once per
+        'ver') when they are not in the verified cache yet."""
+        ...
+
 
 class PepService(Protocol):
     """The accounts' PEP nodes (XEP-0163), for features stored there too (XEP-0411:

@@ -155,6 +155,18 @@ class CapsModule:
             return None
         return self._features(self.cache.get(caps.ver, caps.algo))
 
+    async def resolve_remote(self, jid: JID, caps: Caps) -> frozenset[str] | None:
+        """The features behind caps a remote full JID announced to an account (its
+        presence), checking them with that JID once per 'ver' as for local clients (§5.4)."""
+        if caps.algo is None or caps.algo not in SUPPORTED_HASHES:
+            return None
+        if (caps.algo, caps.ver) not in self.cache:
+            self._check(caps, jid)
+            pending = self._pending.get((caps.algo, caps.ver))
+            if pending is not None and pending.task is not None:
+                await asyncio.shield(pending.task)
+        return self.features_for(caps)
+
     def _presence(self, stanza: Element, sender: JID, session: Session | None) -> None:
         """PRESENCE_BROADCAST observer: note the caps, check a new 'ver'."""
         if session is None or sender.resource is None:
@@ -206,7 +218,7 @@ class CapsModule:
         try:
             while pending.candidates:
                 jid, node = pending.candidates.popleft()
-                if self._ctx.sessions.get(jid) is None:
+                if self._ctx.is_local_user(jid) and self._ctx.sessions.get(jid) is None:
                     continue  # gone meanwhile
                 query, problem = await self._fetch(jid, f"{node}#{ver}")
                 if query is not None:

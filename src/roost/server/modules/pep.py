@@ -12,8 +12,8 @@ shared engine's (``roost.server.pubsub``); this module is PEP's policy and prese
 * Notifications (§4.3): to the account's available resources and to contacts with a presence
   subscription (``from``/``both``) allowed by the access model, each resource whose verified
   XEP-0115 caps list ``NODE+notify`` (the caps service); and to explicit subscriptions
-  (XEP-0060 §6.1). Remote contacts' resources count once their presence reached us with caps
-  whose 'ver' is in the verified cache.
+  (XEP-0060 §6.1). A remote contact's resource is asked for its caps' disco#info by this
+  server when its first available presence arrives (the caps service, §5.4).
 * The last item of each node goes to a resource becoming available (§4.3.2: initial presence
   only), the account's own included, and to a contact the account just approved (§4.3.1).
 * A user blocked by the account (XEP-0016, XEP-0191) gets nothing (§4.3.2 exception).
@@ -303,7 +303,13 @@ class PepModule:
         caps = Caps.find_in(stanza)
         seen[sender] = caps
         if first and caps is not None:
-            self.ctx.spawn(self._send_last(to, sender, self.caps.features_for(caps)))
+            # apart: the caps check waits for the contact's answer on the same s2s stream
+            self.ctx.spawn_apart(self._remote_available(to, sender, caps))
+
+    async def _remote_available(self, owner: JID, contact: JID, caps: Caps) -> None:
+        """A remote contact's new resource: check its caps (asking it once per 'ver'), then
+        send it the last items it asks for (§4.3.2)."""
+        await self._send_last(owner, contact, await self.caps.resolve_remote(contact, caps))
 
     def _outbound_presence(self, stanza: Element, sender: JID, to: JID, session: Session) -> None:
         """§4.3.1: the account approved a contact's subscription: the last items to the
