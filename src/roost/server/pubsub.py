@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 from typing import Final, Protocol
 
@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 _C = StanzaErrorCondition
 _T = StanzaErrorType
 _AFFILIATIONS: Final = ("owner", "publisher", "member", "none", "outcast")
+#: services not in use whose nodes stay in memory
+RECENT_SERVICES: Final = 4096
 
 
 class PubSubPolicy(Protocol):
@@ -115,18 +117,30 @@ class PubSubEngine:
         self.max_nodes = max_nodes
         self.max_items = max_items
         self.max_item_size = max_item_size
+        #: nodes of services in use (accounts online)
         self._nodes: dict[JID, dict[str, Node]] = {}
+        #: nodes of other services read lately, oldest first (bounded)
+        self._recent: OrderedDict[JID, dict[str, Node]] = OrderedDict()
         self._locks: defaultdict[JID, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     # -- storage -------------------------------------------------------------------------
 
     def cached(self, owner: JID) -> dict[str, Node] | None:
         """A service's nodes if they are in memory (``load`` reads them)."""
-        return self._nodes.get(owner)
+        nodes = self._nodes.get(owner)
+        return nodes if nodes is not None else self._recent.get(owner)
 
     async def load(self, owner: JID) -> dict[str, Node]:
+        """A service's nodes, read from storage unless in memory."""
         nodes = self._nodes.get(owner)
         if nodes is not None:
+            return nodes
+        nodes = self._recent.get(owner)
+        if nodes is not None:
+            if self.policy.keep_cached(owner):
+                self._nodes[owner] = self._recent.pop(owner)
+            else:
+                self._recent.move_to_end(owner)
             return nodes
         raw = await self.policy.read_all(owner)
         nodes = {}
@@ -144,14 +158,24 @@ class PubSubEngine:
             node = nodes.get(node_name)
             if node is not None:
                 node.put(item)
-        if not self.policy.keep_cached(owner):
-            return nodes  # read again next time: nothing is kept for services not in use
-        return self._nodes.setdefault(owner, nodes)
+        if self.policy.keep_cached(owner):
+            return self._nodes.setdefault(owner, nodes)
+        # services not in use (an offline account read by its contacts): the most recent
+        # few, so a login does not read every contact's nodes each time
+        nodes = self._recent.setdefault(owner, nodes)
+        while len(self._recent) > RECENT_SERVICES:
+            old, old_nodes = self._recent.popitem(last=False)
+            if self._locks.get(old) is not None and self._locks[old].locked():
+                self._recent[old] = old_nodes  # in use: keep it, try again later
+                break
+            self._locks.pop(old, None)
+        return nodes
 
     def forget(self, owner: JID) -> None:
         """Drop a service's nodes from memory (they are read again when next used)."""
         if not self._locks[owner].locked():
             self._nodes.pop(owner, None)
+            self._recent.pop(owner, None)
             self._locks.pop(owner, None)
 
     async def _save_node(self, owner: JID, node: Node) -> None:
