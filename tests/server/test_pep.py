@@ -359,8 +359,13 @@ async def test_last_item_on_initial_presence(server: Server, login: Login) -> No
     await ask(alice, publish(TUNE, TUNE_ITEM, "last"))
     bob = await login("bob", "b", None)
     await announce(bob, notify(TUNE))
-    got = events_in(await drain(bob))
+    stanzas = await drain(bob)
+    got = events_in(stanzas)
     assert [(s, item_ids(i)) for s, _, i in got] == [("alice@localhost", ["last"])]
+    # XEP-0203: sent later than published, it says when it was
+    (msg,) = [m for m in stanzas if m.tag == "message"]
+    delay = msg.find("delay", "urn:xmpp:delay")
+    assert delay is not None and delay.get("from") == "alice@localhost" and delay.get("stamp")
     await bob.send("<presence><show>away</show></presence>")  # not initial: nothing
     assert events_in(await drain(bob)) == []
     alice2 = await login("alice", "two", None)

@@ -225,20 +225,26 @@ def config_form(config: NodeConfig, max_items_limit: int, *, node: str | None = 
 
 @dataclass(slots=True)
 class Item:
-    """A published item: its id, payload (serialized XML or None), publisher, order."""
+    """A published item: its id, payload (serialized XML or None), publisher, order and
+    publication time."""
 
     id: str
     payload: str | None
     publisher: str
     seq: int
+    #: when it was published (seconds since the epoch), for XEP-0203 delay stamps
+    stamp: float | None = None
 
     def to_json(self) -> str:
-        return json.dumps({"p": self.payload, "by": self.publisher, "seq": self.seq})
+        return json.dumps(
+            {"p": self.payload, "by": self.publisher, "seq": self.seq, "t": self.stamp}
+        )
 
     @classmethod
     def from_json(cls, item_id: str, raw: str) -> Item:
         d = json.loads(raw)
-        return cls(item_id, d["p"], d["by"], int(d["seq"]))
+        t = d.get("t")
+        return cls(item_id, d["p"], d["by"], int(d["seq"]), float(t) if t is not None else None)
 
 
 @dataclass(slots=True)

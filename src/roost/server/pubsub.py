@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 from typing import Final, Protocol
 
 from roost.core import ns
+from roost.core.delay import delay_element
 from roost.core.errors import StanzaError, StanzaErrorCondition, StanzaErrorType
 from roost.core.jid import JID, InvalidJID
 from roost.core.pubsub import (
@@ -433,7 +435,7 @@ class PubSubEngine:
                 raise pubsub_error(_C.FORBIDDEN)  # §7.1.3.1
             elif self._preconditions(fields, node.config) != node.config:
                 raise pubsub_error(_C.CONFLICT, "precondition-not-met")  # §7.1.5
-            item = Item(item_id, payload, str(publisher), node.seq + 1)
+            item = Item(item_id, payload, str(publisher), node.seq + 1, time.time())
             dropped = node.put(item)
             if node.config.persist_items:
                 await self.policy.write(owner, _item_key(name, item_id), item.to_json())
@@ -633,14 +635,19 @@ class PubSubEngine:
         for to in targets:
             await self._send(owner, to, payload)
 
-    async def _send(self, owner: JID, to: JID, payload: Element) -> None:
-        """One ``headline`` notification (XEP-0163 §4.3.3) from the service's JID."""
+    async def _send(
+        self, owner: JID, to: JID, payload: Element, stamp: float | None = None
+    ) -> None:
+        """One ``headline`` notification (XEP-0163 §4.3.3) from the service's JID; an item
+        sent later than published carries its publication time (XEP-0203)."""
         msg = Element(
             "message",
             ns.CLIENT,
             {"from": str(owner), "to": str(to), "type": "headline", "id": self.ctx.new_id()},
         )
         msg.sub("event", EVENT).append(payload)
+        if stamp is not None:
+            msg.append(delay_element(stamp, str(owner)))
         if self.ctx.is_local_user(to):
             # XEP-0163 §4.3.2: not to someone the account blocked (nor who blocked it)
             if to.bare != owner and await self.ctx.privacy_refuses_loaded(
@@ -660,10 +667,12 @@ class PubSubEngine:
     async def send_items(
         self, owner: JID, node: Node, items: list[Item], targets: Iterable[JID]
     ) -> None:
+        """Items published earlier (the last one, XEP-0060 §6.1.7, XEP-0163 §4.3.2)."""
         for to in targets:
             event_items = Element("items", EVENT, {"node": node.name})
             for item in items:
                 event_items.append(
                     node.item_element(item, EVENT, payload=node.config.deliver_payloads)
                 )
-            await self._send(owner, to, event_items)
+            stamps = [i.stamp for i in items if i.stamp is not None]
+            await self._send(owner, to, event_items, max(stamps) if stamps else None)
