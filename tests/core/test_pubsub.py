@@ -102,3 +102,27 @@ def test_pubsub_error_carries_its_condition() -> None:
     ).to_element()
     el = unsupported.find("unsupported", PUBSUB_ERRORS)
     assert el is not None and el.get("feature") == "x"
+
+
+def test_bookmarks_convert_both_ways() -> None:
+    from roost.core.bookmarks import from_0402, to_0402
+    from roost.core.xml.parser import parse_fragment
+    from roost.core.xml.writer import serialize
+
+    old = parse_fragment(
+        "<storage xmlns='storage:bookmarks'><conference jid='a@muc' name='A' autojoin='1'>"
+        "<nick>n</nick><password>p</password></conference>"
+        "<conference jid='b@muc'/><url name='x' url='http://x'/></storage>"
+    )
+    new = to_0402(old)
+    assert sorted(new) == ["a@muc", "b@muc"]
+    assert serialize(new["a@muc"], "") == (
+        "<conference xmlns='urn:xmpp:bookmarks:1' name='A' autojoin='true'>"
+        "<nick>n</nick><password>p</password></conference>"
+    )
+    back = from_0402(new)
+    assert serialize(back, "") == (
+        "<storage xmlns='storage:bookmarks'>"
+        "<conference jid='a@muc' name='A' autojoin='true'><nick>n</nick><password>p</password>"
+        "</conference><conference jid='b@muc' autojoin='false'/></storage>"
+    )

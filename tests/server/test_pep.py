@@ -578,7 +578,8 @@ async def test_disco_items_list_the_nodes_one_may_see(server: Server, login: Log
         assert query is not None
         return [i.get("node") or "" for i in query.find_all("item") if i.get("node")]
 
-    assert await nodes(alice) == sorted([NICK, TUNE, "urn:xmpp:bookmarks:1"])
+    # (storage:bookmarks: the XEP-0048 form of the bookmarks, XEP-0402 §5.3)
+    assert await nodes(alice) == sorted([NICK, TUNE, "storage:bookmarks", "urn:xmpp:bookmarks:1"])
     assert await nodes(bob) == sorted([NICK, TUNE])
     assert await nodes(carol) == [NICK]
 
@@ -596,3 +597,62 @@ async def test_nodes_go_with_the_account(server: Server, login: Login) -> None:
     assert error_of(await ask(carol, items_get(TUNE)))[1] == "item-not-found"
     again = await login("alice", "again")
     assert error_of(await ask(again, items_get(TUNE)))[1] == "item-not-found"
+
+
+async def test_bookmarks_0402_and_0048_are_one(server: Server, login: Login) -> None:
+    """XEP-0402 §5.3 (#compat): XEP-0049 / XEP-0048 bookmarks and XEP-0402 items are kept
+    the same both ways."""
+    alice = await login("alice", "a", [])
+    disco = await ask(
+        alice, f"<iq type='get' to='alice@localhost'><query xmlns='{ns.DISCO_INFO}'/></iq>"
+    )
+    q = disco.find("query", ns.DISCO_INFO)
+    assert q is not None
+    assert "urn:xmpp:bookmarks:1#compat" in {f.get("var") for f in q.find_all("feature")}
+    old = (
+        "<storage xmlns='storage:bookmarks'>"
+        "<conference jid='one@muc.localhost' name='One' autojoin='true'>"
+        "<nick>al</nick></conference>"
+        "<conference jid='two@muc.localhost' autojoin='false'/></storage>"
+    )
+    reply = await ask(alice, f"<iq type='set'><query xmlns='jabber:iq:private'>{old}</query></iq>")
+    assert reply.get("type") == "result"
+    reply = await ask(alice, items_get("urn:xmpp:bookmarks:1"))
+    items = reply.find("pubsub", PUBSUB).find("items", PUBSUB)  # type: ignore[union-attr]
+    assert items is not None
+    assert sorted(item_ids(items)) == ["one@muc.localhost", "two@muc.localhost"]
+    by_id = {
+        i.get("id"): i.find("conference", "urn:xmpp:bookmarks:1") for i in items.find_all("item")
+    }
+    one = by_id["one@muc.localhost"]
+    assert one is not None and one.get("name") == "One" and one.get("autojoin") == "true"
+    nick_el = one.find("nick", "urn:xmpp:bookmarks:1")
+    assert nick_el is not None and nick_el.text == "al"
+
+    opts = (
+        field("pubsub#persist_items", "true")
+        + field("pubsub#max_items", "max")
+        + field("pubsub#send_last_published_item", "never")
+        + field("pubsub#access_model", "whitelist")
+    )
+    three = "<conference xmlns='urn:xmpp:bookmarks:1' name='Three' autojoin='true'/>"
+    reply = await ask(alice, publish("urn:xmpp:bookmarks:1", three, "three@muc.localhost", opts))
+    assert reply.get("type") == "result"
+    reply = await ask(
+        alice,
+        f"<iq type='set'><pubsub xmlns='{PUBSUB}'><retract node='urn:xmpp:bookmarks:1'>"
+        "<item id='two@muc.localhost'/></retract></pubsub></iq>",
+    )
+    assert reply.get("type") == "result"
+
+    reply = await ask(
+        alice,
+        "<iq type='get'><query xmlns='jabber:iq:private'>"
+        "<storage xmlns='storage:bookmarks'/></query></iq>",
+    )
+    storage = reply.find("query", "jabber:iq:private").find("storage", "storage:bookmarks")  # type: ignore[union-attr]
+    assert storage is not None
+    rooms = {
+        c.get("jid"): c.get("name") for c in storage.find_all("conference", "storage:bookmarks")
+    }
+    assert rooms == {"one@muc.localhost": "One", "three@muc.localhost": "Three"}

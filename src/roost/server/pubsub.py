@@ -93,6 +93,10 @@ class PubSubPolicy(Protocol):
         """Who gets notifications besides explicit subscribers (PEP: ``+notify``)."""
         ...
 
+    async def changed(self, service: JID, node: str) -> None:
+        """A node's items changed (published, retracted, purged, deleted), notified."""
+        ...
+
 
 def _node_key(name: str) -> str:
     return "n" + name
@@ -446,6 +450,7 @@ class PubSubEngine:
             event_items = Element("items", EVENT, {"node": name})
             event_items.append(node.item_element(item, EVENT, payload=node.config.deliver_payloads))
             await self._broadcast(owner, node, event_items)
+        await self.policy.changed(owner, name)
 
     def _may_publish(self, service: JID, node: Node, who: JID) -> bool:
         """§7.1.3.1 and the ``publish_model`` (§16.4.4)."""
@@ -486,17 +491,26 @@ class PubSubEngine:
         ids = [i.get("id") for i in action.find_all("item", PUBSUB)]
         if len(ids) != 1 or not ids[0]:
             raise pubsub_error(_C.BAD_REQUEST, "item-required")
-        item_id = ids[0]
-        async with self._locks[req.to]:
+        await self._do_retract(req.to, node, ids[0], notify=action.get("notify") in ("1", "true"))
+        return EMPTY
+
+    async def _do_retract(self, owner: JID, node: Node, item_id: str, *, notify: bool) -> None:
+        async with self._locks[owner]:
             item = node.items.pop(item_id, None)
             if item is None:
                 raise pubsub_error(_C.ITEM_NOT_FOUND)
-            await self._drop_items(req.to, node.name, [item])
-        if action.get("notify") in ("1", "true") or node.config.notify_retract:
+            await self._drop_items(owner, node.name, [item])
+        if notify or node.config.notify_retract:
             event_items = Element("items", EVENT, {"node": node.name})
             event_items.sub("retract", attrs={"id": item_id})
-            await self._broadcast(req.to, node, event_items)
-        return EMPTY
+            await self._broadcast(owner, node, event_items)
+        await self.policy.changed(owner, node.name)
+
+    async def retract_as(self, owner: JID, node: str, item_id: str) -> None:
+        """Retract an item as the service's owner (bookmarks conversion)."""
+        found = (await self.load(owner)).get(node)
+        if found is not None and item_id in found.items:
+            await self._do_retract(owner, found, item_id, notify=True)
 
     async def _subscribe(self, req: IqRequest, action: Element) -> IqResult:
         """§6.1: an explicit subscription (the 'jid' must be the requester's, §6.1.3.1)."""
@@ -595,6 +609,7 @@ class PubSubEngine:
                 await self.policy.write(owner, _node_key(node.name), None)
             if node.config.notify_delete:
                 await self._broadcast(owner, node, Element("delete", EVENT, {"node": node.name}))
+            await self.policy.changed(owner, node.name)
         elif action.tag == "purge":
             async with self._locks[owner]:
                 items = list(node.items.values())
@@ -602,6 +617,7 @@ class PubSubEngine:
                 await self._drop_items(owner, node.name, items)
             if node.config.notify_retract:
                 await self._broadcast(owner, node, Element("purge", EVENT, {"node": node.name}))
+            await self.policy.changed(owner, node.name)
         elif action.tag == "affiliations":
             changes: dict[str, str] = {}
             for a in action.find_all("affiliation", OWNER):

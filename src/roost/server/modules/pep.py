@@ -29,12 +29,15 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
+from roost.core.bookmarks import BOOKMARKS_0048, BOOKMARKS_0402, from_0402, to_0402
 from roost.core.caps import Caps
+from roost.core.errors import StanzaError
 from roost.core.jid import JID
 from roost.core.ns import DISCO_ITEMS
 from roost.core.pubsub import OWNER, PUBSUB, Node, NodeConfig
 from roost.core.xml.element import Element
 from roost.core.xml.parser import parse_fragment
+from roost.core.xml.writer import serialize
 from roost.server import events
 from roost.server.api import IqRequest, ModuleContext
 from roost.server.pubsub import PubSubEngine
@@ -46,6 +49,14 @@ __all__ = ["AVATAR_METADATA", "PEP_FEATURES", "VCARD_UPDATE", "PepModule", "PepO
 log = logging.getLogger(__name__)
 
 _STORE: Final = "pep"
+#: XEP-0223 §3 private data; XEP-0402 §3 bookmarks (every room kept)
+_OPTIONS_0048: Final = {"pubsub#persist_items": ["true"], "pubsub#access_model": ["whitelist"]}
+_OPTIONS_0402: Final = {
+    "pubsub#persist_items": ["true"],
+    "pubsub#access_model": ["whitelist"],
+    "pubsub#max_items": ["max"],
+    "pubsub#send_last_published_item": ["never"],
+}
 
 #: XEP-0084 avatar metadata node; XEP-0153 presence annotation
 AVATAR_METADATA: Final = "urn:xmpp:avatar:metadata"
@@ -117,6 +128,8 @@ class PepModule:
             max_items=options.max_items,
             max_item_size=options.max_item_size,
         )
+        #: accounts whose bookmarks are being converted (XEP-0402 §5.3)
+        self._converting: set[JID] = set()
         #: accounts with a session (their nodes stay in memory)
         self._online: set[JID] = set()
         #: remote contacts' available resources seen by each account, with their caps
@@ -130,6 +143,8 @@ class PepModule:
         ctx.account_identity("pubsub", "pep")
         ctx.account_feature(PUBSUB)
         ctx.account_feature(OWNER)
+        ctx.account_feature(f"{BOOKMARKS_0402}#compat")  # XEP-0402 §5.3: with XEP-0049
+        ctx.account_feature(f"{BOOKMARKS_0402}#compat-pep")  # and with XEP-0223 XEP-0048
         for feature in PEP_FEATURES:
             ctx.account_feature(f"{PUBSUB}#{feature}")
         ctx.observe(events.PRESENCE_BROADCAST, self._own_presence)
@@ -208,6 +223,51 @@ class PepModule:
                     ):
                         targets[full] = None
         return targets
+
+    # -- XEP-0402 §5.3: bookmarks in both formats ------------------------------------------
+
+    async def changed(self, service: JID, node: str) -> None:
+        """Keep XEP-0402 (one item per room) and XEP-0048 (``storage:bookmarks``, which
+        XEP-0049 private storage also reads and writes, XEP-0411) the same bookmarks."""
+        if node not in (BOOKMARKS_0048, BOOKMARKS_0402) or service in self._converting:
+            return
+        self._converting.add(service)  # our own publications below do not convert back
+        try:
+            await self._convert(service, node)
+        except (StanzaError, ValueError) as err:  # a node configured otherwise: left alone
+            log.info("bookmarks of %s not converted: %s", service, err)
+        finally:
+            self._converting.discard(service)
+
+    async def _convert(self, service: JID, changed: str) -> None:
+        engine = self.engine
+        nodes = await engine.load(service)
+        new_node = nodes.get(BOOKMARKS_0402)
+        have = {
+            i.id: parse_fragment(i.payload)
+            for i in (new_node.items.values() if new_node is not None else ())
+            if i.payload is not None
+        }
+        if changed == BOOKMARKS_0402:
+            storage = from_0402(have)
+            await engine.publish_as(service, BOOKMARKS_0048, "current", storage, _OPTIONS_0048)
+            return
+        old_node = nodes.get(BOOKMARKS_0048)
+        storage = Element("storage", BOOKMARKS_0048)
+        if old_node is not None and old_node.items:
+            payload = old_node.last(1)[0].payload
+            if payload is not None:
+                storage = parse_fragment(payload)
+        wanted = to_0402(storage)
+        for jid, conference in wanted.items():
+            old = have.get(jid)
+            # unchanged as XEP-0048 sees it: keep the item (and its <extensions/>)
+            if old is None or serialize(from_0402({jid: old})) != serialize(
+                from_0402({jid: conference})
+            ):
+                await engine.publish_as(service, BOOKMARKS_0402, jid, conference, _OPTIONS_0402)
+        for jid in set(have) - set(wanted):
+            await engine.retract_as(service, BOOKMARKS_0402, jid)
 
     async def _send_last(
         self, owner: JID, to: JID, features: frozenset[str] | None, *, subscribed: bool = False

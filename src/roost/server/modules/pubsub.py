@@ -144,6 +144,9 @@ class PubSubModule:
     async def targets(self, service: JID, node: Node) -> Iterable[JID]:
         return ()  # explicit subscriptions only (the engine adds them)
 
+    async def changed(self, service: JID, node: str) -> None:
+        return None
+
     # -- the hosted domain ----------------------------------------------------------------
 
     def receive(self, stanza: Element, sender: JID, to: JID) -> None:
