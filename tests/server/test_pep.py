@@ -656,3 +656,40 @@ async def test_bookmarks_0402_and_0048_are_one(server: Server, login: Login) -> 
         c.get("jid"): c.get("name") for c in storage.find_all("conference", "storage:bookmarks")
     }
     assert rooms == {"one@muc.localhost": "One", "three@muc.localhost": "Three"}
+
+
+async def test_vcard_photo_becomes_the_pep_avatar(server: Server, login: Login) -> None:
+    """XEP-0398 §2: a vCard PHOTO is published as the XEP-0084 avatar (data, metadata)."""
+    import base64
+    import hashlib
+
+    await mutual_from(server, "alice", "bob")
+    alice = await login("alice", "a", [])
+    bob = await login("bob", "b", notify("urn:xmpp:avatar:metadata"))
+    image = b"\x89PNG not really"
+    b64 = base64.b64encode(image).decode()
+    avatar_id = hashlib.sha1(image).hexdigest()
+    reply = await ask(
+        alice,
+        "<iq type='set'><vCard xmlns='vcard-temp'><FN>Alice</FN>"
+        f"<PHOTO><TYPE>image/png</TYPE><BINVAL>{b64}</BINVAL></PHOTO></vCard></iq>",
+    )
+    assert reply.get("type") == "result"
+    got = events_in(await drain(bob))
+    assert [(i.get("node"), item_ids(i)) for _, _, i in got] == [
+        ("urn:xmpp:avatar:metadata", [avatar_id])
+    ]
+    info = (
+        got[0][2]
+        .find("item", EVENT)
+        .find("metadata", "urn:xmpp:avatar:metadata")
+        .find(  # type: ignore[union-attr]
+            "info", "urn:xmpp:avatar:metadata"
+        )
+    )
+    assert info is not None and info.get("bytes") == str(len(image))
+    reply = await ask(bob, items_get("urn:xmpp:avatar:data"))
+    items = reply.find("pubsub", PUBSUB).find("items", PUBSUB)  # type: ignore[union-attr]
+    assert items is not None and item_ids(items) == [avatar_id]
+    data = items.find("item", PUBSUB).find("data", "urn:xmpp:avatar:data")  # type: ignore[union-attr]
+    assert data is not None and base64.b64decode(data.text) == image
