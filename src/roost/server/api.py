@@ -234,6 +234,8 @@ class Registry:
 
     __slots__ = (
         "account_features",
+        "account_identities",
+        "account_items",
         "bound_features",
         "disco_features",
         "disco_forms",
@@ -253,6 +255,11 @@ class Registry:
         self.disco_features: dict[str, str] = {}  # feature var -> module name
         #: features an account's bare JID has (XEP-0030 §3.1 "account" identity), e.g. PEP
         self.account_features: dict[str, str] = {}
+        #: extra identities of every account's bare JID: (category, type), e.g. pubsub/pep
+        self.account_identities: list[tuple[str, str]] = []
+        #: builders of extra disco#items of an account's bare JID for a requester (its PEP
+        #: nodes, XEP-0163 §5), each filtering by what the requester may see
+        self.account_items: list[Callable[[IqRequest], Awaitable[list[Element]]]] = []
         #: XEP-0128 extended forms in the server's disco#info (XEP-0157 contacts, say)
         self.disco_forms: list[Element] = []
         #: extra identities of the server: (category, type, name)
@@ -437,6 +444,13 @@ class ModuleContext:
         """Run ``coro`` as a tracked task (cancelled on shutdown, errors logged)."""
         return self._host.spawn(coro)
 
+    def spawn_apart(self, coro: Coroutine[Any, Any, object]) -> None:
+        """``spawn``, but not as part of the stanza being handled: a stream holds its peer's
+        later stanzas behind tasks spawned while routing one (RFC 6120 §10.1), so work that
+        waits for an answer from that very peer (asking a remote resource for its caps)
+        must start apart, right after, or it waits for itself."""
+        asyncio.get_running_loop().call_soon(self._host.spawn, coro)
+
     def every(self, seconds: float, callback: Callable[[], object]) -> None:
         """Call ``callback`` every ``seconds`` while the module is loaded."""
 
@@ -524,6 +538,20 @@ class ModuleContext:
         table = self._host.registry.account_features
         table[var] = self.name
         self._undo.append(functools.partial(table.pop, var, None))
+
+    def account_identity(self, category: str, type_: str) -> None:
+        """Add a disco identity to every account's bare JID (XEP-0163 §5: pubsub/pep)."""
+        lst = self._host.registry.account_identities
+        entry = (category, type_)
+        lst.append(entry)
+        self._undo.append(lambda: lst.remove(entry))
+
+    def account_items(self, build: Callable[[IqRequest], Awaitable[list[Element]]]) -> None:
+        """Add items to the disco#items of every account's bare JID (XEP-0030 §4), built
+        for each request (``build`` decides what the requester may see)."""
+        lst = self._host.registry.account_items
+        lst.append(build)
+        self._undo.append(lambda: lst.remove(build))
 
     def identity(self, category: str, type_: str, name: str | None = None) -> None:
         """Add a disco identity to the server (XEP-0030 §3.1)."""

@@ -20,6 +20,7 @@ from roost.server.session import Session
 from roost.storage.api import RosterItem
 
 if TYPE_CHECKING:
+    from roost.core.caps import Caps
     from roost.core.im.privacy import PrivacyList, UserPrivacy
     from roost.core.xml.element import Element as _Element
     from roost.server.session import Session
@@ -27,13 +28,17 @@ if TYPE_CHECKING:
 __all__ = [
     "ADMIN",
     "ARCHIVE",
+    "CAPS",
+    "PEP",
     "PRESENCE",
     "PRIVACY_LISTS",
     "ROSTERS",
     "AdminError",
     "AdminService",
     "ArchiveService",
+    "CapsService",
     "OnlyTo",
+    "PepService",
     "PresenceService",
     "PrivacyListsService",
     "Refused",
@@ -207,6 +212,44 @@ class ArchiveService(Protocol):
     def queried(self, session: Session) -> bool:
         """Whether ``session`` has queried the archive since it was bound (XEP-0198: what
         the archive holds counts as delivered to such a client)."""
+
+
+class CapsService(Protocol):
+    """Verified XEP-0115 capabilities (the caps module): what an entity's caps say it
+    supports, only once the 'ver' has been checked (§5.4), for PEP's ``+notify`` (XEP-0163
+    §4.3)."""
+
+    def features_of(self, jid: JID) -> frozenset[str] | None:
+        """The features behind a local full JID's current caps, if verified."""
+        ...
+
+    async def resolve_features(self, jid: JID) -> frozenset[str] | None:
+        """``features_of``, waiting for a check of that JID's 'ver' under way."""
+        ...
+
+    def features_for(self, caps: Caps) -> frozenset[str] | None:
+        """The features behind any caps (a remote contact's presence), if that 'ver' is
+        in the verified cache."""
+        ...
+
+    async def resolve_remote(self, jid: JID, caps: Caps) -> frozenset[str] | None:
+        """The features behind caps a remote full JID announced, asking it (once per
+        'ver') when they are not in the verified cache yet."""
+        ...
+
+
+class PepService(Protocol):
+    """The accounts' PEP nodes (XEP-0163), for features stored there too (XEP-0411:
+    XEP-0049 bookmarks kept in the ``storage:bookmarks`` node)."""
+
+    async def publish_as(
+        self, owner: JID, node: str, item_id: str, payload: Element, options: dict[str, list[str]]
+    ) -> None:
+        """Publish as the account (creating the node with ``options``, notifying)."""
+        ...
+
+    async def last_payload(self, owner: JID, node: str) -> Element | None:
+        """The payload of the newest item of one of the account's nodes."""
         ...
 
 
@@ -218,6 +261,8 @@ def own_session(req: IqRequest) -> tuple[JID, str]:
     return req.to, req.sender.resource
 
 
+CAPS: Final = ServiceKey[CapsService]("caps")
+PEP: Final = ServiceKey[PepService]("pep")
 ROSTERS: Final = ServiceKey[RosterService]("rosters")
 PRESENCE: Final = ServiceKey[PresenceService]("presence")
 PRIVACY_LISTS: Final = ServiceKey[PrivacyListsService]("privacy_lists")

@@ -22,11 +22,13 @@ def default_modules() -> list[Module]:
     from roost.server.modules.mam import MamModule
     from roost.server.modules.message import MessageModule
     from roost.server.modules.offline import OfflineModule
+    from roost.server.modules.pep import PepModule
     from roost.server.modules.ping import PingModule
     from roost.server.modules.presence import PresenceModule
     from roost.server.modules.privacy import PrivacyModule
     from roost.server.modules.privacy_lists import PrivacyLists
     from roost.server.modules.private import PrivateModule
+    from roost.server.modules.pubsub import PubSubModule
     from roost.server.modules.push import PushModule
     from roost.server.modules.register import RegisterModule
     from roost.server.modules.roster import RosterModule
@@ -56,7 +58,9 @@ def default_modules() -> list[Module]:
         TimeModule(),
         LastActivityModule(),
         VCardModule(),
+        PepModule(),  # before private: XEP-0049 bookmarks are kept in PEP too (XEP-0411)
         PrivateModule(),
+        PubSubModule(),
         # XEP-0016 and XEP-0191 share one back end (XEP-0191 §5), loaded before both.
         PrivacyLists(),
         PrivacyModule(),

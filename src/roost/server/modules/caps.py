@@ -35,6 +35,7 @@ from roost.core.jid import JID
 from roost.core.xml.element import Element
 from roost.server import events
 from roost.server.api import ModuleContext
+from roost.server.services import CAPS as CAPS_SERVICE
 from roost.server.session import Session
 
 __all__ = ["NODE", "CapsModule"]
@@ -86,6 +87,7 @@ class CapsModule:
         # an observer: the presence module takes the stanza, caps only notes what it says
         ctx.observe(events.PRESENCE_BROADCAST, self._presence)
         ctx.observe(events.SESSION_CLOSED, self._session_closed)
+        ctx.provide(CAPS_SERVICE, self)
 
     # -- the server's own caps -------------------------------------------------------------
 
@@ -134,6 +136,36 @@ class CapsModule:
         if pending is not None and pending.task is not None:
             await asyncio.shield(pending.task)  # a cancelled waiter must not stop the check
         return self.cache.get(caps.ver, caps.algo)
+
+    @staticmethod
+    def _features(info: Element | None) -> frozenset[str] | None:
+        if info is None:
+            return None
+        return frozenset(v for f in info.find_all("feature", ns.DISCO_INFO) if (v := f.get("var")))
+
+    def features_of(self, jid: JID) -> frozenset[str] | None:
+        """The features behind a local full JID's verified caps (``CapsService``)."""
+        return self._features(self.info_of(jid))
+
+    async def resolve_features(self, jid: JID) -> frozenset[str] | None:
+        return self._features(await self.resolve(jid))
+
+    def features_for(self, caps: Caps) -> frozenset[str] | None:
+        if caps.algo is None:
+            return None
+        return self._features(self.cache.get(caps.ver, caps.algo))
+
+    async def resolve_remote(self, jid: JID, caps: Caps) -> frozenset[str] | None:
+        """The features behind caps a remote full JID announced to an account (its
+        presence), checking them with that JID once per 'ver' as for local clients (§5.4)."""
+        if caps.algo is None or caps.algo not in SUPPORTED_HASHES:
+            return None
+        if (caps.algo, caps.ver) not in self.cache:
+            self._check(caps, jid)
+            pending = self._pending.get((caps.algo, caps.ver))
+            if pending is not None and pending.task is not None:
+                await asyncio.shield(pending.task)
+        return self.features_for(caps)
 
     def _presence(self, stanza: Element, sender: JID, session: Session | None) -> None:
         """PRESENCE_BROADCAST observer: note the caps, check a new 'ver'."""
@@ -186,7 +218,7 @@ class CapsModule:
         try:
             while pending.candidates:
                 jid, node = pending.candidates.popleft()
-                if self._ctx.sessions.get(jid) is None:
+                if self._ctx.is_local_user(jid) and self._ctx.sessions.get(jid) is None:
                     continue  # gone meanwhile
                 query, problem = await self._fetch(jid, f"{node}#{ver}")
                 if query is not None:

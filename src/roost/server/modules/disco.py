@@ -77,16 +77,24 @@ class DiscoModule:
             raise StanzaError(_C.ITEM_NOT_FOUND)
         query = Element("query", ns.DISCO_INFO)
         query.sub("identity", attrs={"category": "account", "type": "registered"})
+        for category, type_ in self.ctx.registry.account_identities:
+            query.sub("identity", attrs={"category": category, "type": type_})
         for var in sorted(self.ctx.registry.account_features):
             query.sub("feature", attrs={"var": var})
         return query
 
     async def account_items(self, req: IqRequest) -> IqResult:
         query = Element("query", ns.DISCO_ITEMS)
-        if req.payload.get("node") is not None or not await self._may_see(req):
-            return query  # §8 rule 2: an empty result
-        # the account's available resources, to those allowed to see its presence
-        for session in self.ctx.sessions.resources(req.to).values():
-            if session.available:
-                query.sub("item", attrs={"jid": session.jid_str})
+        if req.payload.get("node") is not None:
+            return query
+        if await self._may_see(req):
+            # the account's available resources, to those allowed to see its presence
+            for session in self.ctx.sessions.resources(req.to).values():
+                if session.available:
+                    query.sub("item", attrs={"jid": session.jid_str})
+        # other items (PEP nodes, XEP-0163 §5) are filtered by whoever adds them; else
+        # §8 rule 2: an empty result
+        for build in self.ctx.registry.account_items:
+            for item in await build(req):
+                query.append(item)
         return query

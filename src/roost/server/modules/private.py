@@ -13,6 +13,11 @@ Each fragment is stored under its root element's qualified name (store ``private
   empty element it asked for either way;
 * limits: ``MAX_FRAGMENT_SIZE`` bytes per fragment (``not-acceptable``) and
   ``MAX_FRAGMENTS`` per user (``not-allowed``, as a full roster is).
+
+XEP-0048 bookmarks (``storage:bookmarks``) are kept in PEP too when the PEP module is loaded
+(XEP-0411 §3, XEP-0223 private PEP): a set also publishes them to the account's
+``storage:bookmarks`` node (whitelist access), and a get answers what that node holds, so
+clients using either place see the same bookmarks.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from roost.core.xml.element import Element
 from roost.core.xml.parser import parse_fragment
 from roost.core.xml.writer import serialize
 from roost.server.api import EMPTY, IqRequest, IqResult, ModuleContext
+from roost.server.services import PEP
 
 __all__ = ["MAX_FRAGMENTS", "MAX_FRAGMENT_SIZE", "PRIVATE", "PrivateModule"]
 
@@ -36,6 +42,14 @@ PRIVATE: Final = "jabber:iq:private"
 MAX_FRAGMENT_SIZE: Final = 64 * 1024
 MAX_FRAGMENTS: Final = 100
 _STORE: Final = "private"
+#: XEP-0048 bookmarks, also kept in PEP (XEP-0411)
+BOOKMARKS: Final = "storage:bookmarks"
+BOOKMARKS_CONVERSION: Final = "urn:xmpp:bookmarks-conversion:0"
+#: XEP-0223 §3: private PEP node options
+_PRIVATE_PEP: Final = {
+    "pubsub#persist_items": ["true"],
+    "pubsub#access_model": ["whitelist"],
+}
 #: namespaces a fragment may not have: it must be "scoped by its own namespace" (§2.1)
 _RESERVED: Final = frozenset({"", PRIVATE, ns.CLIENT, ns.SERVER, ns.STREAM})
 _C = StanzaErrorCondition
@@ -63,6 +77,8 @@ class PrivateModule:
         self.ctx = ctx
         ctx.iq("account", "get", PRIVATE, "query", self.get)
         ctx.iq("account", "set", PRIVATE, "query", self.set, advertise=False)
+        if ctx.maybe_service(PEP) is not None:  # the PEP module is loaded first
+            ctx.account_feature(BOOKMARKS_CONVERSION)  # XEP-0411 §2
 
     @staticmethod
     def _own(req: IqRequest) -> JID:
@@ -76,7 +92,14 @@ class PrivateModule:
         user = self._own(req)
         assert user.local is not None
         result = Element("query", PRIVATE)
+        pep = self.ctx.maybe_service(PEP)
         for wanted in _fragments(req.payload):
+            if pep is not None and _key(wanted) == f"{{{BOOKMARKS}}}storage":
+                # XEP-0411 §3: PEP holds the bookmarks whichever way they were stored
+                in_pep = await pep.last_payload(user, BOOKMARKS)
+                if in_pep is not None and _key(in_pep) == _key(wanted):
+                    result.append(in_pep)
+                    continue
             raw = await self.ctx.storage.get_data(user.local, user.domain, _STORE, _key(wanted))
             found: Element | None = None
             if raw is not None:
@@ -111,4 +134,12 @@ class PrivateModule:
         for key, change in changes.items():
             if change is not None or key in stored:
                 await storage.set_data(user.local, user.domain, _STORE, key, change)
+        pep = self.ctx.maybe_service(PEP)
+        for fragment in _fragments(req.payload):
+            if pep is not None and _key(fragment) == f"{{{BOOKMARKS}}}storage":
+                # XEP-0411 §3 / XEP-0048 §3.2: the same bookmarks in PEP, item "current"
+                try:
+                    await pep.publish_as(user, BOOKMARKS, "current", fragment, _PRIVATE_PEP)
+                except StanzaError as err:  # the node is configured otherwise: keep it
+                    log.info("bookmarks of %s not copied to PEP: %s", user, err)
         return EMPTY

@@ -9,10 +9,17 @@ Stored as serialized XML (store ``vcard``, key ``vcard``). Choices where XEP-005
   not meet the server's criteria, RFC 6120 §8.3.3.9; unlike policy-violation it has an
   XEP-0086 code, 406, that old clients understand);
 * a get for a JID with no account: ``service-unavailable`` (RFC 6121 §8.5.1).
+
+With the PEP module loaded, a vCard's PHOTO is also published as the user's XEP-0084 avatar
+(data and metadata, id = SHA-1 of the image; XEP-0398 §2), so clients that only read PEP
+see it. The other direction (a PEP avatar into the vCard) is not done.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import logging
 from typing import Final
 
@@ -22,6 +29,7 @@ from roost.core.xml.element import Element
 from roost.core.xml.parser import parse_fragment
 from roost.core.xml.writer import serialize
 from roost.server.api import EMPTY, IqRequest, IqResult, ModuleContext
+from roost.server.services import PEP, PepService
 
 __all__ = ["MAX_VCARD_SIZE", "VCARD", "VCardModule"]
 
@@ -33,6 +41,8 @@ MAX_VCARD_SIZE: Final = 64 * 1024
 _STORE: Final = "vcard"
 _KEY: Final = "vcard"
 _C = StanzaErrorCondition
+AVATAR_DATA: Final = "urn:xmpp:avatar:data"
+AVATAR_METADATA: Final = "urn:xmpp:avatar:metadata"
 
 
 class VCardModule:
@@ -74,4 +84,40 @@ class VCardModule:
                 raise StanzaError(_C.NOT_ACCEPTABLE, "the vCard is too large")
         # An empty vCard removes the stored one: a get answers an empty vCard either way.
         await self.ctx.storage.set_data(user.local, user.domain, _STORE, _KEY, value)
+        pep = self.ctx.maybe_service(PEP)
+        photo = vcard.find("PHOTO", VCARD)
+        if pep is not None and photo is not None:
+            await self._photo_to_pep(pep, user, photo)
         return EMPTY
+
+    async def _photo_to_pep(self, pep: PepService, user: JID, photo: Element) -> None:
+        """XEP-0398 §2: the vCard's photo as the XEP-0084 avatar (unless it already is)."""
+        binval = photo.find("BINVAL", VCARD)
+        type_el = photo.find("TYPE", VCARD)
+        text = "".join((binval.text if binval is not None else "").split())
+        try:
+            data = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            return
+        if not data:
+            return
+        avatar_id = hashlib.sha1(data).hexdigest()  # XEP-0084 §4.2 / XEP-0153 §4.3
+        current = await pep.last_payload(user, AVATAR_METADATA)
+        info = current.find("info", AVATAR_METADATA) if current is not None else None
+        if info is not None and info.get("id") == avatar_id:
+            return
+        data_el = Element("data", AVATAR_DATA, None, [base64.b64encode(data).decode()])
+        metadata = Element("metadata", AVATAR_METADATA)
+        metadata.sub(
+            "info",
+            attrs={
+                "id": avatar_id,
+                "bytes": str(len(data)),
+                "type": (type_el.text.strip() if type_el is not None else "") or "image/png",
+            },
+        )
+        try:
+            await pep.publish_as(user, AVATAR_DATA, avatar_id, data_el, {})
+            await pep.publish_as(user, AVATAR_METADATA, avatar_id, metadata, {})
+        except StanzaError as err:  # the nodes are configured otherwise: leave them
+            log.info("vCard photo of %s not published to PEP: %s", user, err)
