@@ -20,6 +20,7 @@ def default_modules() -> list[Module]:
     from roost.server.modules.last import LastActivityModule
     from roost.server.modules.legacy_auth import LegacyAuthModule
     from roost.server.modules.message import MessageModule
+    from roost.server.modules.muc import MucModule
     from roost.server.modules.offline import OfflineModule
     from roost.server.modules.ping import PingModule
     from roost.server.modules.presence import PresenceModule
@@ -59,4 +60,5 @@ def default_modules() -> list[Module]:
         PrivacyLists(),
         PrivacyModule(),
         BlockingModule(),
+        MucModule(),
     ]

@@ -1,0 +1,438 @@
+"""XEP-0045 Multi-User Chat at conference.localhost: raw-XML transcripts after the XEP's own
+examples (§7 occupants, §8 moderators, §9 admins, §10 owners), over real sockets."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from roost.core.xml.element import Element
+from roost.core.xml.writer import serialize
+from roost.server.app import Server
+from tests.helpers import Logins, RawClient, drain, quiet
+
+MUC = "http://jabber.org/protocol/muc"
+USER = "http://jabber.org/protocol/muc#user"
+ADMIN = "http://jabber.org/protocol/muc#admin"
+OWNER = "http://jabber.org/protocol/muc#owner"
+DATA = "jabber:x:data"
+ROOM = "coven@conference.localhost"
+
+
+@pytest.fixture
+async def logins(server: Server) -> AsyncIterator[Logins]:
+    made = Logins(server)
+    yield made
+    await made.close()
+
+
+def codes(p: Element) -> set[str]:
+    x = p.find("x", USER)
+    return {s.get("code") or "" for s in x.find_all("status", USER)} if x is not None else set()
+
+
+def item(p: Element) -> Element:
+    x = p.find("x", USER)
+    assert x is not None, serialize(p)
+    it = x.find("item", USER)
+    assert it is not None, serialize(p)
+    return it
+
+
+def error_of(el: Element) -> str:
+    err = el.find("error")
+    assert err is not None, serialize(el)
+    return next(c.tag for c in err.elements() if c.tag != "text")
+
+
+async def join(c: RawClient, nick: str, room: str = ROOM, x: str = "") -> list[Element]:
+    """Enter ``room`` as ``nick``: everything up to (and with) the subject."""
+    await c.send(f"<presence to='{room}/{nick}'><x xmlns='{MUC}'>{x}</x></presence>")
+    return await drain(c)
+
+
+async def create(c: RawClient, nick: str = "firstwitch", room: str = ROOM) -> None:
+    """§10.1.2: create an instant room."""
+    got = await join(c, nick, room)
+    assert codes(got[-1]) == {"110", "201"}, [serialize(e) for e in got]
+    await c.send(
+        f"<iq type='set' id='create1' to='{room}'><query xmlns='{OWNER}'>"
+        f"<x xmlns='{DATA}' type='submit'/></query></iq>"
+    )
+    (res,) = await drain(c)
+    assert res.get("type") == "result", serialize(res)
+
+
+async def configure(c: RawClient, fields: dict[str, str], room: str = ROOM) -> list[Element]:
+    body = "".join(f"<field var='{k}'><value>{v}</value></field>" for k, v in fields.items())
+    await c.send(
+        f"<iq type='set' id='cfg1' to='{room}'><query xmlns='{OWNER}'>"
+        f"<x xmlns='{DATA}' type='submit'>{body}</x></query></iq>"
+    )
+    got = await drain(c)
+    assert any(e.tag == "iq" and e.get("type") == "result" for e in got), got
+    return got
+
+
+async def admin(c: RawClient, items: str, room: str = ROOM) -> Element:
+    await c.send(f"<iq type='set' id='adm' to='{room}'><query xmlns='{ADMIN}'>{items}</query></iq>")
+    return await c.expect(lambda e: e.tag == "iq" and e.get("id") == "adm")
+
+
+async def test_instant_room_join_chat_leave(logins: Logins) -> None:
+    alice = await logins("alice", "pda")
+    bob = await logins("bob", "desktop")
+    # §10.1.1: the new room is locked; the creator is its owner and a moderator
+    await alice.send(f"<presence to='{ROOM}/firstwitch'><x xmlns='{MUC}'/></presence>")
+    (p,) = await drain(alice)
+    assert p.get("from") == f"{ROOM}/firstwitch"
+    assert codes(p) == {"110", "201"}
+    assert item(p).attrs == {"affiliation": "owner", "role": "moderator", "jid": alice.jid}
+    assert p.find("occupant-id", "urn:xmpp:occupant-id:0") is not None
+    # locked: others get item-not-found (§10.1.1)
+    await bob.send(f"<presence to='{ROOM}/secondwitch'><x xmlns='{MUC}'/></presence>")
+    (err,) = await drain(bob)
+    assert err.get("type") == "error" and error_of(err) == "item-not-found"
+    # §10.1.2 instant room
+    await alice.send(
+        f"<iq type='set' id='create1' to='{ROOM}'><query xmlns='{OWNER}'>"
+        f"<x xmlns='{DATA}' type='submit'/></query></iq>"
+    )
+    (res,) = await drain(alice)
+    assert res.get("type") == "result" and res.get("from") == ROOM
+    # §7.2.3: bob gets alice's presence, then his own (110), then the subject
+    got = await join(bob, "secondwitch")
+    assert [e.tag for e in got] == ["presence", "presence", "message"]
+    assert got[0].get("from") == f"{ROOM}/firstwitch"
+    assert "jid" not in item(got[0]).attrs  # semi-anonymous: bob is no moderator
+    assert codes(got[1]) == {"110"}
+    assert item(got[1]).attrs == {"affiliation": "none", "role": "participant"}
+    subject = got[2].find("subject")
+    assert got[2].get("type") == "groupchat" and subject is not None and subject.text == ""
+    # alice (a moderator) sees bob's real JID
+    (p,) = await drain(alice)
+    assert p.get("from") == f"{ROOM}/secondwitch" and item(p).get("jid") == bob.jid
+    # §7.4: a message goes to every occupant, with the room's stanza-id (XEP-0359)
+    await bob.send(f"<message to='{ROOM}' type='groupchat' id='m1'><body>Harpier cries</body></message>")
+    for c in (alice, bob):
+        (m,) = await drain(c)
+        assert m.get("from") == f"{ROOM}/secondwitch" and m.get("id") == "m1"
+        sid = m.find("stanza-id", "urn:xmpp:sid:0")
+        assert sid is not None and sid.get("by") == ROOM
+        assert m.find("occupant-id", "urn:xmpp:occupant-id:0") is not None
+    # §7.14: leaving
+    await bob.send(f"<presence to='{ROOM}/secondwitch' type='unavailable'/>")
+    (p,) = await drain(bob)
+    assert p.get("type") == "unavailable" and codes(p) == {"110"}
+    assert item(p).get("role") == "none"
+    (p,) = await drain(alice)
+    assert p.get("type") == "unavailable" and codes(p) == set()
+
+
+async def test_join_errors_and_rules(logins: Logins) -> None:
+    alice = await logins("alice", "pda")
+    bob = await logins("bob", "desktop")
+    carol = await logins("carol", "c")
+    await create(alice)
+    # §7.2.8 nick conflict
+    await bob.send(f"<presence to='{ROOM}/firstwitch'><x xmlns='{MUC}'/></presence>")
+    (err,) = await drain(bob)
+    assert error_of(err) == "conflict" and err.get("from") == f"{ROOM}/firstwitch"
+    # §7.2.1: no <x/> from a non-occupant: kicked with 110, 307, 333
+    await bob.send(f"<presence to='{ROOM}/b'/>")
+    (p,) = await drain(bob)
+    assert p.get("type") == "unavailable" and codes(p) == {"110", "307", "333"}
+    # §7.4: a non-occupant may not speak
+    await bob.send(f"<message to='{ROOM}' type='groupchat'><body>hi</body></message>")
+    (err,) = await drain(bob)
+    assert error_of(err) == "not-acceptable"
+    # presence to the bare room JID: jid-malformed
+    await bob.send(f"<presence to='{ROOM}'><x xmlns='{MUC}'/></presence>")
+    (err,) = await drain(bob)
+    assert error_of(err) == "jid-malformed"
+    await join(bob, "secondwitch")
+    await join(carol, "thirdwitch")
+    await drain(alice)
+    await drain(bob)
+    # §7.6: nick change: 303 with the new nick, then presence from the new one
+    await bob.send(f"<presence to='{ROOM}/oldhag'/>")
+    got = await drain(bob)
+    assert got[0].get("type") == "unavailable" and codes(got[0]) == {"110", "303"}
+    assert item(got[0]).get("nick") == "oldhag"
+    assert got[1].get("from") == f"{ROOM}/oldhag" and codes(got[1]) == {"110"}
+    got = await drain(carol)
+    assert codes(got[0]) == {"303"} and got[1].get("from") == f"{ROOM}/oldhag"
+    await drain(alice)
+    await bob.send(f"<presence to='{ROOM}/thirdwitch'/>")
+    (err,) = await drain(bob)
+    assert error_of(err) == "conflict"
+    # §7.5: private messages, and never of type groupchat
+    await bob.send(f"<message to='{ROOM}/thirdwitch' type='chat'><body>psst</body></message>")
+    (pm,) = await drain(carol)
+    assert pm.get("from") == f"{ROOM}/oldhag" and pm.find("x", USER) is not None
+    await bob.send(f"<message to='{ROOM}/thirdwitch' type='groupchat'><body>x</body></message>")
+    (err,) = await drain(bob)
+    assert error_of(err) == "bad-request"
+    await bob.send(f"<message to='{ROOM}/nobody' type='chat'><body>x</body></message>")
+    (err,) = await drain(bob)
+    assert error_of(err) == "item-not-found"
+    # §8.1 subject: participants may not change it by default; moderators may
+    await bob.send(f"<message to='{ROOM}' type='groupchat'><subject>mine</subject></message>")
+    (err,) = await drain(bob)
+    assert error_of(err) == "forbidden"
+    await alice.send(f"<message to='{ROOM}' type='groupchat'><subject>Fire Burn</subject></message>")
+    (m,) = await drain(carol)
+    assert m.find("subject") is not None and m.find("subject").text == "Fire Burn"  # type: ignore[union-attr]
+    await drain(bob)
+    await drain(alice)
+    # XEP-0410: self-ping answered by the room; not joined: not-acceptable
+    await bob.send(f"<iq type='get' id='sp' to='{ROOM}/oldhag'><ping xmlns='urn:xmpp:ping'/></iq>")
+    (r,) = await drain(bob)
+    assert r.get("type") == "result"
+    carol2 = await logins("carol", "other")
+    await drain(carol2)
+    await drain(carol)
+    await carol2.send(f"<iq type='get' id='sp' to='{ROOM}/thirdwitch'><ping xmlns='urn:xmpp:ping'/></iq>")
+    (r,) = await drain(carol2)
+    assert error_of(r) == "not-acceptable"
+    # §18.1: an error bounced by an occupant removes it (333)
+    await bob.send(f"<message to='{ROOM}' type='error'><error type='cancel'><gone xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>")
+    (p,) = await drain(carol)
+    assert p.get("type") == "unavailable" and codes(p) == {"333"}
+
+
+async def test_history_on_join(logins: Logins) -> None:
+    alice = await logins("alice", "pda")
+    bob = await logins("bob", "desktop")
+    await create(alice)
+    for i in range(5):
+        await alice.send(f"<message to='{ROOM}' type='groupchat'><body>m{i}</body></message>")
+    await drain(alice)
+    got = await join(bob, "b", x="<history maxstanzas='2'/>")
+    bodies = [e.find("body").text for e in got if e.tag == "message" and e.find("body") is not None]  # type: ignore[union-attr]
+    assert bodies == ["m3", "m4"]
+    delayed = [e for e in got if e.find("delay", "urn:xmpp:delay") is not None]
+    assert len(delayed) == 2 and delayed[0].find("delay", "urn:xmpp:delay").get("from") == ROOM  # type: ignore[union-attr]
+    await bob.send(f"<presence to='{ROOM}/b' type='unavailable'/>")
+    await drain(bob)
+    got = await join(bob, "b", x="<history maxchars='0'/>")
+    assert [e for e in got if e.find("body") is not None] == []
+    await bob.send(f"<presence to='{ROOM}/b' type='unavailable'/>")
+    await drain(bob)
+    got = await join(bob, "b", x="<history since='2999-01-01T00:00:00Z'/>")
+    assert [e for e in got if e.find("body") is not None] == []
+
+
+async def test_password_members_only_and_invitations(logins: Logins) -> None:
+    alice = await logins("alice", "pda")
+    bob = await logins("bob", "desktop")
+    carol = await logins("carol", "c")
+    await create(alice)
+    await configure(alice, {
+        "FORM_TYPE": "http://jabber.org/protocol/muc#roomconfig",
+        "muc#roomconfig_passwordprotectedroom": "1",
+        "muc#roomconfig_roomsecret": "cauldronburn",
+    })
+    # §7.2.5: missing or wrong password: not-authorized
+    got = await join(bob, "b")
+    assert error_of(got[0]) == "not-authorized"
+    got = await join(bob, "b", x="<password>cauldronburn</password>")
+    assert codes(got[-2]) == {"110"}
+    await drain(alice)
+    # members-only (§7.2.6), with the 322 removal of non-members (§9.4)
+    await configure(alice, {"muc#roomconfig_membersonly": "1"})
+    got = await drain(bob)
+    assert any(e.tag == "presence" and codes(e) == {"110", "322"} for e in got), got
+    got = await join(carol, "c", x="<password>cauldronburn</password>")
+    assert error_of(got[0]) == "registration-required"
+    # §7.8.2 mediated invitation with reason and password; the invitee becomes a member
+    await alice.send(
+        f"<message to='{ROOM}'><x xmlns='{USER}'><invite to='carol@localhost'>"
+        "<reason>Hey Hecate</reason></invite></x></message>"
+    )
+    (inv,) = await drain(carol)
+    x = inv.find("x", USER)
+    assert inv.get("from") == ROOM and x is not None
+    invite = x.find("invite", USER)
+    assert invite is not None and invite.get("from") == alice.jid
+    assert invite.find("reason", USER).text == "Hey Hecate"  # type: ignore[union-attr]
+    assert x.find("password", USER).text == "cauldronburn"  # type: ignore[union-attr]
+    got = await join(carol, "c", x="<password>cauldronburn</password>")
+    assert codes(got[-2]) == {"110"} and item(got[-2]).get("affiliation") == "member"
+    # §7.8.3 decline
+    await bob.send(
+        f"<message to='{ROOM}'><x xmlns='{USER}'><decline to='alice@localhost'>"
+        "<reason>Sorry</reason></decline></x></message>"
+    )
+    got = await drain(alice)
+    d = got[-1].find("x", USER).find("decline", USER)  # type: ignore[union-attr]
+    assert d is not None and d.get("from") == "bob@localhost"
+    # XEP-0249 direct invitation: from user to user, untouched
+    await alice.send(
+        f"<message to='bob@localhost'><x xmlns='jabber:x:conference' jid='{ROOM}' "
+        "password='cauldronburn' reason='join us'/></message>"
+    )
+    (m,) = await drain(bob)
+    assert m.find("x", "jabber:x:conference").get("jid") == ROOM  # type: ignore[union-attr]
+
+
+async def test_kick_ban_voice_and_lists(logins: Logins) -> None:
+    alice = await logins("alice", "pda")
+    bob = await logins("bob", "desktop")
+    carol = await logins("carol", "c")
+    await create(alice)
+    await join(bob, "b")
+    await join(carol, "c")
+    await drain(alice)
+    await drain(bob)
+    # §8.2: a participant may not kick
+    r = await admin(bob, "<item nick='c' role='none'/>")
+    assert error_of(r) == "forbidden"
+    # §8.2 kick with reason and actor
+    r = await admin(alice, "<item nick='c' role='none'><reason>Avaunt</reason></item>")
+    assert r.get("type") == "result"
+    (p,) = await drain(carol)
+    assert p.get("type") == "unavailable" and codes(p) == {"110", "307"}
+    assert item(p).find("reason", USER).text == "Avaunt"  # type: ignore[union-attr]
+    assert item(p).find("actor", USER).get("nick") == "firstwitch"  # type: ignore[union-attr]
+    (p,) = await drain(bob)
+    assert codes(p) == {"307"}
+    # §8.4 revoke voice, §8.3 grant it
+    r = await admin(alice, "<item nick='b' role='visitor'/>")
+    assert r.get("type") == "result"
+    got = await drain(bob)
+    assert item(got[-1]).get("role") == "visitor"
+    await bob.send(f"<message to='{ROOM}' type='groupchat'><body>hi</body></message>")
+    (err,) = await drain(bob)
+    assert error_of(err) == "forbidden"
+    # §7.13 voice request, §8.6 approved by a moderator
+    await bob.send(
+        f"<message to='{ROOM}'><x xmlns='{DATA}' type='submit'>"
+        "<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#request</value></field>"
+        "<field var='muc#role'><value>participant</value></field></x></message>"
+    )
+    got = await drain(alice)
+    form = got[-1].find("x", DATA)
+    assert form is not None and form.get("type") == "form"
+    await alice.send(
+        f"<message to='{ROOM}'><x xmlns='{DATA}' type='submit'>"
+        "<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#request</value></field>"
+        "<field var='muc#role'><value>participant</value></field>"
+        "<field var='muc#roomnick'><value>b</value></field>"
+        "<field var='muc#request_allow'><value>true</value></field></x></message>"
+    )
+    got = await drain(bob)
+    assert item(got[-1]).get("role") == "participant"
+    # §9.1 ban with reason; the reason is kept in the outcast list
+    r = await admin(alice, "<item affiliation='outcast' jid='bob@localhost'><reason>Treason</reason></item>")
+    assert r.get("type") == "result"
+    (p,) = await drain(bob)
+    assert codes(p) == {"110", "301"}
+    got = await join(bob, "b")
+    assert error_of(got[0]) == "forbidden"
+    await alice.send(f"<iq type='get' id='ol' to='{ROOM}'><query xmlns='{ADMIN}'><item affiliation='outcast'/></query></iq>")
+    (r,) = [e for e in await drain(alice) if e.tag == "iq"]
+    (it,) = r.find("query", ADMIN).find_all("item", ADMIN)  # type: ignore[union-attr]
+    assert it.get("jid") == "bob@localhost" and it.find("reason", ADMIN).text == "Treason"  # type: ignore[union-attr]
+    # §9.3 member, §10.3 owner, §10.7 the last owner cannot go
+    r = await admin(alice, "<item affiliation='member' jid='carol@localhost'/>")
+    assert r.get("type") == "result"
+    r = await admin(alice, "<item affiliation='none' jid='alice@localhost'/>")
+    assert error_of(r) == "conflict"
+    r = await admin(alice, "<item affiliation='admin' jid='carol@localhost'/>")
+    assert r.get("type") == "result"
+    await alice.send(f"<iq type='get' id='al' to='{ROOM}'><query xmlns='{ADMIN}'><item affiliation='admin'/></query></iq>")
+    (r,) = [e for e in await drain(alice) if e.tag == "iq"]
+    assert [i.get("jid") for i in r.find("query", ADMIN).find_all("item", ADMIN)] == ["carol@localhost"]  # type: ignore[union-attr]
+
+
+async def test_config_form_disco_destroy(logins: Logins) -> None:
+    alice = await logins("alice", "pda")
+    bob = await logins("bob", "desktop")
+    # §10.1.3 reserved room: get the form, submit it
+    await join(alice, "firstwitch")
+    await alice.send(f"<iq type='get' id='c1' to='{ROOM}'><query xmlns='{OWNER}'/></iq>")
+    (r,) = await drain(alice)
+    form = r.find("query", OWNER).find("x", DATA)  # type: ignore[union-attr]
+    assert form is not None and form.get("type") == "form"
+    vars_ = {f.get("var") for f in form.find_all("field", DATA)}
+    assert {"muc#roomconfig_roomname", "muc#roomconfig_whois", "muc#roomconfig_membersonly"} <= vars_
+    await configure(alice, {
+        "FORM_TYPE": "http://jabber.org/protocol/muc#roomconfig",
+        "muc#roomconfig_roomname": "A Dark Cave",
+        "muc#roomconfig_whois": "anyone",
+        "muc#roomconfig_persistentroom": "1",
+    })
+    # a non-owner cannot get the form
+    await bob.send(f"<iq type='get' id='c2' to='{ROOM}'><query xmlns='{OWNER}'/></iq>")
+    (r,) = await drain(bob)
+    assert error_of(r) == "forbidden"
+    # non-anonymous: 100 on join, real JIDs for all
+    got = await join(bob, "b")
+    assert codes(got[-2]) == {"100", "110"}
+    assert item(got[0]).get("jid") == alice.jid
+    # §6.4 disco#info on the room; §6.3 disco#items of the service
+    await bob.send(f"<iq type='get' id='d1' to='{ROOM}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+    (r,) = await drain(bob)
+    q = r.find("query")
+    assert q is not None
+    feats = {f.get("var") for f in q.find_all("feature")}
+    assert {MUC, "muc_nonanonymous", "muc_persistent", "muc_open", "urn:xmpp:occupant-id:0"} <= feats
+    assert q.find("identity").get("name") == "A Dark Cave"  # type: ignore[union-attr]
+    await bob.send("<iq type='get' id='d2' to='conference.localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>")
+    (r,) = await drain(bob)
+    assert [i.get("jid") for i in r.find("query").find_all("item")] == [ROOM]  # type: ignore[union-attr]
+    await bob.send("<iq type='get' id='d3' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>")
+    (r,) = await drain(bob)
+    assert "conference.localhost" in {i.get("jid") for i in r.find("query").find_all("item")}  # type: ignore[union-attr]
+    await drain(alice)
+    # §10.9 destroy with an alternate venue
+    await bob.send(f"<iq type='set' id='x1' to='{ROOM}'><query xmlns='{OWNER}'><destroy/></query></iq>")
+    (r,) = await drain(bob)
+    assert error_of(r) == "forbidden"
+    await alice.send(
+        f"<iq type='set' id='x2' to='{ROOM}'><query xmlns='{OWNER}'>"
+        "<destroy jid='other@conference.localhost'><reason>Macbeth doth come.</reason></destroy>"
+        "</query></iq>"
+    )
+    got = await drain(alice)
+    assert got[0].get("type") == "result"
+    (p,) = await drain(bob)
+    d = p.find("x", USER).find("destroy", USER)  # type: ignore[union-attr]
+    assert p.get("type") == "unavailable" and d is not None
+    assert d.get("jid") == "other@conference.localhost" and d.find("reason", USER).text == "Macbeth doth come."  # type: ignore[union-attr]
+    await bob.send(f"<iq type='get' id='d4' to='{ROOM}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+    (r,) = await drain(bob)
+    assert error_of(r) == "item-not-found"
+
+
+async def test_cancel_destroys_locked_room_and_nick_registration(logins: Logins) -> None:
+    alice = await logins("alice", "pda")
+    bob = await logins("bob", "desktop")
+    await join(alice, "firstwitch")
+    await alice.send(f"<iq type='set' id='c' to='{ROOM}'><query xmlns='{OWNER}'><x xmlns='{DATA}' type='cancel'/></query></iq>")
+    got = await drain(alice)
+    assert got[0].get("type") == "result"
+    assert any(e.tag == "presence" and e.get("type") == "unavailable" for e in got)
+    await create(alice)
+    # §7.10: register a nick; then nobody else may use it
+    await bob.send(f"<iq type='get' id='r1' to='{ROOM}'><query xmlns='jabber:iq:register'/></iq>")
+    (r,) = await drain(bob)
+    assert r.find("query").find("x", DATA) is not None  # type: ignore[union-attr]
+    await bob.send(
+        f"<iq type='set' id='r2' to='{ROOM}'><query xmlns='jabber:iq:register'>"
+        f"<x xmlns='{DATA}' type='submit'><field var='FORM_TYPE'>"
+        "<value>http://jabber.org/protocol/muc#register</value></field>"
+        "<field var='muc#register_roomnick'><value>thirdwitch</value></field></x></query></iq>"
+    )
+    (r,) = await drain(bob)
+    assert r.get("type") == "result"
+    await bob.send(f"<iq type='get' id='r3' to='{ROOM}'><query xmlns='jabber:iq:register'/></iq>")
+    (r,) = await drain(bob)
+    assert r.find("query").find("username").text == "thirdwitch"  # type: ignore[union-attr]
+    await alice.send(f"<presence to='{ROOM}/thirdwitch'/>")
+    (err,) = await drain(alice)
+    assert error_of(err) == "conflict"
+    got = await join(bob, "thirdwitch")
+    assert item(got[-2]).get("affiliation") == "member"
