@@ -3,14 +3,17 @@ examples (§7 occupants, §8 moderators, §9 admins, §10 owners), over real soc
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
-from tests.helpers import Logins, RawClient, drain, quiet
+from tests.conftest import PASSWORDS
+from tests.helpers import Logins, RawClient, drain
+from tests.server.test_cli import RoostProcess
 
 MUC = "http://jabber.org/protocol/muc"
 USER = "http://jabber.org/protocol/muc#user"
@@ -114,7 +117,9 @@ async def test_instant_room_join_chat_leave(logins: Logins) -> None:
     (p,) = await drain(alice)
     assert p.get("from") == f"{ROOM}/secondwitch" and item(p).get("jid") == bob.jid
     # §7.4: a message goes to every occupant, with the room's stanza-id (XEP-0359)
-    await bob.send(f"<message to='{ROOM}' type='groupchat' id='m1'><body>Harpier cries</body></message>")
+    await bob.send(
+        f"<message to='{ROOM}' type='groupchat' id='m1'><body>Harpier cries</body></message>"
+    )
     for c in (alice, bob):
         (m,) = await drain(c)
         assert m.get("from") == f"{ROOM}/secondwitch" and m.get("id") == "m1"
@@ -181,7 +186,9 @@ async def test_join_errors_and_rules(logins: Logins) -> None:
     await bob.send(f"<message to='{ROOM}' type='groupchat'><subject>mine</subject></message>")
     (err,) = await drain(bob)
     assert error_of(err) == "forbidden"
-    await alice.send(f"<message to='{ROOM}' type='groupchat'><subject>Fire Burn</subject></message>")
+    await alice.send(
+        f"<message to='{ROOM}' type='groupchat'><subject>Fire Burn</subject></message>"
+    )
     (m,) = await drain(carol)
     assert m.find("subject") is not None and m.find("subject").text == "Fire Burn"  # type: ignore[union-attr]
     await drain(bob)
@@ -193,11 +200,16 @@ async def test_join_errors_and_rules(logins: Logins) -> None:
     carol2 = await logins("carol", "other")
     await drain(carol2)
     await drain(carol)
-    await carol2.send(f"<iq type='get' id='sp' to='{ROOM}/thirdwitch'><ping xmlns='urn:xmpp:ping'/></iq>")
+    await carol2.send(
+        f"<iq type='get' id='sp' to='{ROOM}/thirdwitch'><ping xmlns='urn:xmpp:ping'/></iq>"
+    )
     (r,) = await drain(carol2)
     assert error_of(r) == "not-acceptable"
     # §18.1: an error bounced by an occupant removes it (333)
-    await bob.send(f"<message to='{ROOM}' type='error'><error type='cancel'><gone xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>")
+    await bob.send(
+        f"<message to='{ROOM}' type='error'><error type='cancel'>"
+        "<gone xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>"
+    )
     (p,) = await drain(carol)
     assert p.get("type") == "unavailable" and codes(p) == {"333"}
 
@@ -229,11 +241,14 @@ async def test_password_members_only_and_invitations(logins: Logins) -> None:
     bob = await logins("bob", "desktop")
     carol = await logins("carol", "c")
     await create(alice)
-    await configure(alice, {
-        "FORM_TYPE": "http://jabber.org/protocol/muc#roomconfig",
-        "muc#roomconfig_passwordprotectedroom": "1",
-        "muc#roomconfig_roomsecret": "cauldronburn",
-    })
+    await configure(
+        alice,
+        {
+            "FORM_TYPE": "http://jabber.org/protocol/muc#roomconfig",
+            "muc#roomconfig_passwordprotectedroom": "1",
+            "muc#roomconfig_roomsecret": "cauldronburn",
+        },
+    )
     # §7.2.5: missing or wrong password: not-authorized
     got = await join(bob, "b")
     assert error_of(got[0]) == "not-authorized"
@@ -325,13 +340,18 @@ async def test_kick_ban_voice_and_lists(logins: Logins) -> None:
     got = await drain(bob)
     assert item(got[-1]).get("role") == "participant"
     # §9.1 ban with reason; the reason is kept in the outcast list
-    r = await admin(alice, "<item affiliation='outcast' jid='bob@localhost'><reason>Treason</reason></item>")
+    r = await admin(
+        alice, "<item affiliation='outcast' jid='bob@localhost'><reason>Treason</reason></item>"
+    )
     assert r.get("type") == "result"
     (p,) = await drain(bob)
     assert codes(p) == {"110", "301"}
     got = await join(bob, "b")
     assert error_of(got[0]) == "forbidden"
-    await alice.send(f"<iq type='get' id='ol' to='{ROOM}'><query xmlns='{ADMIN}'><item affiliation='outcast'/></query></iq>")
+    await alice.send(
+        f"<iq type='get' id='ol' to='{ROOM}'><query xmlns='{ADMIN}'>"
+        "<item affiliation='outcast'/></query></iq>"
+    )
     (r,) = [e for e in await drain(alice) if e.tag == "iq"]
     (it,) = r.find("query", ADMIN).find_all("item", ADMIN)  # type: ignore[union-attr]
     assert it.get("jid") == "bob@localhost" and it.find("reason", ADMIN).text == "Treason"  # type: ignore[union-attr]
@@ -342,9 +362,14 @@ async def test_kick_ban_voice_and_lists(logins: Logins) -> None:
     assert error_of(r) == "conflict"
     r = await admin(alice, "<item affiliation='admin' jid='carol@localhost'/>")
     assert r.get("type") == "result"
-    await alice.send(f"<iq type='get' id='al' to='{ROOM}'><query xmlns='{ADMIN}'><item affiliation='admin'/></query></iq>")
+    await alice.send(
+        f"<iq type='get' id='al' to='{ROOM}'><query xmlns='{ADMIN}'>"
+        "<item affiliation='admin'/></query></iq>"
+    )
     (r,) = [e for e in await drain(alice) if e.tag == "iq"]
-    assert [i.get("jid") for i in r.find("query", ADMIN).find_all("item", ADMIN)] == ["carol@localhost"]  # type: ignore[union-attr]
+    assert [i.get("jid") for i in r.find("query", ADMIN).find_all("item", ADMIN)] == [
+        "carol@localhost"
+    ]  # type: ignore[union-attr]
 
 
 async def test_config_form_disco_destroy(logins: Logins) -> None:
@@ -357,13 +382,20 @@ async def test_config_form_disco_destroy(logins: Logins) -> None:
     form = r.find("query", OWNER).find("x", DATA)  # type: ignore[union-attr]
     assert form is not None and form.get("type") == "form"
     vars_ = {f.get("var") for f in form.find_all("field", DATA)}
-    assert {"muc#roomconfig_roomname", "muc#roomconfig_whois", "muc#roomconfig_membersonly"} <= vars_
-    await configure(alice, {
-        "FORM_TYPE": "http://jabber.org/protocol/muc#roomconfig",
-        "muc#roomconfig_roomname": "A Dark Cave",
-        "muc#roomconfig_whois": "anyone",
-        "muc#roomconfig_persistentroom": "1",
-    })
+    assert {
+        "muc#roomconfig_roomname",
+        "muc#roomconfig_whois",
+        "muc#roomconfig_membersonly",
+    } <= vars_
+    await configure(
+        alice,
+        {
+            "FORM_TYPE": "http://jabber.org/protocol/muc#roomconfig",
+            "muc#roomconfig_roomname": "A Dark Cave",
+            "muc#roomconfig_whois": "anyone",
+            "muc#roomconfig_persistentroom": "1",
+        },
+    )
     # a non-owner cannot get the form
     await bob.send(f"<iq type='get' id='c2' to='{ROOM}'><query xmlns='{OWNER}'/></iq>")
     (r,) = await drain(bob)
@@ -373,22 +405,36 @@ async def test_config_form_disco_destroy(logins: Logins) -> None:
     assert codes(got[-2]) == {"100", "110"}
     assert item(got[0]).get("jid") == alice.jid
     # §6.4 disco#info on the room; §6.3 disco#items of the service
-    await bob.send(f"<iq type='get' id='d1' to='{ROOM}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+    await bob.send(
+        f"<iq type='get' id='d1' to='{ROOM}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+    )
     (r,) = await drain(bob)
     q = r.find("query")
     assert q is not None
     feats = {f.get("var") for f in q.find_all("feature")}
-    assert {MUC, "muc_nonanonymous", "muc_persistent", "muc_open", "urn:xmpp:occupant-id:0"} <= feats
+    assert {
+        MUC,
+        "muc_nonanonymous",
+        "muc_persistent",
+        "muc_open",
+        "urn:xmpp:occupant-id:0",
+    } <= feats
     assert q.find("identity").get("name") == "A Dark Cave"  # type: ignore[union-attr]
-    await bob.send("<iq type='get' id='d2' to='conference.localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>")
+    await bob.send(
+        "<iq type='get' id='d2' to='conference.localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>"
+    )
     (r,) = await drain(bob)
     assert [i.get("jid") for i in r.find("query").find_all("item")] == [ROOM]  # type: ignore[union-attr]
-    await bob.send("<iq type='get' id='d3' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>")
+    await bob.send(
+        "<iq type='get' id='d3' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>"
+    )
     (r,) = await drain(bob)
     assert "conference.localhost" in {i.get("jid") for i in r.find("query").find_all("item")}  # type: ignore[union-attr]
     await drain(alice)
     # §10.9 destroy with an alternate venue
-    await bob.send(f"<iq type='set' id='x1' to='{ROOM}'><query xmlns='{OWNER}'><destroy/></query></iq>")
+    await bob.send(
+        f"<iq type='set' id='x1' to='{ROOM}'><query xmlns='{OWNER}'><destroy/></query></iq>"
+    )
     (r,) = await drain(bob)
     assert error_of(r) == "forbidden"
     await alice.send(
@@ -397,12 +443,17 @@ async def test_config_form_disco_destroy(logins: Logins) -> None:
         "</query></iq>"
     )
     got = await drain(alice)
-    assert got[0].get("type") == "result"
+    assert [e.tag for e in got] == ["presence", "iq"] and got[1].get("type") == "result"
     (p,) = await drain(bob)
     d = p.find("x", USER).find("destroy", USER)  # type: ignore[union-attr]
     assert p.get("type") == "unavailable" and d is not None
-    assert d.get("jid") == "other@conference.localhost" and d.find("reason", USER).text == "Macbeth doth come."  # type: ignore[union-attr]
-    await bob.send(f"<iq type='get' id='d4' to='{ROOM}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+    assert (
+        d.get("jid") == "other@conference.localhost"
+        and d.find("reason", USER).text == "Macbeth doth come."
+    )  # type: ignore[union-attr]
+    await bob.send(
+        f"<iq type='get' id='d4' to='{ROOM}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+    )
     (r,) = await drain(bob)
     assert error_of(r) == "item-not-found"
 
@@ -411,7 +462,10 @@ async def test_cancel_destroys_locked_room_and_nick_registration(logins: Logins)
     alice = await logins("alice", "pda")
     bob = await logins("bob", "desktop")
     await join(alice, "firstwitch")
-    await alice.send(f"<iq type='set' id='c' to='{ROOM}'><query xmlns='{OWNER}'><x xmlns='{DATA}' type='cancel'/></query></iq>")
+    await alice.send(
+        f"<iq type='set' id='c' to='{ROOM}'><query xmlns='{OWNER}'>"
+        f"<x xmlns='{DATA}' type='cancel'/></query></iq>"
+    )
     got = await drain(alice)
     assert got[0].get("type") == "result"
     assert any(e.tag == "presence" and e.get("type") == "unavailable" for e in got)
@@ -436,3 +490,91 @@ async def test_cancel_destroys_locked_room_and_nick_registration(logins: Logins)
     assert error_of(err) == "conflict"
     got = await join(bob, "thirdwitch")
     assert item(got[-2]).get("affiliation") == "member"
+
+
+# -- persistence (roost serve in a subprocess, SIGKILL) -------------------------------------
+
+
+@pytest.fixture
+def roost(tmp_path: Path) -> Iterator[RoostProcess]:
+    proc = RoostProcess(tmp_path)
+    try:
+        yield proc
+    finally:
+        proc.cleanup()
+
+
+async def test_persistent_room_survives_sigkill(roost: RoostProcess) -> None:
+    roost.start().wait_ready()
+    for user in ("alice", "bob", "carol"):
+        roost.add_user(f"{user}@localhost", PASSWORDS[user])
+    alice = await roost.login("alice", PASSWORDS["alice"], "a")
+    await alice.send("<presence/>")
+    await alice.send(f"<presence to='{ROOM}/firstwitch'><x xmlns='{MUC}'/></presence>")
+    await alice.expect(lambda e: e.tag == "presence" and e.get("from") == f"{ROOM}/firstwitch")
+    # each answer comes once its change is committed: nothing to poll for
+    await alice.send(
+        f"<iq type='set' id='cfg' to='{ROOM}'><query xmlns='{OWNER}'>"
+        f"<x xmlns='{DATA}' type='submit'>"
+        "<field var='muc#roomconfig_roomname'><value>A Dark Cave</value></field>"
+        "<field var='muc#roomconfig_persistentroom'><value>1</value></field>"
+        "<field var='muc#roomconfig_membersonly'><value>1</value></field>"
+        "</x></query></iq>"
+    )
+    r = await alice.expect(lambda e: e.tag == "iq" and e.get("id") == "cfg")
+    assert r.get("type") == "result", serialize(r)
+    await alice.send(
+        f"<iq type='set' id='adm' to='{ROOM}'><query xmlns='{ADMIN}'>"
+        "<item affiliation='member' jid='bob@localhost'/>"
+        "<item affiliation='outcast' jid='carol@localhost'><reason>Treason</reason></item>"
+        "</query></iq>"
+    )
+    r = await alice.expect(lambda e: e.tag == "iq" and e.get("id") == "adm")
+    assert r.get("type") == "result", serialize(r)
+    await alice.send(
+        f"<message to='{ROOM}' type='groupchat'><subject>Fire Burn</subject></message>"
+    )
+    await alice.expect(lambda e: e.tag == "message" and e.find("subject") is not None)
+    # the subject is written without an answer: a config change after it waits for both
+    await alice.send(
+        f"<iq type='set' id='cfg2' to='{ROOM}'><query xmlns='{OWNER}'>"
+        f"<x xmlns='{DATA}' type='submit'>"
+        "<field var='muc#roomconfig_roomdesc'><value>Thunder</value></field></x></query></iq>"
+    )
+    await alice.expect(lambda e: e.tag == "iq" and e.get("id") == "cfg2")
+
+    roost.kill()
+    await alice.wait_closed()
+    roost.start().wait_ready()
+
+    bob = await roost.login("bob", PASSWORDS["bob"], "b")
+    await bob.send("<presence/>")
+    await bob.send(
+        f"<iq type='get' id='d1' to='{ROOM}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+    )
+    r = await bob.expect(lambda e: e.tag == "iq" and e.get("id") == "d1")
+    q = r.find("query")
+    assert q is not None and q.find("identity").get("name") == "A Dark Cave"  # type: ignore[union-attr]
+    feats = {f.get("var") for f in q.find_all("feature")}
+    assert {"muc_persistent", "muc_membersonly"} <= feats
+    await bob.send(f"<presence to='{ROOM}/b'><x xmlns='{MUC}'/></presence>")
+    p = await bob.expect(lambda e: e.tag == "presence" and e.get("from") == f"{ROOM}/b")
+    assert item(p).get("affiliation") == "member" and codes(p) == {"110"}
+    m = await bob.expect(lambda e: e.tag == "message")
+    assert m.find("subject").text == "Fire Burn"  # type: ignore[union-attr]
+    carol = await roost.login("carol", PASSWORDS["carol"], "c")
+    await carol.send("<presence/>")
+    await carol.send(f"<presence to='{ROOM}/c'><x xmlns='{MUC}'/></presence>")
+    err = await carol.expect(lambda e: e.tag == "presence" and e.get("type") == "error")
+    assert error_of(err) == "forbidden"
+    # the owner is still the owner (and the ban reason kept)
+    alice = await roost.login("alice", PASSWORDS["alice"], "a")
+    await alice.send(
+        f"<iq type='get' id='ol' to='{ROOM}'><query xmlns='{ADMIN}'>"
+        "<item affiliation='outcast'/></query></iq>"
+    )
+    r = await alice.expect(lambda e: e.tag == "iq" and e.get("id") == "ol")
+    (it,) = r.find("query", ADMIN).find_all("item", ADMIN)  # type: ignore[union-attr]
+    assert it.find("reason", ADMIN).text == "Treason"  # type: ignore[union-attr]
+    for c in (alice, bob, carol):
+        await c.close()

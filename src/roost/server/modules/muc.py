@@ -23,7 +23,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from roost.core import ns
@@ -266,6 +266,11 @@ class MucService:
         attrs = {"type": "result", "id": iq.get("id") or ""}
         reply = Element("iq", ns.CLIENT, attrs, [payload] if payload is not None else None)
         self.send(reply, JID.parse(iq.get("to") or self.domain), sender)
+
+    def ack(self, iq: Element, sender: JID) -> None:
+        """The result of a change, once what it changed is committed (a durable write is
+        acknowledged only after commit)."""
+        self.m.when_saved(lambda: self.result(iq, sender))
 
     # -- presence ---------------------------------------------------------------------------
 
@@ -803,7 +808,7 @@ class MucService:
                 self.result(iq, sender, self.admin_list(room, sender, payload))
             else:
                 self.admin_set(room, sender, payload)
-                self.result(iq, sender)
+                self.ack(iq, sender)
         elif payload.ns == MUC_OWNER and payload.tag == "query":
             if aff is not Affiliation.OWNER:
                 raise StanzaError(C.FORBIDDEN)
@@ -1004,8 +1009,8 @@ class MucService:
         change with its 104 notice, §10.9 destruction."""
         destroy = query.find("destroy", MUC_OWNER)
         if destroy is not None:
-            self.result(iq, sender)
-            self.destroy(room, destroy)
+            self.destroy(room, destroy)  # §10.9: the occupants first, then the owner
+            self.ack(iq, sender)
             return
         form = query.find("x", DATA)
         if form is None:
@@ -1045,9 +1050,9 @@ class MucService:
             for j in owner_jids:
                 if room.affiliation(j) is not Affiliation.OWNER:
                     self.set_affiliation(room, j, Affiliation.OWNER, None, None)
-        self.result(iq, sender)
         if new.persistent or before.persistent:
             self.m.save(self, room)
+        self.ack(iq, sender)
         if not was_locked:
             codes = [104]
             if new.whois != before.whois:
@@ -1128,7 +1133,7 @@ class MucService:
             if aff is Affiliation.MEMBER:
                 self.set_affiliation(room, bare, Affiliation.NONE, None, None)
             self.save(room)
-            self.result(iq, sender)
+            self.ack(iq, sender)
             return
         form = query.find("x", DATA)
         if form is None or form.get("type") == "cancel":
@@ -1147,7 +1152,7 @@ class MucService:
         if RANK[aff] < RANK[Affiliation.MEMBER]:
             self.set_affiliation(room, bare, Affiliation.MEMBER, None, None)
         self.save(room)
-        self.result(iq, sender)
+        self.ack(iq, sender)
 
 
 def _keep(child: Element | str) -> bool:
@@ -1189,6 +1194,7 @@ class MucModule:
         self.stored: set[JID] = set()
         self._dirty: dict[JID, tuple[MucService, Room | None]] = {}
         self._flusher: asyncio.Task[None] | None = None
+        self._after: list[Callable[[], object]] = []
         for domain in sorted(ctx.domains):
             service = MucService(self, f"{self.opts.subdomain}.{domain}")
             self.services[service.domain] = service
@@ -1209,6 +1215,13 @@ class MucModule:
             self._dirty[room.jid] = (service, None)
             self._kick()
 
+    def when_saved(self, then: Callable[[], object]) -> None:
+        """Call ``then`` once every pending write is done (at once if none is)."""
+        if self._flusher is None:
+            then()
+        else:
+            self._after.append(then)
+
     def _kick(self) -> None:
         if self._flusher is None:
             self._flusher = self.ctx.spawn(self._flush())
@@ -1228,5 +1241,11 @@ class MucModule:
                     await storage.set_host_data(str(jid), STORE, "room", None)
                     await storage.set_host_data(service.domain, INDEX, jid.local, None)
                     self.stored.discard(jid)
+        except Exception:
+            # the rooms stay as they are in memory; what could not be written is logged
+            log.exception("muc: storing rooms failed")
         finally:
             self._flusher = None
+            after, self._after = self._after, []
+            for then in after:
+                then()
