@@ -58,7 +58,7 @@ async def join(c: RawClient, nick: str, room: str = ROOM, x: str = "") -> list[E
 async def create(c: RawClient, nick: str = "firstwitch", room: str = ROOM) -> None:
     """§10.1.2: create an instant room."""
     got = await join(c, nick, room)
-    assert codes(got[-1]) == {"110", "201"}, [serialize(e) for e in got]
+    assert codes(got[-2]) == {"110", "201"}, [serialize(e) for e in got]
     await c.send(
         f"<iq type='set' id='create1' to='{room}'><query xmlns='{OWNER}'>"
         f"<x xmlns='{DATA}' type='submit'/></query></iq>"
@@ -88,7 +88,8 @@ async def test_instant_room_join_chat_leave(logins: Logins) -> None:
     bob = await logins("bob", "desktop")
     # §10.1.1: the new room is locked; the creator is its owner and a moderator
     await alice.send(f"<presence to='{ROOM}/firstwitch'><x xmlns='{MUC}'/></presence>")
-    (p,) = await drain(alice)
+    p, subject = await drain(alice)
+    assert subject.find("subject") is not None  # §7.2.15: even in a new room
     assert p.get("from") == f"{ROOM}/firstwitch"
     assert codes(p) == {"110", "201"}
     assert item(p).attrs == {"affiliation": "owner", "role": "moderator", "jid": alice.jid}
@@ -109,6 +110,7 @@ async def test_instant_room_join_chat_leave(logins: Logins) -> None:
     assert [e.tag for e in got] == ["presence", "presence", "message"]
     assert got[0].get("from") == f"{ROOM}/firstwitch"
     assert "jid" not in item(got[0]).attrs  # semi-anonymous: bob is no moderator
+    assert codes(got[0]) == set()
     assert codes(got[1]) == {"110"}
     assert item(got[1]).attrs == {"affiliation": "none", "role": "participant"}
     subject = got[2].find("subject")

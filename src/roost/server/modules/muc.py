@@ -462,9 +462,8 @@ class MucService:
         if created:
             own.append(201)
         self.send(self.presence_of(room, occ, occ, codes=sorted(own)), frm, sender)
-        if created:
-            self.save(room)
-            return
+        # §7.2.15: the subject comes last, even to the creator of a new room (clients such
+        # as slixmpp take it as the end of the join)
         hist = HistoryRequest.from_element(x.find("history", MUC))
         for item in select_history(list(room.history), hist, time.time()):
             msg = item.stanza.copy()
