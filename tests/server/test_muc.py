@@ -12,7 +12,7 @@ from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
 from tests.conftest import PASSWORDS
-from tests.helpers import Logins, RawClient, drain
+from tests.helpers import Logins, RawClient, drain, start_server
 from tests.server.test_cli import RoostProcess
 
 MUC = "http://jabber.org/protocol/muc"
@@ -580,3 +580,44 @@ async def test_persistent_room_survives_sigkill(roost: RoostProcess) -> None:
     assert it.find("reason", ADMIN).text == "Treason"  # type: ignore[union-attr]
     for c in (alice, bob, carol):
         await c.close()
+
+
+async def test_occupants_hear_332_when_the_server_stops(tmp_path: Path) -> None:
+    srv = await start_server(tmp_path)
+    await srv.accounts.create("alice", "localhost", PASSWORDS["alice"])
+    logins = Logins(srv)
+    try:
+        alice = await logins("alice", "pda")
+        await create(alice)
+        await srv.stop()
+        p = await alice.expect(lambda e: e.tag == "presence")
+        assert p.get("type") == "unavailable" and codes(p) == {"110", "332"}
+        assert await alice.stream_error() == "system-shutdown"
+    finally:
+        await logins.close()
+
+
+async def test_iq_to_an_occupant_is_forwarded_without_real_jids(logins: Logins) -> None:
+    """§17: an iq to an occupant JID reaches one of its clients, from the asker's occupant
+    JID, and the answer comes back from the occupant JID."""
+    alice = await logins("alice", "pda")
+    bob = await logins("bob", "desktop")
+    await create(alice)
+    await join(bob, "b")
+    await drain(alice)
+    await alice.send(
+        f"<iq type='get' id='v1' to='{ROOM}/b'><query xmlns='jabber:iq:version'/></iq>"
+    )
+    (fwd,) = await drain(bob)
+    assert fwd.get("from") == f"{ROOM}/firstwitch" and fwd.get("id") != "v1"
+    await bob.send(
+        f"<iq type='result' id='{fwd.get('id')}' to='{ROOM}/firstwitch'>"
+        "<query xmlns='jabber:iq:version'><name>cauldron</name></query></iq>"
+    )
+    (res,) = await drain(alice)
+    assert res.get("id") == "v1" and res.get("from") == f"{ROOM}/b" and res.get("type") == "result"
+    assert res.find("query").find("name").text == "cauldron"  # type: ignore[union-attr]
+    # a ping to another nick is forwarded too (XEP-0410 §3.3 answers only one's own)
+    await alice.send(f"<iq type='get' id='p1' to='{ROOM}/b'><ping xmlns='urn:xmpp:ping'/></iq>")
+    (fwd,) = await drain(bob)
+    assert fwd.find("ping", "urn:xmpp:ping") is not None

@@ -110,7 +110,7 @@ def may_set_role(
 
 @dataclasses.dataclass(slots=True)
 class RoomConfig:
-    """A room's configuration: the ``muc#roomconfig`` fields (§15.5.3) Roost supports."""
+    """A room's configuration: the ``muc#roomconfig`` fields (§16.5.3) Roost supports."""
 
     name: str = ""
     description: str = ""
@@ -120,7 +120,7 @@ class RoomConfig:
     moderated: bool = False
     members_only: bool = False
     password: str = ""  # "" = not password-protected
-    #: §15.5.3 muc#roomconfig_whois: "anyone" (non-anonymous) or "moderators" (semi)
+    #: §16.5.3 muc#roomconfig_whois: "anyone" (non-anonymous) or "moderators" (semi)
     whois: str = "moderators"
     max_users: int = 0  # 0 = the service's limit
     change_subject: bool = False  # participants may change the subject

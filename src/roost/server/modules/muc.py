@@ -53,6 +53,7 @@ from roost.core.muc import (
 )
 from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
+from roost.server import events
 from roost.server.api import ModuleContext
 
 __all__ = ["MucModule", "MucOptions"]
@@ -68,6 +69,8 @@ MUC_REGISTER: Final = "http://jabber.org/protocol/muc#register"
 ROOMINFO: Final = "http://jabber.org/protocol/muc#roominfo"
 STORE: Final = "muc"
 INDEX: Final = "muc_rooms"
+#: iqs forwarded to occupants and not answered yet, per service (the oldest are forgotten)
+MAX_PENDING_IQ: Final = 10000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -108,7 +111,7 @@ class Occupant:
         self.bare = bare
         self.role = role
         self.occupant_id = occupant_id
-        #: each session's last presence (multi-session nick: XEP-0045 §7.2.1)
+        #: each session's last presence (one account may join one nick from several clients)
         self.jids: dict[JID, Element] = {}
         self.presence: Element | None = None
         self.tokens = 0.0
@@ -190,6 +193,8 @@ class MucService:
         self.jid = JID.make(None, domain)
         self.rooms: dict[JID, Room] = {}
         self._waiting: list[tuple[Element, JID, JID]] | None = []
+        #: iqs forwarded to occupants: room's id -> (asker's id, asker, from, to)
+        self.pending: dict[str, tuple[str, JID, JID, JID]] = {}
 
     # -- storage ----------------------------------------------------------------------------
 
@@ -256,6 +261,8 @@ class MucService:
                 self._room_iq(room, stanza, sender)
             else:
                 self._occupant_iq(room, stanza, sender, to.resource)
+        elif tag == "iq" and to.resource is not None:
+            self._occupant_iq_answer(stanza, sender)
 
     def send(self, stanza: Element, frm: JID, to: JID) -> None:
         stanza.attrs["from"] = str(frm)
@@ -374,9 +381,12 @@ class MucService:
         nick = to.resource
         assert nick is not None
         occ = room.by_jid.get(sender) if room is not None else None
+        if type_ is None and not nick.strip():
+            # §17.1: no empty or invisible nicknames
+            raise StanzaError(C.JID_MALFORMED, "the nickname is empty")
         if type_ == "error":
             if room is not None and occ is not None:
-                self.remove(room, occ, codes=[333])  # §18.1: the occupant is gone
+                self.remove(room, occ, codes=[333])  # §11.1: the occupant is gone
             return
         if type_ == "unavailable":
             if room is not None and occ is not None:
@@ -402,7 +412,7 @@ class MucService:
         x = stanza.find("x", MUC)
         created = False
         if x is None:
-            # §7.2.1 (1.32): a presence from a non-occupant without <x/> is not a join
+            # §7.2.18 (1.32): a presence from a non-occupant without <x/> is not a join
             kick = Element("presence", ns.CLIENT, {"type": "unavailable"})
             kx = kick.append(_x())
             kx.sub("item", attrs={"affiliation": "none", "role": "none"}).sub(
@@ -428,7 +438,7 @@ class MucService:
                 del self.rooms[room.jid]
             raise
         same = room.occupants.get(nick)
-        if same is not None:  # the same user's other session (§7.2.1: multi-session)
+        if same is not None:  # the same account's other client, under the same nick
             occ = same
         else:
             occ = Occupant(
@@ -443,7 +453,7 @@ class MucService:
         occ.presence = stanza
         room.by_jid[sender] = occ
         frm = room.jid.with_resource(nick)
-        # §7.2.3: the others first, then its own presence (to all), then history, subject
+        # §7.2.2: the others first, then its own presence (to all), then history, subject
         for other in room.occupants.values():
             if other is not occ:
                 p = self.presence_of(room, other, occ)
@@ -489,7 +499,7 @@ class MucService:
     def may_enter(
         self, room: Room, sender: JID, nick: str, aff: Affiliation, x: Element | None
     ) -> None:
-        """§7.2.4-§7.2.10: the errors a join may get, in the order the XEP lists them."""
+        """§7.2.5-§7.2.10: the errors a join may get."""
         if room.locked and aff is not Affiliation.OWNER:
             raise StanzaError(C.ITEM_NOT_FOUND, "the room is locked")  # §10.1.1
         if aff is Affiliation.OUTCAST:
@@ -574,7 +584,7 @@ class MucService:
         occ = room.by_jid.get(sender)
         if type_ == "error":
             if occ is not None:
-                self.remove(room, occ, codes=[333])  # §18.1: the occupant's client is gone
+                self.remove(room, occ, codes=[333])  # §11.1: the occupant's client is gone
             return
         if type_ == "groupchat":
             self.groupchat(room, occ, stanza)
@@ -666,7 +676,7 @@ class MucService:
     def invite(
         self, room: Room, occ: Occupant | None, stanza: Element, sender: JID, x: Element
     ) -> None:
-        """§7.8.2 mediated invitations; §7.8.3 declines."""
+        """§7.8.2 mediated invitations and their declines."""
         aff = room.affiliation(sender.bare)
         decline = x.find("decline", MUC_USER)
         if decline is not None:
@@ -772,21 +782,39 @@ class MucService:
             raise StanzaError(C.SERVICE_UNAVAILABLE)
 
     def _occupant_iq(self, room: Room, iq: Element, sender: JID, nick: str) -> None:
+        """An iq to an occupant goes to one of its clients, from the asker's occupant JID,
+        under an id of the room's, so no real JID is revealed either way (§17 business
+        rules); the answer comes back the same way."""
         payload = iq.find()
-        if payload is not None and (iq.get("type"), payload.ns, payload.tag) == (
-            "get",
-            ns.PING,
-            "ping",
-        ):
-            occ = room.by_jid.get(sender)
-            # XEP-0410 §3.2: the room answers for a joined client, whoever it pings
-            if occ is not None and (occ.nick == nick or nick in room.occupants):
-                self.result(iq, sender)
-                return
-            raise StanzaError(C.NOT_ACCEPTABLE, "not joined")
-        if room.by_jid.get(sender) is None:
-            raise StanzaError(C.NOT_ACCEPTABLE)
-        raise StanzaError(C.SERVICE_UNAVAILABLE)
+        occ = room.by_jid.get(sender)
+        is_ping = payload is not None and (payload.ns, payload.tag) == (ns.PING, "ping")
+        if is_ping and iq.get("type") == "get" and (occ is None or occ.nick == nick):
+            # XEP-0410 §3.3: the room answers a client's ping to its own nick
+            if occ is None:
+                raise StanzaError(C.NOT_ACCEPTABLE, "not joined")
+            self.result(iq, sender)
+            return
+        if occ is None:
+            raise StanzaError(C.NOT_ACCEPTABLE, "only occupants may query occupants")
+        target = room.occupants.get(nick)
+        if target is None or not target.jids:
+            raise StanzaError(C.ITEM_NOT_FOUND)
+        to = next(iter(target.jids))
+        rid = self.ctx.new_id()
+        self.pending[rid] = (iq.get("id") or "", sender, room.jid.with_resource(nick), to)
+        while len(self.pending) > MAX_PENDING_IQ:
+            self.pending.pop(next(iter(self.pending)))
+        fwd = Element("iq", ns.CLIENT, {"type": iq.get("type") or "get", "id": rid}, iq.children)
+        self.send(fwd, room.jid.with_resource(occ.nick), to)
+
+    def _occupant_iq_answer(self, iq: Element, sender: JID) -> None:
+        entry = self.pending.get(iq.get("id") or "")
+        if entry is None or entry[3] != sender:
+            return
+        del self.pending[iq.get("id") or ""]
+        orig_id, asker, frm, _ = entry
+        attrs = {"type": iq.get("type") or "result", "id": orig_id}
+        self.send(Element("iq", ns.CLIENT, attrs, iq.children), frm, asker)
 
     def _room_iq(self, room: Room, iq: Element, sender: JID) -> None:
         payload = iq.find()
@@ -964,7 +992,7 @@ class MucService:
                 else:
                     owners.discard(subject)
         if not owners:
-            raise StanzaError(C.CONFLICT, "a room needs an owner")  # §10.7
+            raise StanzaError(C.CONFLICT, "a room needs an owner")  # §10.4
         for kind, subject, new, why in changes:
             if kind == "role":
                 assert isinstance(subject, Occupant) and isinstance(new, Role)
@@ -1064,7 +1092,7 @@ class MucService:
         if new.members_only and not before.members_only:
             for occ in list(room.occupants.values()):
                 if RANK[room.affiliation(occ.bare)] < RANK[Affiliation.MEMBER]:
-                    self.remove(room, occ, codes=[322])  # §9.4
+                    self.remove(room, occ, codes=[322])  # §10.2.1
         if new.moderated != before.moderated:
             for occ in room.occupants.values():
                 role = default_role(room.affiliation(occ.bare), new.moderated)
@@ -1198,7 +1226,15 @@ class MucModule:
             service = MucService(self, f"{self.opts.subdomain}.{domain}")
             self.services[service.domain] = service
             ctx.host(service.domain, service, self.opts.name)
+        ctx.observe(events.SERVER_STOPPING, self._stopping)
         ctx.spawn(self._load())
+
+    def _stopping(self) -> None:
+        """§11.2: every occupant is told (status 332) the service is going away."""
+        for service in self.services.values():
+            for room in list(service.rooms.values()):
+                for occ in list(room.occupants.values()):
+                    service.remove(room, occ, codes=[332])
 
     async def _load(self) -> None:
         for service in self.services.values():
