@@ -12,7 +12,7 @@ from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
 from tests.conftest import PASSWORDS
-from tests.helpers import Logins, RawClient, drain, start_server
+from tests.helpers import Logins, RawClient, drain, quiet, start_server
 from tests.server.test_cli import RoostProcess
 
 MUC = "http://jabber.org/protocol/muc"
@@ -621,3 +621,78 @@ async def test_iq_to_an_occupant_is_forwarded_without_real_jids(logins: Logins) 
     await alice.send(f"<iq type='get' id='p1' to='{ROOM}/b'><ping xmlns='urn:xmpp:ping'/></iq>")
     (fwd,) = await drain(bob)
     assert fwd.find("ping", "urn:xmpp:ping") is not None
+
+
+async def test_limits(tmp_path: Path) -> None:
+    srv = await start_server(
+        tmp_path,
+        modules={
+            "muc": {
+                "max_occupants": 2,
+                "max_rooms_per_user": 1,
+                "history_size": 2,
+                "message_burst": 3,
+                "message_rate": 0.01,
+            }
+        },
+    )
+    for user, password in PASSWORDS.items():
+        await srv.accounts.create(user, "localhost", password)
+    logins = Logins(srv)
+    try:
+        alice = await logins("alice", "pda")
+        bob = await logins("bob", "desktop")
+        carol = await logins("carol", "c")
+        await create(alice)
+        # rooms per user
+        got = await join(alice, "x", room="other@conference.localhost")
+        assert error_of(got[0]) == "resource-constraint"
+        # occupants per room (§7.2.9: service-unavailable)
+        await join(bob, "b")
+        got = await join(carol, "c")
+        assert error_of(got[0]) == "service-unavailable"
+        await drain(alice)
+        # message rate per occupant: a burst of 3, then resource-constraint (wait)
+        for i in range(4):
+            await bob.send(f"<message to='{ROOM}' type='groupchat'><body>m{i}</body></message>")
+        got = await drain(bob)
+        assert [e.get("type") for e in got] == ["groupchat"] * 3 + ["error"]
+        assert error_of(got[3]) == "resource-constraint"
+        assert got[3].find("error").get("type") == "wait"  # type: ignore[union-attr]
+        # history size: the last 2 only
+        await bob.send(f"<presence to='{ROOM}/b' type='unavailable'/>")
+        await drain(bob)
+        got = await join(carol, "c")
+        bodies = [e.find("body").text for e in got if e.find("body") is not None]  # type: ignore[union-attr]
+        assert bodies == ["m1", "m2"]
+    finally:
+        await logins.close()
+        await srv.stop()
+
+
+async def test_one_account_two_clients_one_nick_and_210(logins: Logins) -> None:
+    alice = await logins("alice", "pda")
+    alice2 = await logins("alice", "laptop")
+    bob = await logins("bob", "desktop")
+    await drain(alice)
+    await create(alice)
+    await join(bob, "b")
+    await drain(alice)
+    # the same account joins the same nick from another client: no conflict
+    got = await join(alice2, "firstwitch")
+    assert codes(got[-2]) == {"110"} and item(got[-2]).get("role") == "moderator"
+    await bob.send(f"<message to='{ROOM}' type='groupchat'><body>both</body></message>")
+    for c in (alice, alice2):
+        (m,) = await drain(c)
+        assert m.find("body").text == "both"  # type: ignore[union-attr]
+    await drain(bob)
+    # one client leaving keeps the occupant for the other
+    await alice2.send(f"<presence to='{ROOM}/firstwitch' type='unavailable'/>")
+    (p,) = await drain(alice2)
+    assert p.get("type") == "unavailable"
+    await quiet(bob)
+    # §7.2.2 status 210: the room changed the nick asked for (here by resourceprep)
+    carol = await logins("carol", "c")
+    got = await join(carol, "a\u00a0b")  # NO-BREAK SPACE, mapped to a space (RFC 7622 §3.4)
+    (own,) = [e for e in got if e.tag == "presence" and "110" in codes(e)]
+    assert own.get("from") == f"{ROOM}/a b" and codes(own) == {"110", "210"}

@@ -471,6 +471,9 @@ class MucService:
             own.append(100)
         if created:
             own.append(201)
+        asked = (stanza.get("to") or "").partition("/")[2]
+        if asked != nick:
+            own.append(210)  # §7.2.2: the service changed the nick (stringprep, say)
         self.send(self.presence_of(room, occ, occ, codes=sorted(own)), frm, sender)
         # §7.2.15: the subject comes last, even to the creator of a new room (clients such
         # as slixmpp take it as the end of the join)
