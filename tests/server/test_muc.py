@@ -696,3 +696,16 @@ async def test_one_account_two_clients_one_nick_and_210(logins: Logins) -> None:
     got = await join(carol, "a\u00a0b")  # NO-BREAK SPACE, mapped to a space (RFC 7622 §3.4)
     (own,) = [e for e in got if e.tag == "presence" and "110" in codes(e)]
     assert own.get("from") == f"{ROOM}/a b" and codes(own) == {"110", "210"}
+
+
+async def test_a_client_that_joined_before_its_initial_presence_leaves_when_it_goes(
+    logins: Logins,
+) -> None:
+    alice = await logins("alice", "pda")
+    bob = await logins("bob", "desktop", available=False)
+    await create(alice)
+    await join(bob, "b")
+    await drain(alice)
+    await bob.close()  # no unavailable to the room: the session's end takes it out
+    (p,) = await drain(alice)
+    assert p.get("from") == f"{ROOM}/b" and p.get("type") == "unavailable"

@@ -55,6 +55,7 @@ from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
 from roost.server import events
 from roost.server.api import ModuleContext
+from roost.server.session import Session
 
 __all__ = ["MucModule", "MucOptions"]
 
@@ -193,6 +194,8 @@ class MucService:
         self.jid = JID.make(None, domain)
         self.rooms: dict[JID, Room] = {}
         self._waiting: list[tuple[Element, JID, JID]] | None = []
+        #: the rooms each client (full JID) is in
+        self.joined: dict[JID, set[JID]] = {}
         #: iqs forwarded to occupants: room's id -> (asker's id, asker, from, to)
         self.pending: dict[str, tuple[str, JID, JID, JID]] = {}
 
@@ -452,6 +455,7 @@ class MucService:
         occ.jids[sender] = stanza
         occ.presence = stanza
         room.by_jid[sender] = occ
+        self.joined.setdefault(sender, set()).add(room.jid)
         frm = room.jid.with_resource(nick)
         # §7.2.2: the others first, then its own presence (to all), then history, subject
         for other in room.occupants.values():
@@ -544,6 +548,7 @@ class MucService:
         """§7.14: unavailable to everyone; a temporary room ends with its last occupant."""
         del occ.jids[sender]
         room.by_jid.pop(sender, None)
+        self._untrack(sender, room)
         occ.presence = stanza if not occ.jids else next(reversed(occ.jids.values()))
         if occ.jids:
             p = self.presence_of(room, occ, occ, unavailable=True, codes=[110])
@@ -569,6 +574,7 @@ class MucService:
         room.occupants.pop(occ.nick, None)
         for jid in occ.jids:
             room.by_jid.pop(jid, None)
+            self._untrack(jid, room)
         self.broadcast_presence(
             room, occ, unavailable=True, codes=codes, reason=reason, actor=actor
         )
@@ -1125,8 +1131,28 @@ class MucService:
             for jid in occ.jids:
                 self.send(p.deepcopy(), frm, jid)
         room.occupants.clear()
+        for jid in room.by_jid:
+            self._untrack(jid, room)
         room.by_jid.clear()
         self.m.forget(self, room)
+
+    def _untrack(self, jid: JID, room: Room) -> None:
+        rooms = self.joined.get(jid)
+        if rooms is not None:
+            rooms.discard(room.jid)
+            if not rooms:
+                del self.joined[jid]
+
+    def session_closed(self, jid: JID) -> None:
+        """A local client's session ended: it leaves every room it is still in (it may
+        have joined before its initial presence, which RFC 6121 §4.6 does not track)."""
+        for room_jid in list(self.joined.get(jid, ())):
+            room = self.rooms.get(room_jid)
+            occ = room.by_jid.get(jid) if room is not None else None
+            if room is not None and occ is not None:
+                gone = Element("presence", ns.CLIENT, {"type": "unavailable", "from": str(jid)})
+                self.leave(room, occ, jid, gone)
+        self.joined.pop(jid, None)
 
     def register(self, room: Room, iq: Element, sender: JID, query: Element) -> None:
         """§7.10: register a nick in the room (which makes a member); ``<remove/>``
@@ -1230,7 +1256,12 @@ class MucModule:
             self.services[service.domain] = service
             ctx.host(service.domain, service, self.opts.name)
         ctx.observe(events.SERVER_STOPPING, self._stopping)
+        ctx.observe(events.SESSION_CLOSED, self._session_closed)
         ctx.spawn(self._load())
+
+    def _session_closed(self, session: Session, error: object) -> None:
+        for service in self.services.values():
+            service.session_closed(session.jid)
 
     def _stopping(self) -> None:
         """§11.2: every occupant is told (status 332) the service is going away."""
