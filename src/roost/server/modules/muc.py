@@ -268,6 +268,9 @@ class MucService:
             self._occupant_iq_answer(stanza, sender)
 
     def send(self, stanza: Element, frm: JID, to: JID) -> None:
+        """Route a stanza from the room (callers pass a copy per recipient; its child list is
+        its own too, so what delivery adds for one recipient, a stanza-id say, stays there)."""
+        stanza.children = list(stanza.children)
         stanza.attrs["from"] = str(frm)
         stanza.attrs["to"] = str(to)
         self.ctx.route(stanza, frm, to)
