@@ -490,6 +490,13 @@ async def test_cancel_destroys_locked_room_and_nick_registration(logins: Logins)
     await alice.send(f"<presence to='{ROOM}/thirdwitch'/>")
     (err,) = await drain(alice)
     assert error_of(err) == "conflict"
+    # §7.12: the reserved nick, through disco#info's x-roomuser-item node
+    await bob.send(
+        f"<iq type='get' id='r4' to='{ROOM}'><query xmlns='http://jabber.org/protocol/disco#info'"
+        " node='x-roomuser-item'/></iq>"
+    )
+    (r,) = await drain(bob)
+    assert r.find("query").find("identity").get("name") == "thirdwitch"  # type: ignore[union-attr]
     got = await join(bob, "thirdwitch")
     assert item(got[-2]).get("affiliation") == "member"
 

@@ -68,6 +68,8 @@ SELF_PING: Final = "http://jabber.org/protocol/muc#self-ping-optimization"
 MUC_REQUEST: Final = "http://jabber.org/protocol/muc#request"
 MUC_REGISTER: Final = "http://jabber.org/protocol/muc#register"
 ROOMINFO: Final = "http://jabber.org/protocol/muc#roominfo"
+#: §7.12: the disco#info node that tells a user the nick reserved for them
+ROOMUSER: Final = "x-roomuser-item"
 STORE: Final = "muc"
 INDEX: Final = "muc_rooms"
 #: iqs forwarded to occupants and not answered yet, per service (the oldest are forgotten)
@@ -836,7 +838,13 @@ class MucService:
         aff = room.affiliation(sender.bare)
         if room.locked and aff is not Affiliation.OWNER:
             raise StanzaError(C.ITEM_NOT_FOUND)
-        if kind == ("get", ns.DISCO_INFO, "query"):
+        if kind == ("get", ns.DISCO_INFO, "query") and payload.get("node") == ROOMUSER:
+            # §7.12: the nick the asker registered, if any
+            q = Element("query", ns.DISCO_INFO, {"node": ROOMUSER})
+            if (nick := room.registered.get(sender.bare)) is not None:
+                q.sub("identity", attrs={"category": "conference", "type": "text", "name": nick})
+            self.result(iq, sender, q)
+        elif kind == ("get", ns.DISCO_INFO, "query"):
             self.result(iq, sender, self.room_info(room))
         elif kind == ("get", ns.DISCO_ITEMS, "query"):
             self.result(iq, sender, Element("query", ns.DISCO_ITEMS))
