@@ -11,8 +11,9 @@ import pytest
 from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
+from roost.server.config import ConfigError
 from tests.conftest import PASSWORDS
-from tests.helpers import Logins, RawClient, drain, quiet, start_server
+from tests.helpers import Logins, RawClient, drain, make_config, quiet, start_server
 from tests.server.test_cli import RoostProcess
 
 MUC = "http://jabber.org/protocol/muc"
@@ -716,3 +717,20 @@ async def test_a_client_that_joined_before_its_initial_presence_leaves_when_it_g
     await bob.close()  # no unavailable to the room: the session's end takes it out
     (p,) = await drain(alice)
     assert p.get("from") == f"{ROOM}/b" and p.get("type") == "unavailable"
+
+
+@pytest.mark.parametrize(
+    ("options", "key"),
+    [
+        ({"create": "nobody"}, "modules.muc.create"),
+        ({"max_occupants": 0}, "modules.muc.max_occupants"),
+        ({"history_size": -1}, "modules.muc.history_size"),
+        ({"subdomain": ""}, "modules.muc.subdomain"),
+        ({"subdomain": "a b"}, "modules.muc.subdomain"),
+        ({"rooms": 3}, "modules.muc.rooms"),
+    ],
+)
+def test_bad_options_name_the_key(tmp_path: Path, options: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Server(make_config(tmp_path, modules={"muc": options}))
+    assert info.value.key == key

@@ -55,6 +55,7 @@ from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
 from roost.server import events
 from roost.server.api import ModuleContext
+from roost.server.config import ConfigError
 from roost.server.session import Session
 
 __all__ = ["MucModule", "MucOptions"]
@@ -95,6 +96,16 @@ class MucOptions:
     #: groupchat messages an occupant may send per second, sustained, and in a burst
     message_rate: float = dataclasses.field(default=5.0, metadata={"lo": 0.01})
     message_burst: int = dataclasses.field(default=20, metadata={"lo": 1})
+
+    def __post_init__(self) -> None:
+        label = self.subdomain
+        try:
+            valid = bool(label) and label.strip(".") == label
+            JID.make(None, f"{label}.example")  # IDNA: what a domain may hold
+        except InvalidJID:
+            valid = False
+        if not valid:
+            raise ConfigError("modules.muc.subdomain", f"not a domain name part: {label!r}")
 
 
 def _x(*codes: int) -> Element:
