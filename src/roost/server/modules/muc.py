@@ -535,7 +535,7 @@ class MucService:
             owner is not None and owner != sender.bare
         ):
             raise StanzaError(C.CONFLICT)  # §7.2.8, §7.10
-        if room.config.password and aff is not Affiliation.OWNER:
+        if room.config.password:  # §7.2.5: owners too
             given = x.find("password", MUC) if x is not None else None
             if given is None or given.text != room.config.password:
                 raise StanzaError(C.NOT_AUTHORIZED, "a password is required")  # §7.2.5
