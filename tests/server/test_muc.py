@@ -734,3 +734,28 @@ def test_bad_options_name_the_key(tmp_path: Path, options: dict[str, object], ke
     with pytest.raises(ConfigError) as info:
         Server(make_config(tmp_path, modules={"muc": options}))
     assert info.value.key == key
+
+
+async def test_member_list_only_for_occupants_of_non_anonymous_rooms(logins: Logins) -> None:
+    """§7.11, §5.2.1: the member list carries real JIDs, so a semi-anonymous room shows it
+    to admins only; a non-anonymous one to the roles muc#roomconfig_getmemberlist names."""
+    alice = await logins("alice", "pda")
+    bob = await logins("bob", "desktop")
+    await create(alice)
+    r = await admin(alice, "<item affiliation='member' jid='carol@localhost'/>")
+    assert r.get("type") == "result"
+    await join(bob, "b")
+    await drain(alice)
+    ask = (
+        f"<iq type='get' id='ml' to='{ROOM}'><query xmlns='{ADMIN}'>"
+        "<item affiliation='member'/></query></iq>"
+    )
+    await bob.send(ask)
+    (r,) = await drain(bob)
+    assert error_of(r) == "forbidden"
+    await configure(alice, {"muc#roomconfig_whois": "anyone"})
+    await drain(bob)
+    await bob.send(ask)
+    (r,) = await drain(bob)
+    items = r.find("query", ADMIN).find_all("item", ADMIN)  # type: ignore[union-attr]
+    assert [i.get("jid") for i in items] == ["carol@localhost"]

@@ -956,6 +956,7 @@ class MucService:
             raise StanzaError(C.BAD_REQUEST) from None
         allowed = RANK[aff] >= RANK[Affiliation.ADMIN] or (
             wanted is Affiliation.MEMBER
+            and room.non_anonymous  # §5.2.1: the member list has real JIDs
             and occ is not None
             and occ.role.value in room.config.get_member_list
         )
