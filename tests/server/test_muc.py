@@ -759,3 +759,23 @@ async def test_member_list_only_for_occupants_of_non_anonymous_rooms(logins: Log
     (r,) = await drain(bob)
     items = r.find("query", ADMIN).find_all("item", ADMIN)  # type: ignore[union-attr]
     assert [i.get("jid") for i in items] == ["carol@localhost"]
+
+
+async def test_a_change_that_cannot_be_stored_is_answered_with_an_error(
+    server: Server, logins: Logins, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer to a change comes after its write: a failed write is not a result."""
+    alice = await logins("alice", "pda")
+    await create(alice)
+
+    async def broken(*args: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(server.storage, "set_host_data", broken)
+    await alice.send(
+        f"<iq type='set' id='cfg' to='{ROOM}'><query xmlns='{OWNER}'><x xmlns='{DATA}' "
+        "type='submit'><field var='muc#roomconfig_persistentroom'><value>1</value></field>"
+        "</x></query></iq>"
+    )
+    r = await alice.expect(lambda e: e.tag == "iq" and e.get("id") == "cfg")
+    assert error_of(r) == "internal-server-error"

@@ -296,7 +296,14 @@ class MucService:
     def ack(self, iq: Element, sender: JID) -> None:
         """The result of a change, once what it changed is committed (a durable write is
         acknowledged only after commit)."""
-        self.m.when_saved(lambda: self.result(iq, sender))
+
+        def answer(ok: bool) -> None:
+            if ok:
+                self.result(iq, sender)
+            else:
+                self.ctx.reply_error(iq, StanzaError(C.INTERNAL_SERVER_ERROR), sender)
+
+        self.m.when_saved(answer)
 
     # -- presence ---------------------------------------------------------------------------
 
@@ -1273,7 +1280,7 @@ class MucModule:
         self.stored: set[JID] = set()
         self._dirty: dict[JID, tuple[MucService, Room | None]] = {}
         self._flusher: asyncio.Task[None] | None = None
-        self._after: list[Callable[[], object]] = []
+        self._after: list[Callable[[bool], object]] = []
         for domain in sorted(ctx.domains):
             service = MucService(self, f"{self.opts.subdomain}.{domain}")
             self.services[service.domain] = service
@@ -1307,10 +1314,11 @@ class MucModule:
             self._dirty[room.jid] = (service, None)
             self._kick()
 
-    def when_saved(self, then: Callable[[], object]) -> None:
-        """Call ``then`` once every pending write is done (at once if none is)."""
+    def when_saved(self, then: Callable[[bool], object]) -> None:
+        """Call ``then`` once every pending write is done (at once if none is), with
+        whether they all succeeded."""
         if self._flusher is None:
-            then()
+            then(True)
         else:
             self._after.append(then)
 
@@ -1320,24 +1328,31 @@ class MucModule:
 
     async def _flush(self) -> None:
         storage = self.ctx.storage
+        ok = True
         try:
             while self._dirty:
                 jid = next(iter(self._dirty))
+                # taken out before the write: a change meanwhile puts it back, written next
                 service, room = self._dirty.pop(jid)
                 assert jid.local is not None
-                if room is not None and room.config.persistent:
-                    await storage.set_host_data(service.domain, INDEX, jid.local, "1")
-                    await storage.set_host_data(str(jid), STORE, "room", room.to_json())
-                    self.stored.add(jid)
-                elif jid in self.stored:
-                    await storage.set_host_data(str(jid), STORE, "room", None)
-                    await storage.set_host_data(service.domain, INDEX, jid.local, None)
-                    self.stored.discard(jid)
-        except Exception:
-            # the rooms stay as they are in memory; what could not be written is logged
-            log.exception("muc: storing rooms failed")
+                try:
+                    if room is not None and room.config.persistent:
+                        await storage.set_host_data(service.domain, INDEX, jid.local, "1")
+                        await storage.set_host_data(str(jid), STORE, "room", room.to_json())
+                        self.stored.add(jid)
+                    elif jid in self.stored:
+                        await storage.set_host_data(str(jid), STORE, "room", None)
+                        await storage.set_host_data(service.domain, INDEX, jid.local, None)
+                        self.stored.discard(jid)
+                except Exception:
+                    # the room stays as it is in memory and is written with the next change;
+                    # the answers waiting for this write are errors
+                    self._dirty.setdefault(jid, (service, room))
+                    ok = False
+                    log.exception("muc: storing %s failed", jid)
+                    break
         finally:
             self._flusher = None
             after, self._after = self._after, []
             for then in after:
-                then()
+                then(ok)
