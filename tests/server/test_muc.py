@@ -147,6 +147,7 @@ async def test_join_errors_and_rules(logins: Logins) -> None:
     await bob.send(f"<presence to='{ROOM}/firstwitch'><x xmlns='{MUC}'/></presence>")
     (err,) = await drain(bob)
     assert error_of(err) == "conflict" and err.get("from") == f"{ROOM}/firstwitch"
+    assert err.find("error").get("by") == ROOM  # type: ignore[union-attr]
     # §7.2.1: no <x/> from a non-occupant: kicked with 110, 307, 333
     await bob.send(f"<presence to='{ROOM}/b'/>")
     (p,) = await drain(bob)
@@ -659,6 +660,7 @@ async def test_limits(tmp_path: Path) -> None:
         await join(bob, "b")
         got = await join(carol, "c")
         assert error_of(got[0]) == "service-unavailable"
+        assert got[0].find("error").get("type") == "wait"  # type: ignore[union-attr]
         await drain(alice)
         # message rate per occupant: a burst of 3, then resource-constraint (wait)
         for i in range(4):

@@ -245,6 +245,8 @@ class MucService:
         try:
             self._receive(stanza, sender, to)
         except StanzaError as err:
+            if err.by is None and to.local is not None:
+                err.by = str(to.bare)  # the room's errors say so (XEP-0045 §7.2.6 examples)
             self.ctx.reply_error(stanza, err, sender)
 
     def _receive(self, stanza: Element, sender: JID, to: JID) -> None:
@@ -548,7 +550,9 @@ class MucService:
                 raise StanzaError(C.NOT_AUTHORIZED, "a password is required")  # §7.2.5
         limit = min(room.config.max_users or self.opts.max_occupants, self.opts.max_occupants)
         if same is None and len(room.occupants) >= limit and RANK[aff] < RANK[Affiliation.ADMIN]:
-            raise StanzaError(C.SERVICE_UNAVAILABLE, "the room is full")  # §7.2.9
+            raise StanzaError(  # §7.2.9
+                C.SERVICE_UNAVAILABLE, "the room is full", type=StanzaErrorType.WAIT
+            )
 
     def change_nick(
         self, room: Room, occ: Occupant, stanza: Element, sender: JID, nick: str
