@@ -781,3 +781,24 @@ async def test_a_change_that_cannot_be_stored_is_answered_with_an_error(
     )
     r = await alice.expect(lambda e: e.tag == "iq" and e.get("id") == "cfg")
     assert error_of(r) == "internal-server-error"
+
+
+async def test_a_new_moderator_of_a_semi_anonymous_room_learns_real_jids(
+    logins: Logins,
+) -> None:
+    alice = await logins("alice", "pda")
+    bob = await logins("bob", "desktop")
+    carol = await logins("carol", "c")
+    await create(alice)
+    await join(bob, "b")
+    got = await join(carol, "c")
+    assert all("jid" not in item(e).attrs for e in got if e.tag == "presence")
+    await drain(alice)
+    await drain(bob)
+    r = await admin(alice, "<item nick='c' role='moderator'/>")  # §9.6
+    assert r.get("type") == "result"
+    got = await drain(carol)
+    own, *others = got
+    assert item(own).get("role") == "moderator" and "110" in codes(own)
+    jids = {e.get("from"): item(e).get("jid") for e in others}
+    assert jids == {f"{ROOM}/firstwitch": alice.jid, f"{ROOM}/b": bob.jid}

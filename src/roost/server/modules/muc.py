@@ -1051,8 +1051,20 @@ class MucService:
         if role is Role.NONE:
             self.remove(room, occ, codes=[307], reason=reason, actor=actor)  # §8.2 kick
             return
-        occ.role = role
+        was, occ.role = occ.role, role
         self.broadcast_presence(room, occ, reason=reason, actor=actor)
+        self.reveal(room, occ, was)
+
+    def reveal(self, room: Room, occ: Occupant, was: Role) -> None:
+        """A new moderator of a semi-anonymous room is sent the others' presence again,
+        now with their real JIDs (§5.1.1: moderators may see them; as Prosody does)."""
+        if room.non_anonymous or was is Role.MODERATOR or occ.role is not Role.MODERATOR:
+            return
+        for other in room.occupants.values():
+            if other is not occ:
+                p = self.presence_of(room, other, occ)
+                for jid in occ.jids:
+                    self.send(p.copy(), room.jid.with_resource(other.nick), jid)
 
     def set_affiliation(
         self, room: Room, bare: JID, aff: Affiliation, reason: str | None, actor: str | None
@@ -1071,8 +1083,9 @@ class MucService:
             elif room.config.members_only and aff is Affiliation.NONE:
                 self.remove(room, occ, codes=[321], reason=reason, actor=actor)  # §9.4
             else:
-                occ.role = default_role(aff, room.config.moderated)
+                was, occ.role = occ.role, default_role(aff, room.config.moderated)
                 self.broadcast_presence(room, occ, reason=reason, actor=actor)
+                self.reveal(room, occ, was)
 
     def owner_set(self, room: Room, iq: Element, sender: JID, query: Element) -> None:
         """§10.1.2 instant room, §10.1.3 reserved (form submit or cancel), §10.2 config
