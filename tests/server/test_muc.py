@@ -279,7 +279,11 @@ async def test_password_members_only_and_invitations(logins: Logins) -> None:
     assert x.find("password", USER).text == "cauldronburn"  # type: ignore[union-attr]
     got = await join(carol, "c", x="<password>cauldronburn</password>")
     assert codes(got[-2]) == {"110"} and item(got[-2]).get("affiliation") == "member"
-    # §7.8.3 decline
+    many = "".join(f"<invite to='u{i}@localhost'/>" for i in range(21))
+    await alice.send(f"<message to='{ROOM}'><x xmlns='{USER}'>{many}</x></message>")
+    got = await drain(alice)
+    assert error_of(got[-1]) == "policy-violation"
+    # §7.8.2: a decline goes back to the inviter
     await bob.send(
         f"<message to='{ROOM}'><x xmlns='{USER}'><decline to='alice@localhost'>"
         "<reason>Sorry</reason></decline></x></message>"

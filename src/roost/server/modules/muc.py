@@ -75,6 +75,10 @@ STORE: Final = "muc"
 INDEX: Final = "muc_rooms"
 #: iqs forwarded to occupants and not answered yet, per service (the oldest are forgotten)
 MAX_PENDING_IQ: Final = 10000
+#: affiliations one room keeps at most (members, admins, owners, outcasts)
+MAX_AFFILIATIONS: Final = 10000
+#: invitations one message may carry (each is a message the room sends)
+MAX_INVITES: Final = 20
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -732,7 +736,10 @@ class MucService:
             and RANK[aff] < RANK[Affiliation.ADMIN]
         ):
             raise StanzaError(C.FORBIDDEN, "only admins may invite to this room")  # §7.8.2
-        for invite in x.find_all("invite", MUC_USER):
+        invites = x.find_all("invite", MUC_USER)
+        if len(invites) > MAX_INVITES:
+            raise StanzaError(C.POLICY_VIOLATION, f"at most {MAX_INVITES} invitations at once")
+        for invite in invites:
             to = _jid_attr(invite, "to")
             if (
                 room.config.members_only
@@ -1036,6 +1043,9 @@ class MucService:
                     owners.discard(subject)
         if not owners:
             raise StanzaError(C.CONFLICT, "a room needs an owner")  # §10.4
+        added = {c[1] for c in changes if c[0] == "aff" and c[1] not in room.affiliations}
+        if len(room.affiliations) + len(added) > MAX_AFFILIATIONS:
+            raise StanzaError(C.RESOURCE_CONSTRAINT, "too many affiliations in this room")
         for kind, subject, new, why in changes:
             if kind == "role":
                 assert isinstance(subject, Occupant) and isinstance(new, Role)
@@ -1072,6 +1082,8 @@ class MucService:
         if aff is Affiliation.NONE:
             room.affiliations.pop(bare, None)
         else:
+            if bare not in room.affiliations and len(room.affiliations) >= MAX_AFFILIATIONS:
+                raise StanzaError(C.RESOURCE_CONSTRAINT, "too many affiliations in this room")
             room.affiliations[bare] = aff
         if aff is Affiliation.OUTCAST and reason:
             room.reasons[bare] = reason
