@@ -64,7 +64,8 @@ async def test_disco_info_and_items(server: Server) -> None:
         identities = info["disco_info"]["identities"]
         assert ("server", "im", None, "Roost") in identities
         items = await c.xmpp.plugin["xep_0030"].get_items(jid="localhost", timeout=TIMEOUT)
-        assert items["disco_items"]["items"] == set() or list(items["disco_items"]["items"]) == []
+        # the services hosted here: group chat (XEP-0045)
+        assert set(items["disco_items"]["items"]) == {("conference.localhost", None, "Chatrooms")}
         own = await c.xmpp.plugin["xep_0030"].get_info(jid="alice@localhost", timeout=TIMEOUT)
         assert ("account", "registered", None, None) in own["disco_info"]["identities"]
     finally:

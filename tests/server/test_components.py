@@ -150,7 +150,8 @@ async def test_messages_both_ways_and_server_iq(server: Server) -> None:
     got = await comp.expect(lambda e: e.tag == "iq")
     assert serialize(got, ns.COMPONENT) == (
         "<iq type='result' id='d1' to='bot.localhost' from='localhost'>"
-        f"<query xmlns='{ns.DISCO_ITEMS}'><item jid='bot.localhost'/></query></iq>"
+        f"<query xmlns='{ns.DISCO_ITEMS}'><item jid='bot.localhost'/>"
+        "<item jid='conference.localhost' name='Chatrooms'/></query></iq>"
     )
     await comp.close()
     await login.close()

@@ -186,7 +186,8 @@ async def test_hosted_domains_are_listed_in_disco_items(echo_server: Server) -> 
     got = await a.expect(lambda e: e.tag == "iq" and e.get("id") == "i1")
     assert serialize(got) == (
         "<iq type='result' id='i1' to='alice@localhost/a' from='localhost'>"
-        f"<query xmlns='{ns.DISCO_ITEMS}'><item jid='echo.localhost' name='Echoes'/></query></iq>"
+        f"<query xmlns='{ns.DISCO_ITEMS}'><item jid='conference.localhost' name='Chatrooms'/>"
+        "<item jid='echo.localhost' name='Echoes'/></query></iq>"
     )
     await a.close()
 

@@ -622,6 +622,8 @@ class Server:
         if self._trim_handle is not None:
             self._trim_handle.cancel()
             self._trim_handle = None
+        # modules say goodbye while streams are open (XEP-0045 §11.2, status 332)
+        self.bus.notify(events.SERVER_STOPPING)
         shutdown = StreamError(StreamErrorCondition.SYSTEM_SHUTDOWN, "the server is stopping")
         if self.stream_manager is not None:
             # what sessions never acknowledged goes to offline storage, their counts to

@@ -28,6 +28,7 @@ __all__ = [
     "PRESENCE_OUTBOUND",
     "RESOURCE_DELIVERABLE",
     "ROUTE_REMOTE",
+    "SERVER_STOPPING",
     "SESSION_ABANDONED",
     "SESSION_BOUND",
     "SESSION_CLOSED",
@@ -69,6 +70,8 @@ SESSION_ABANDONED: Final[Observer[[Session]]] = Observer("session/abandoned")
 SESSION_BOUND: Final[Observer[[Session]]] = Observer("session/bound")
 #: (session, error): a bound session ended (stream closed, or replaced)
 SESSION_CLOSED: Final[Observer[[Session, StreamError | None]]] = Observer("session/closed")
+#: (): the server is stopping; streams are still open (XEP-0045 §11.2: rooms say goodbye)
+SERVER_STOPPING: Final[Observer[[]]] = Observer("server/stopping")
 
 
 @cache

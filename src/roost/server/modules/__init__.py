@@ -21,6 +21,7 @@ def default_modules() -> list[Module]:
     from roost.server.modules.legacy_auth import LegacyAuthModule
     from roost.server.modules.mam import MamModule
     from roost.server.modules.message import MessageModule
+    from roost.server.modules.muc import MucModule
     from roost.server.modules.offline import OfflineModule
     from roost.server.modules.pep import PepModule
     from roost.server.modules.ping import PingModule
@@ -65,4 +66,5 @@ def default_modules() -> list[Module]:
         PrivacyLists(),
         PrivacyModule(),
         BlockingModule(),
+        MucModule(),
     ]

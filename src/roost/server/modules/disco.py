@@ -53,7 +53,11 @@ class DiscoModule:
             return build(req)
         # XEP-0030 §4: the services hosted here (group chat, pubsub, upload...)
         query = Element("query", ns.DISCO_ITEMS)
+        here = req.to.domain
+        others = [d for d in self.ctx.domains if d != here]
         for domain, (_, name) in sorted(self.ctx.registry.hosted.items()):
+            if any(domain.endswith("." + d) for d in others if not here.endswith("." + d)):
+                continue  # another served domain's service (conference.example.test)
             query.sub("item", attrs={"jid": domain, "name": name} if name else {"jid": domain})
         return query
 
