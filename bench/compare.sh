@@ -79,6 +79,8 @@ ping_interval = 0
 scram_iterations = 10000
 [s2s]
 enabled = false  # as Prosody's below: client traffic only
+[modules]
+disabled = ["mam"]  # no archive, as Prosody's below (its cost: bench/README.md, issue 12)
 [log]
 level = "warning"
 EOF
