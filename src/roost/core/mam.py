@@ -11,6 +11,7 @@ from typing import Final
 
 from roost.core import ns
 from roost.core.errors import StanzaError, StanzaErrorCondition
+from roost.core.forward import FORWARD, forwarded
 from roost.core.jid import JID, InvalidJID
 from roost.core.xml.element import Element
 
@@ -41,7 +42,6 @@ MAM1: Final = "urn:xmpp:mam:1"
 MAM2_EXTENDED: Final = "urn:xmpp:mam:2#extended"
 MAM_NAMESPACES: Final = (MAM2, MAM1)
 RSM: Final = "http://jabber.org/protocol/rsm"
-FORWARD: Final = "urn:xmpp:forward:0"
 SID: Final = "urn:xmpp:sid:0"
 HINTS: Final = "urn:xmpp:hints"
 DATA: Final = "jabber:x:data"
@@ -222,9 +222,7 @@ def result_message(
     if queryid is not None:
         attrs["queryid"] = queryid
     result = msg.sub("result", mam_ns, attrs)
-    forwarded = result.sub("forwarded", FORWARD)
-    forwarded.sub("delay", ns.DELAY, {"stamp": stamp})
-    forwarded.append(original)
+    result.append(forwarded(original, Element("delay", ns.DELAY, {"stamp": stamp})))
     return msg
 
 

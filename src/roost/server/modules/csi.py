@@ -24,6 +24,7 @@ import itertools
 from typing import Final
 
 from roost.core import ns
+from roost.core.forward import FORWARD
 from roost.core.xml.element import Element
 from roost.server.api import ModuleContext
 from roost.server.session import Session
@@ -35,7 +36,6 @@ CHAT_STATES: Final = "http://jabber.org/protocol/chatstates"
 MARKERS: Final = "urn:xmpp:chat-markers:0"
 RECEIPTS: Final = "urn:xmpp:receipts"
 CARBONS: Final = "urn:xmpp:carbons:2"
-FORWARD: Final = "urn:xmpp:forward:0"
 #: stanzas an inactive session holds at most before it sends them all
 MAX_HELD: Final = 500
 _STANZA_NS: Final = frozenset((ns.CLIENT, ns.SERVER, ns.COMPONENT))
