@@ -346,3 +346,34 @@ async def test_a_client_that_uses_the_archive_is_not_sent_its_archived_messages_
     assert got.get("id") == "barrier"  # nothing came before it
     await laptop.close()
     await bob.close()
+
+
+async def test_a_waiting_session_that_collects_too_much_ends(tmp_path: Path) -> None:
+    """max_unacked bounds a session waiting for resumption too: beyond it the session ends
+    and what it held goes to offline storage (nothing lost, nothing unbounded)."""
+    srv = await _server(tmp_path, max_unacked=3)
+    try:
+        alice, _ = await _sm_client(srv)
+        alice.writer.transport.abort()
+        session = srv.sessions.get(JID.parse("alice@localhost/phone"))
+        assert session is not None
+        deadline = asyncio.get_running_loop().time() + TIMEOUT
+        while session.stream is not None:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        bob = await RawClient.connect(srv)
+        await bob.login("bob", PASSWORDS["bob"], "b")
+        for i in range(5):
+            await bob.send(_chat("alice@localhost/phone", f"m{i}"))
+        while srv.sessions.resources(JID.parse("alice@localhost")):
+            assert asyncio.get_running_loop().time() < deadline, "the session did not end"
+            await asyncio.sleep(0.01)
+        await srv.idle()
+        c = await RawClient.connect(srv)
+        await c.login("alice", PASSWORDS["alice"], "laptop")
+        await c.send("<presence/>")
+        assert sorted(await _messages(c, 5)) == [f"m{i}" for i in range(5)]
+        await c.close()
+        await bob.close()
+    finally:
+        await srv.stop()

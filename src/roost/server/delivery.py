@@ -63,6 +63,8 @@ def _write(session: Session, data: bytes, stanza: Element | None) -> None:
         # queue a resumption sends again
         sm.outbound(stanza, data)
         if session.stream is None:
+            if len(sm.unacked) > sm.limit and sm.overflow is not None:
+                sm.overflow()  # waiting for a resumption: bounded too
             return
     stream = session.stream
     if stream is not None:

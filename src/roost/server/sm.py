@@ -62,11 +62,15 @@ _COPIES: Final = frozenset(("urn:xmpp:carbons:2", "urn:xmpp:mam:2", "urn:xmpp:ma
 class StreamManagement:
     """One session's XEP-0198 state."""
 
-    __slots__ = ("acked", "h_in", "id", "requested", "resumable", "unacked")
+    __slots__ = ("acked", "h_in", "id", "limit", "overflow", "requested", "resumable", "unacked")
 
-    def __init__(self, sm_id: str, resumable: bool) -> None:
+    def __init__(self, sm_id: str, resumable: bool, limit: int = 1000) -> None:
         self.id = sm_id
         self.resumable = resumable
+        #: unacknowledged stanzas kept at most; a waiting session beyond it is ended
+        self.limit = limit
+        #: called (once) when a session waiting for resumption collects more than ``limit``
+        self.overflow: Callable[[], None] | None = None
         #: stanzas received from the client (§4 "h" we report)
         self.h_in = 0
         #: the client's last ``h``: stanzas of ours it has handled
@@ -137,7 +141,7 @@ class StreamManager:
 
     def enable(self, session: Session, resume: bool) -> StreamManagement:
         resumable = resume and self.config.resume_timeout > 0
-        sm = StreamManagement(secrets.token_urlsafe(18), resumable)
+        sm = StreamManagement(secrets.token_urlsafe(18), resumable, self.config.max_unacked)
         session.sm = sm
         if resumable:
             self.resumable[sm.id] = session
@@ -155,6 +159,15 @@ class StreamManager:
             old.cancel()
         self._timers[sm.id] = loop.call_later(self.config.resume_timeout, end, session)
         log.info("%r: waiting %gs to be resumed", session, self.config.resume_timeout)
+
+        def overflow() -> None:
+            # more arrived than max_unacked: stop keeping it for a client that is not there
+            sm.overflow = None
+            if session.stream is None:
+                log.info("%r: too much waiting for a resumption; the session ends", session)
+                loop.call_soon(end, session)
+
+        sm.overflow = overflow
 
     def take(self, sm_id: str, bare: JID) -> Session | None:
         """The session ``sm_id`` names, if it can be resumed by ``bare`` (§5); its expiry
