@@ -496,6 +496,85 @@ def cmd_cert_import(args: argparse.Namespace) -> int:
     return 0 if ok == len(results) else 1
 
 
+def _refuse_if_running(config: Config, what: str) -> None:
+    reply = _live(config, "status", timeout=5.0)
+    if reply is not None:
+        raise SystemExit(f"roost: a server is running on {config.data_dir}: stop it to {what}")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``roost export FILE``: every account and its data as XEP-0227 XML (``-``: stdout)."""
+    config = _load(args)
+    _refuse_if_running(config, "export a consistent copy")
+    from roost.storage.pie import export_xml
+
+    async def run() -> str:
+        storage = await _open_storage(config)
+        try:
+            return await export_xml(storage, config.domains)
+        finally:
+            await storage.close()
+
+    try:
+        text = asyncio.run(run())
+    except _StorageUnavailable as exc:
+        print(f"roost: {exc}", file=sys.stderr)
+        return 1
+    if args.file == "-":
+        sys.stdout.write(text)
+        return 0
+    try:
+        fd = os.open(args.file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # SCRAM keys
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        print(f"roost: cannot write {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    users = text.count("<user ")
+    print(f"exported {users} account{'' if users == 1 else 's'} to {args.file}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """``roost import FILE``: accounts and their data from a XEP-0227 file."""
+    config = _load(args)
+    _refuse_if_running(config, "import into its storage")
+    from roost.storage.credentials import make_account
+    from roost.storage.pie import import_xml
+
+    try:
+        text = Path(args.file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or exc
+        print(f"roost: cannot read {args.file}: {why}", file=sys.stderr)
+        return 1
+
+    def derive(jid: str, password: str) -> Any:
+        user, _, domain = jid.partition("@")
+        return make_account(user, domain, password, config.auth.scram_iterations)
+
+    async def run() -> Any:
+        storage = await _open_storage(config)
+        try:
+            return await import_xml(storage, text, config.domains, derive)
+        finally:
+            await storage.close()
+
+    try:
+        report = asyncio.run(run())
+    except _StorageUnavailable as exc:
+        print(f"roost: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"roost: {args.file}: {exc}", file=sys.stderr)
+        return 2
+    for line in report.skipped:
+        print(f"skipped {line}")
+    n = len(report.created)
+    print(f"imported {n} account{'' if n == 1 else 's'}")
+    return 0 if not report.skipped else 1
+
+
 # -- check ---------------------------------------------------------------------------------
 
 
@@ -798,6 +877,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("domain", nargs="?")
     p.add_argument("--config", "-c", default=argparse.SUPPRESS)
     user.set_defaults(fn=cmd_user)
+
+    p = add("export", "every account and its data as a XEP-0227 file (server stopped)")
+    p.add_argument("file", help="where to write it ('-': standard output)")
+    p.set_defaults(fn=cmd_export)
+    p = add("import", "accounts and their data from a XEP-0227 file (server stopped)")
+    p.add_argument("file")
+    p.set_defaults(fn=cmd_import)
 
     reload = add("reload", "the running server reads its config file and certificates again")
     reload.set_defaults(fn=cmd_reload)

@@ -7,7 +7,7 @@ import datetime
 from roost.core import ns
 from roost.core.xml.element import Element
 
-__all__ = ["delay_element", "xep0082_datetime"]
+__all__ = ["delay_element", "parse_delay", "parse_xep0082", "xep0082_datetime"]
 
 
 def xep0082_datetime(stamp: float) -> str:
@@ -20,3 +20,21 @@ def delay_element(stamp: float, from_: str, reason: str | None = None) -> Elemen
     """XEP-0203 ``<delay/>`` for a stanza held since ``stamp`` (seconds since the epoch)."""
     attrs = {"from": from_, "stamp": xep0082_datetime(stamp)}
     return Element("delay", ns.DELAY, attrs, [reason] if reason else None)
+
+
+def parse_xep0082(text: str) -> float | None:
+    """A XEP-0082 DateTime (``2006-12-19T17:58:35Z``, fractions and offsets allowed) as
+    seconds since the epoch; None when it is not one."""
+    try:
+        when = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        return None  # XEP-0082 §3.2: the time zone is required
+    return when.timestamp()
+
+
+def parse_delay(el: Element) -> float | None:
+    """The stamp of a XEP-0203 ``<delay/>``."""
+    stamp = el.get("stamp")
+    return parse_xep0082(stamp) if stamp else None

@@ -254,6 +254,10 @@ class OfflineStore(Protocol):
         Raise ``NoSuchAccount`` if the account is absent."""
         ...
 
+    async def list_offline(self, username: str, domain: str) -> list[tuple[str, float]]:
+        """Every stored ``(stanza, stamp)`` in arrival order, left in place."""
+        ...
+
     async def take_offline(self, username: str, domain: str) -> list[tuple[str, float]]:
         """Every stored ``(stanza, stamp)`` in arrival order, deleted in the same transaction:
         two concurrent callers never both get a message."""

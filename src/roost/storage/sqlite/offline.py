@@ -7,7 +7,7 @@ import sqlite3
 from roost.storage.sqlite.accounts import require_account
 from roost.storage.sqlite.db import _transaction
 
-__all__ = ["push_offline", "take_offline"]
+__all__ = ["list_offline", "push_offline", "take_offline"]
 
 
 def _count(conn: sqlite3.Connection, username: str, domain: str) -> int:
@@ -31,6 +31,18 @@ def push_offline(
             (username, domain, stanza, stamp),
         )
     return True  # committed (synchronous = FULL) by the end of the with block
+
+
+def list_offline(conn: sqlite3.Connection, username: str, domain: str) -> list[tuple[str, float]]:
+    """The stored messages, oldest first, left in place (an export, XEP-0227)."""
+    return [
+        (str(stanza), float(stamp))
+        for stanza, stamp in conn.execute(
+            "SELECT stanza, stamp FROM offline_messages"
+            " WHERE username = ? AND domain = ? ORDER BY id",
+            (username, domain),
+        )
+    ]
 
 
 def take_offline(conn: sqlite3.Connection, username: str, domain: str) -> list[tuple[str, float]]:

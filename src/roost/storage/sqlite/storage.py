@@ -129,6 +129,11 @@ class SQLiteStorage(SQLiteDatabase):
             )
         )
 
+    async def list_offline(self, username: str, domain: str) -> list[tuple[str, float]]:
+        return await self._call(
+            functools.partial(offline_sql.list_offline, username=username, domain=domain)
+        )
+
     async def take_offline(self, username: str, domain: str) -> list[tuple[str, float]]:
         return await self._call(
             functools.partial(offline_sql.take_offline, username=username, domain=domain)
