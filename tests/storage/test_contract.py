@@ -371,7 +371,9 @@ async def test_offline_push_take_in_order(juliet: Storage, backend: Backend) -> 
         assert await juliet.push_offline("juliet", DOMAIN, stanza, stamp, 100)
     await juliet.push_offline("romeo", DOMAIN, "<message>for romeo</message>", 1.0, 100)
     assert backend.offline_count("juliet") == 5
-    # Arrival order, not stamp order.
+    # Arrival order, not stamp order; listing (an export) leaves them in place.
+    assert await juliet.list_offline("juliet", DOMAIN) == stanzas
+    assert backend.offline_count("juliet") == 5
     assert await juliet.take_offline("juliet", DOMAIN) == stanzas
     assert await juliet.take_offline("juliet", DOMAIN) == []
     assert backend.offline_count("juliet") == 0
