@@ -37,10 +37,22 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _setup_logging(config: Config) -> None:
+    target = config.log.file
+    handler: logging.Handler
+    if target is None:
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        try:
+            handler = logging.FileHandler(target, encoding="utf-8")
+        except OSError as exc:
+            raise SystemExit(
+                f"roost: configuration error: log.file: cannot open {target}: "
+                f"{exc.strerror or exc}"
+            ) from None
     logging.basicConfig(
         level=getattr(logging, config.log.level.upper()),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
+        handlers=[handler],
     )
 
 

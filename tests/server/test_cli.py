@@ -829,3 +829,32 @@ async def test_check_reports_federation_problems(tmp_path: Path) -> None:
         f"s2s.port is {port}: publish _xmpp-server._tcp.chat.example. SRV 0 5 {port} <this host>."
     ) in text
     assert "Traceback" not in err.decode()
+
+
+async def test_log_file_with_connects_and_disconnects(tmp_path: Path) -> None:
+    """#14: ``log.file``; a client's connect and disconnect are logged at INFO, each line
+    about one connection carrying its id."""
+    log_file = tmp_path / "roost.log"
+    proc = RoostProcess(tmp_path, f'\n[log]\nfile = "{log_file}"\n')
+    try:
+        proc.start()
+        deadline = time.monotonic() + START_TIMEOUT
+        while not log_file.exists() or READY not in log_file.read_text():
+            assert time.monotonic() < deadline, proc.stderr
+            assert proc.proc is not None and proc.proc.poll() is None, proc.stderr
+            await asyncio.sleep(0.05)
+        proc.add_user("alice@localhost", "alice-pw")
+        alice = await proc.login("alice", "alice-pw")
+        await alice.close()
+        deadline = time.monotonic() + START_TIMEOUT
+        while "disconnected" not in log_file.read_text():
+            assert time.monotonic() < deadline, log_file.read_text()
+            await asyncio.sleep(0.05)
+        lines = log_file.read_text().splitlines()
+        connected = next(line for line in lines if line.endswith(": connected"))
+        cid = connected.split("<C2S ")[1].split()[0]
+        about = [line for line in lines if f"<C2S {cid} " in line]
+        assert any("disconnected" in line and "alice@localhost/test" in line for line in about)
+        assert proc.terminate() == 0
+    finally:
+        proc.cleanup()

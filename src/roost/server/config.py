@@ -375,6 +375,8 @@ class StorageConfig:
 @dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = _opt("info", choices=("debug", "info", "warning", "error"))
+    # a file to append the log to; unset: standard error
+    file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -137,6 +137,8 @@ class C2SConnection(StreamDriver):
         "_backlog",
         "_held",
         "asleep",
+        "bound_jid",
+        "cid",
         "host",
         "preauth_timer",
         "registered_here",
@@ -151,6 +153,10 @@ class C2SConnection(StreamDriver):
             host.stream_settings, host.new_id, encrypted=direct_tls
         )
         self.session: Session | None = None
+        #: this connection's id in the log, on every line about it
+        self.cid = host.new_id()[:8]
+        #: the JID it was bound to (kept for the log once the session is gone)
+        self.bound_jid: str | None = None
         #: XEP-0077: this connection already registered an account before authenticating
         self.registered_here = False
         self.preauth_timer: asyncio.TimerHandle | None = None
@@ -163,7 +169,8 @@ class C2SConnection(StreamDriver):
         self.asleep = False
 
     def __repr__(self) -> str:
-        return f"<C2S {self.session.jid_str if self.session else self.peer_ip}>"
+        who = self.session.jid_str if self.session else self.bound_jid or self.peer_ip
+        return f"<C2S {self.cid} {who}>"
 
     # -- what the session and the pre-auth modules see ------------------------------------
 
@@ -199,6 +206,7 @@ class C2SConnection(StreamDriver):
         if not self.host.connection_opened(self):
             self.close(StreamError(_SC.POLICY_VIOLATION, "too many connections from your address"))
             return
+        log.info("%r: connected", self)
         ssl_obj = transport.get_extra_info("ssl_object")
         if ssl_obj is not None:
             self.stream.tls_started(self._bindings(ssl_obj))
@@ -219,6 +227,7 @@ class C2SConnection(StreamDriver):
         if self.preauth_timer is not None:
             self.preauth_timer.cancel()
         self.host.connection_closed(self)
+        log.info("%r: disconnected%s", self, f" ({exc})" if exc else "")
         if self._ack_timer is not None:
             self._ack_timer.cancel()
             self._ack_timer = None
@@ -443,6 +452,7 @@ class C2SConnection(StreamDriver):
             self.preauth_timer.cancel()
             self.preauth_timer = None
         self.session = session
+        self.bound_jid = session.jid_str
         old = self.host.sessions.bind(session.jid, session)
         if iq_id is not None:
             self.stream.bind_succeeded(iq_id, session.jid_str)
@@ -594,6 +604,7 @@ class C2SConnection(StreamDriver):
             self.preauth_timer = None
         old = session.stream
         self.session = session
+        self.bound_jid = session.jid_str
         stream.resumed(ev.previd, sm.h_in, session.jid_str)
         delivery.resume(session, self, ev.h)
         log.info("%r: resumed, %d stanzas sent again", self, len(sm.unacked))
