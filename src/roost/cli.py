@@ -15,17 +15,19 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from roost.server.config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:
+    from roost.storage.api import Storage
     from roost.storage.sqlite import SQLiteStorage
 
 __all__ = ["main"]
 
+_T = TypeVar("_T")
 log = logging.getLogger("roost")
 
 
@@ -181,6 +183,15 @@ async def _open_storage(config: Config) -> SQLiteStorage:
             f"cannot open the database {path} ({why}); check data_dir and its permissions"
         ) from None
     return storage
+
+
+async def _with_storage(config: Config, fn: Callable[[Storage], Awaitable[_T]]) -> _T:
+    """Run ``fn`` on the storage of ``config`` (the server not running), then close it."""
+    storage = await _open_storage(config)
+    try:
+        return await fn(storage)
+    finally:
+        await storage.close()
 
 
 async def _with_accounts(config: Config, fn):  # type: ignore[no-untyped-def]
@@ -520,15 +531,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     _refuse_if_running(config, "export a consistent copy")
     from roost.storage.pie import export_xml
 
-    async def run() -> str:
-        storage = await _open_storage(config)
-        try:
-            return await export_xml(storage, config.domains)
-        finally:
-            await storage.close()
-
     try:
-        text = asyncio.run(run())
+        text = asyncio.run(_with_storage(config, lambda st: export_xml(st, config.domains)))
     except _StorageUnavailable as exc:
         print(f"roost: {exc}", file=sys.stderr)
         return 1
@@ -565,15 +569,10 @@ def cmd_import(args: argparse.Namespace) -> int:
         user, _, domain = jid.partition("@")
         return make_account(user, domain, password, config.auth.scram_iterations)
 
-    async def run() -> Any:
-        storage = await _open_storage(config)
-        try:
-            return await import_xml(storage, text, config.domains, derive)
-        finally:
-            await storage.close()
-
     try:
-        report = asyncio.run(run())
+        report = asyncio.run(
+            _with_storage(config, lambda st: import_xml(st, text, config.domains, derive))
+        )
     except _StorageUnavailable as exc:
         print(f"roost: {exc}", file=sys.stderr)
         return 1
