@@ -369,6 +369,47 @@ async def sync(*clients: RawClient, idle: bool = True) -> list[int]:
     return [await c.ping() for c in clients]
 
 
+async def eventually(
+    check: Callable[[], object], what: str, timeout: float = 2 * TIMEOUT
+) -> None:
+    """Wait (bounded) for server state that no stanza announces: a dropped connection
+    noticed, a session ended by a timer, a file another process writes. ``check`` may be a
+    coroutine function. Fails with ``what`` after ``timeout``; a reply or a ``sync`` barrier
+    is the better wait wherever there is one."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+def detached(server: Server, jid: str) -> Callable[[], bool]:
+    """For ``eventually``: the session of ``jid`` has lost its connection (it waits for a
+    XEP-0198 resumption)."""
+    from roost.core.jid import JID
+
+    full = JID.parse(jid)
+
+    def check() -> bool:
+        session = server.sessions.get(full)
+        return session is not None and session.stream is None
+
+    return check
+
+
+def offline(server: Server, bare: str) -> Callable[[], bool]:
+    """For ``eventually``: the account has no session left."""
+    from roost.core.jid import JID
+
+    user = JID.parse(bare)
+    return lambda: not server.sessions.resources(user)
+
+
 async def drain(c: RawClient, *, idle: bool = True) -> list[Element]:
     """Everything the server sends ``c`` up to a barrier (``sync``), removed from ``c``.
 

@@ -12,7 +12,7 @@ import aioxmpp.dispatcher
 
 from roost.core.jid import JID
 from roost.server.app import Server
-from tests.helpers import PASSWORDS, RawClient
+from tests.helpers import PASSWORDS, RawClient, eventually
 
 TIMEOUT = 10.0
 
@@ -55,8 +55,5 @@ async def test_aioxmpp_stream_management_and_carbons(server: Server) -> None:
         assert str(inner.from_) == "bob@localhost/b" and inner.body.any() == "to the phone"
         # aioxmpp answers the server's ack requests: nothing stays unacknowledged
         sm = session.sm
-        deadline = asyncio.get_running_loop().time() + TIMEOUT
-        while sm.unacked:
-            assert asyncio.get_running_loop().time() < deadline, "aioxmpp did not ack"
-            await asyncio.sleep(0.02)
+        await eventually(lambda: not sm.unacked, "aioxmpp's acks")
         await bob.close()

@@ -17,7 +17,7 @@ import pytest
 import slixmpp
 from slixmpp.exceptions import IqError
 
-from roost.core.jid import JID
+from tests.helpers import eventually, offline
 from tests.server.test_federation import PASSWORD, Pair, _start_pair
 
 TIMEOUT = 10.0
@@ -140,10 +140,7 @@ async def test_last_activity_of_a_remote_account(users: tuple[Pair, User, User])
         alice.presences,
         lambda p: str(p["from"]) == "bob@b.test/s" and p["type"] == "unavailable",
     )
-    deadline = asyncio.get_running_loop().time() + TIMEOUT
-    while pair.b.sessions.resources(JID.parse("bob@b.test")):  # until b.test saw the logout
-        assert asyncio.get_running_loop().time() < deadline, "bob's session did not end"
-        await asyncio.sleep(0.02)
+    await eventually(offline(pair.b, "bob@b.test"), "b.test to see bob's logout")
     got = await alice.xmpp.plugin["xep_0012"].get_last_activity("bob@b.test", timeout=TIMEOUT)
     assert int(got["last_activity"]["seconds"]) >= 0
     assert got["last_activity"]["status"] == "gone fishing"

@@ -4,19 +4,11 @@ server's ack requests answered, and a dropped connection resumed with nothing lo
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from roost.core.jid import JID
 from roost.server.app import Server
-from tests.helpers import PASSWORDS, RawClient
+from tests.helpers import PASSWORDS, RawClient, eventually
 from tests.interop.test_slixmpp import TIMEOUT, Client
-
-
-async def _until(check: Any, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + TIMEOUT
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, what
-        await asyncio.sleep(0.02)
 
 
 async def test_slixmpp_acks_and_resumes(server: Server) -> None:
@@ -36,11 +28,11 @@ async def test_slixmpp_acks_and_resumes(server: Server) -> None:
     got = [await alice.next_message() for _ in range(3)]
     assert [m["id"] for m in got] == ["m0", "m1", "m2"]
     sm = session.sm
-    await _until(lambda: not sm.unacked, "slixmpp did not acknowledge")  # it answered <r/>
+    await eventually(lambda: not sm.unacked, "slixmpp's acks")  # it answered <r/>
     # the connection dies; slixmpp reconnects and resumes the session
     assert alice.xmpp.transport is not None
     alice.xmpp.transport.abort()
-    await _until(lambda: session.stream is None, "the server did not notice")
+    await eventually(lambda: session.stream is None, "the server to notice")
     await bob.send("<message to='alice@localhost/phone' id='m3'><body>3</body></message>")
     await bob.ping()
     alice.connect()

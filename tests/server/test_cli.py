@@ -28,7 +28,7 @@ from cryptography import x509
 from roost.core import ns
 from roost.core.xml.writer import serialize
 from roost.transport.certs import generate_self_signed, load_certificate_der
-from tests.helpers import RawClient, free_port
+from tests.helpers import RawClient, eventually, free_port
 
 ROOST = [sys.executable, "-m", "roost.cli"]
 HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
@@ -838,18 +838,16 @@ async def test_log_file_with_connects_and_disconnects(tmp_path: Path) -> None:
     proc = RoostProcess(tmp_path, f'\n[log]\nfile = "{log_file}"\n')
     try:
         proc.start()
-        deadline = time.monotonic() + START_TIMEOUT
-        while not log_file.exists() or READY not in log_file.read_text():
-            assert time.monotonic() < deadline, proc.stderr
+
+        def ready() -> bool:  # in the file, not on stderr: it is another process's log
             assert proc.proc is not None and proc.proc.poll() is None, proc.stderr
-            await asyncio.sleep(0.05)
+            return log_file.exists() and READY in log_file.read_text()
+
+        await eventually(ready, "the ready line in the log file", START_TIMEOUT)
         proc.add_user("alice@localhost", "alice-pw")
         alice = await proc.login("alice", "alice-pw")
         await alice.close()
-        deadline = time.monotonic() + START_TIMEOUT
-        while "disconnected" not in log_file.read_text():
-            assert time.monotonic() < deadline, log_file.read_text()
-            await asyncio.sleep(0.05)
+        await eventually(lambda: "disconnected" in log_file.read_text(), "the disconnect line")
         lines = log_file.read_text().splitlines()
         connected = next(line for line in lines if line.endswith(": connected"))
         cid = connected.split("<C2S ")[1].split()[0]

@@ -4,18 +4,16 @@ has no connected client are published to it, with the summary form."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from roost.core import ns
-from roost.core.jid import JID
 from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
-from tests.helpers import PASSWORDS, RawClient, start_server
+from tests.helpers import PASSWORDS, RawClient, detached, eventually, offline, start_server
 from tests.server.test_components import SECRET, _component
 
 PUSH = "urn:xmpp:push:0"
@@ -127,12 +125,7 @@ async def test_a_session_waiting_for_resumption_is_pushed_a_connected_one_is_not
     bob = await _bob_writes(server, "while connected")
     assert (await alice.expect(lambda e: e.tag == "message")).get("id") == "m1"
     alice.writer.transport.abort()
-    session = server.sessions.get(JID.parse("alice@localhost/phone"))
-    assert session is not None
-    deadline = asyncio.get_running_loop().time() + 10
-    while session.stream is not None:
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.01)
+    await eventually(detached(server, "alice@localhost/phone"), "the server to notice")
     await bob.send("<message to='alice@localhost' type='chat' id='m2'><body>gone?</body></message>")
     iq = await _publish(app)  # the first publish is for m2: m1 reached a connected client
     assert "gone?" not in serialize(iq)
@@ -195,10 +188,7 @@ async def test_the_count_is_of_messages_since_a_client_was_last_online(server: S
     await alice.send("<presence/>")  # online again: she sees what she missed
     await alice.expect(lambda e: e.tag == "message")
     await alice.close()
-    deadline = asyncio.get_running_loop().time() + 10
-    while server.sessions.resources(JID.parse("alice@localhost")):
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.01)
+    await eventually(offline(server, "alice@localhost"), "alice's session to end")
     await bob.send("<message to='alice@localhost' type='chat'><body>three</body></message>")
     iq = await _publish(app)
     assert "message-count'><value>1<" in serialize(iq)

@@ -4,7 +4,6 @@ a session ends for good, and the limits."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from roost.core import ns
 from roost.core.jid import JID
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
-from tests.helpers import PASSWORDS, RawClient, start_server
+from tests.helpers import PASSWORDS, RawClient, detached, eventually, offline, start_server
 
 SM = "urn:xmpp:sm:3"
 TIMEOUT = 10.0
@@ -139,10 +138,7 @@ async def test_resumption_sends_what_was_not_acknowledged_once_and_in_order(
     alice.writer.transport.abort()  # no </stream>: the connection just dies
     session = server.sessions.get(JID.parse("alice@localhost/phone"))
     assert session is not None
-    deadline = asyncio.get_running_loop().time() + TIMEOUT
-    while session.stream is not None:
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.01)
+    await eventually(detached(server, "alice@localhost/phone"), "the server to notice")
     for i in range(3, 5):
         await bob.send(_chat("alice@localhost/phone", f"m{i}"))
     await bob.ping()  # the server has taken them (into the waiting session)
@@ -200,10 +196,7 @@ async def test_after_the_timeout_unacknowledged_messages_go_offline_and_resume_f
         await alice.send("<presence/>")
         await alice.expect(lambda e: e.tag == "presence")
         alice.writer.transport.abort()  # it never acknowledged the message
-        deadline = asyncio.get_running_loop().time() + TIMEOUT
-        while srv.sessions.resources(JID.parse("alice@localhost")):
-            assert asyncio.get_running_loop().time() < deadline, "the session did not end"
-            await asyncio.sleep(0.02)
+        await eventually(offline(srv, "alice@localhost"), "the session to time out")
         await srv.idle()
         c = await _authenticated(srv)
         await c.send(f"<resume xmlns='{SM}' previd='{sm_id}' h='1'/>")
@@ -235,11 +228,7 @@ async def test_a_restart_keeps_the_count_and_the_unacknowledged_messages(tmp_pat
         await alice.send("<presence/>")
     assert await _ack_h(alice) == 2
     alice.writer.transport.abort()
-    deadline = asyncio.get_running_loop().time() + TIMEOUT
-    session = srv.sessions.get(JID.parse("alice@localhost/phone"))
-    while session is not None and session.stream is not None:
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.01)
+    await eventually(detached(srv, "alice@localhost/phone"), "the server to notice")
     await srv.stop()
     srv = await _server(tmp_path)
     try:
@@ -355,19 +344,12 @@ async def test_a_waiting_session_that_collects_too_much_ends(tmp_path: Path) -> 
     try:
         alice, _ = await _sm_client(srv)
         alice.writer.transport.abort()
-        session = srv.sessions.get(JID.parse("alice@localhost/phone"))
-        assert session is not None
-        deadline = asyncio.get_running_loop().time() + TIMEOUT
-        while session.stream is not None:
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.01)
+        await eventually(detached(srv, "alice@localhost/phone"), "the server to notice")
         bob = await RawClient.connect(srv)
         await bob.login("bob", PASSWORDS["bob"], "b")
         for i in range(5):
             await bob.send(_chat("alice@localhost/phone", f"m{i}"))
-        while srv.sessions.resources(JID.parse("alice@localhost")):
-            assert asyncio.get_running_loop().time() < deadline, "the session did not end"
-            await asyncio.sleep(0.01)
+        await eventually(offline(srv, "alice@localhost"), "the session to end")
         await srv.idle()
         c = await RawClient.connect(srv)
         await c.login("alice", PASSWORDS["alice"], "laptop")
