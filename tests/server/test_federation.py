@@ -8,6 +8,7 @@ TLS (``s2s.require_encryption``, the default). Raw-XML clients on each side.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -94,6 +95,17 @@ async def _start_pair(
     return Pair(a, b)
 
 
+@contextlib.asynccontextmanager
+async def _running(tmp_path: Path, *args: Any, **kwargs: Any) -> AsyncIterator[Pair]:
+    """``_start_pair``, stopped at the end however the test ends."""
+    p = await _start_pair(tmp_path, *args, **kwargs)
+    try:
+        yield p
+    finally:
+        await p.a.stop()
+        await p.b.stop()
+
+
 @pytest.fixture
 async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
     p = await _start_pair(tmp_path)
@@ -168,8 +180,7 @@ async def test_subscription_and_presence_across_domains(pair: Pair) -> None:
 async def test_each_local_domain_federates_under_its_own_name(tmp_path: Path) -> None:
     """Two domains on one server: one stream per domain pair, each authenticated for its
     own domain (a stanza from the second is not sent on the first's stream)."""
-    p = await _start_pair(tmp_path, {"domains": ["a.test", "a2.test"]})
-    try:
+    async with _running(tmp_path, {"domains": ["a.test", "a2.test"]}) as p:
         await p.a.accounts.create("carol", "a2.test", PASSWORD)
         alice = await _login(p.a, "alice", "a.test")
         carol = await _login(p.a, "carol", "a2.test")
@@ -185,9 +196,6 @@ async def test_each_local_domain_federates_under_its_own_name(tmp_path: Path) ->
         assert set(p.a.federation.routes) == {("a.test", "b.test"), ("a2.test", "b.test")}
         for c in (alice, carol, bob):
             await c.close()
-    finally:
-        await p.a.stop()
-        await p.b.stop()
 
 
 def _route(server: Server, local: str, remote: str) -> _RouteView:
@@ -209,12 +217,11 @@ async def test_a_second_local_domain_is_multiplexed_onto_the_stream(tmp_path: Pa
     domain b.test cannot verify gets a dialback error: its stanza bounces with
     remote-server-timeout (XEP-0220 §2.4) and the stream goes on for the others."""
     dead = free_port()
-    p = await _start_pair(
+    async with _running(
         tmp_path,
         {"domains": ["a.test", "a2.test", "a3.test"], "s2s": {"bidi": False}},
         {"s2s": {"routes": {"a3.test": f"127.0.0.1:{dead}"}}},
-    )
-    try:
+    ) as p:
         for user, domain in (("carol", "a2.test"), ("dave", "a3.test")):
             await p.a.accounts.create(user, domain, PASSWORD)
         alice = await _login(p.a, "alice", "a.test")
@@ -238,20 +245,12 @@ async def test_a_second_local_domain_is_multiplexed_onto_the_stream(tmp_path: Pa
         assert _route(p.a, "a.test", "b.test").conn is first.conn
         for c in (alice, carol, dave, bob):
             await c.close()
-    finally:
-        await p.a.stop()
-        await p.b.stop()
 
 
 async def test_one_bidirectional_stream_carries_both_ways(pair: Pair) -> None:
     """XEP-0288: a.test asks for bidi on the stream it opens; b.test answers on that very
     stream instead of opening one of its own."""
-    alice = await _login(pair.a, "alice", "a.test")
-    bob = await _login(pair.b, "bob", "b.test")
-    await alice.send("<message to='bob@b.test/r' id='m1'><body>there</body></message>")
-    assert (await bob.expect(lambda e: e.tag == "message")).get("id") == "m1"
-    await bob.send("<message to='alice@a.test/r' id='m2'><body>and back</body></message>")
-    assert (await alice.expect(lambda e: e.tag == "message")).get("id") == "m2"
+    await _chat_both_ways(pair)
     there, back = _route(pair.a, "a.test", "b.test"), _route(pair.b, "b.test", "a.test")
     assert isinstance(there.conn, S2SOutboundConnection) and not there.bidi
     assert isinstance(back.conn, S2SInboundConnection) and back.bidi
@@ -261,26 +260,13 @@ async def test_one_bidirectional_stream_carries_both_ways(pair: Pair) -> None:
         isinstance(c, S2SOutboundConnection) and c.stream.verify is None
         for c in pair.b.federation.connections
     )
-    await alice.close()
-    await bob.close()
 
 
 async def test_without_bidi_each_direction_has_its_own_stream(tmp_path: Path) -> None:
-    p = await _start_pair(tmp_path, {"s2s": {"bidi": False}})
-    try:
-        alice = await _login(p.a, "alice", "a.test")
-        bob = await _login(p.b, "bob", "b.test")
-        await alice.send("<message to='bob@b.test/r' id='m1'><body>there</body></message>")
-        assert (await bob.expect(lambda e: e.tag == "message")).get("id") == "m1"
-        await bob.send("<message to='alice@a.test/r' id='m2'><body>and back</body></message>")
-        assert (await alice.expect(lambda e: e.tag == "message")).get("id") == "m2"
+    async with _running(tmp_path, {"s2s": {"bidi": False}}) as p:
+        await _chat_both_ways(p)
         back = _route(p.b, "b.test", "a.test")
         assert isinstance(back.conn, S2SOutboundConnection) and not back.bidi
-        await alice.close()
-        await bob.close()
-    finally:
-        await p.a.stop()
-        await p.b.stop()
 
 
 async def test_iq_to_the_remote_server(pair: Pair) -> None:
@@ -484,16 +470,12 @@ def _ca_files(tmp_path: Path) -> dict[str, dict]:
 
 async def test_certificates_from_a_trusted_ca_use_sasl_external(tmp_path: Path) -> None:
     files = _ca_files(tmp_path)
-    p = await _start_pair(tmp_path, files["a.test"], files["b.test"])
-    try:
+    async with _running(tmp_path, files["a.test"], files["b.test"]) as p:
         await _chat_both_ways(p)
         # dialback is off on both: only EXTERNAL can have done it; XEP-0288 §3 with SASL
         assert _route_method(p.a, "a.test", "b.test") == "external"
         assert _route_method(p.b, "b.test", "a.test") == "external"
         assert _route(p.b, "b.test", "a.test").bidi
-    finally:
-        await p.a.stop()
-        await p.b.stop()
 
 
 def _issue(ca: object, tmp_path: Path, stem: str, names: list[x509.GeneralName]) -> dict:
@@ -539,14 +521,10 @@ async def test_xmppaddr_and_srv_id_certificates_use_sasl_external(tmp_path: Path
     ca, s2s = _test_ca(tmp_path)
     a_tls = _issue(ca, tmp_path, "a", [_other(ID_ON_XMPPADDR, 0x0C, "a.test")])
     b_tls = _issue(ca, tmp_path, "b", [_other(ID_ON_DNSSRV, 0x16, "_xmpp-server.b.test")])
-    p = await _start_pair(tmp_path, {"tls": a_tls, "s2s": s2s}, {"tls": b_tls, "s2s": s2s})
-    try:
+    async with _running(tmp_path, {"tls": a_tls, "s2s": s2s}, {"tls": b_tls, "s2s": s2s}) as p:
         await _chat_both_ways(p)
         assert _route_method(p.a, "a.test", "b.test") == "external"
         assert _route_method(p.b, "b.test", "a.test") == "external"
-    finally:
-        await p.a.stop()
-        await p.b.stop()
 
 
 async def test_a_trusted_certificate_for_another_name_is_refused(tmp_path: Path) -> None:
@@ -555,8 +533,7 @@ async def test_a_trusted_certificate_for_another_name_is_refused(tmp_path: Path)
     ca, s2s = _test_ca(tmp_path)
     b_tls = _issue(ca, tmp_path, "b", [x509.DNSName("c.test")])
     a_tls = _issue(ca, tmp_path, "a", [x509.DNSName("a.test")])
-    p = await _start_pair(tmp_path, {"tls": a_tls, "s2s": s2s}, {"tls": b_tls, "s2s": s2s})
-    try:
+    async with _running(tmp_path, {"tls": a_tls, "s2s": s2s}, {"tls": b_tls, "s2s": s2s}) as p:
         alice = await _login(p.a, "alice", "a.test")
         await alice.send("<message to='bob@b.test' id='m1'><body>hello?</body></message>")
         got = await alice.expect(lambda e: e.tag == "message")
@@ -564,16 +541,12 @@ async def test_a_trusted_certificate_for_another_name_is_refused(tmp_path: Path)
         error = got.find("error")
         assert error is not None and error.find("remote-server-not-found", ns.STANZAS) is not None
         await alice.close()
-    finally:
-        await p.a.stop()
-        await p.b.stop()
 
 
 async def test_untrusted_peer_without_dialback_is_refused(tmp_path: Path) -> None:
     """b.test wants CA-verified certificates and no dialback; a.test's is self-signed."""
     files = _ca_files(tmp_path)
-    p = await _start_pair(tmp_path, None, files["b.test"])
-    try:
+    async with _running(tmp_path, None, files["b.test"]) as p:
         alice = await _login(p.a, "alice", "a.test")
         await alice.send("<message to='bob@b.test' id='m1'><body>let me in</body></message>")
         got = await alice.expect(lambda e: e.tag == "message")
@@ -581,9 +554,6 @@ async def test_untrusted_peer_without_dialback_is_refused(tmp_path: Path) -> Non
         error = got.find("error")
         assert error is not None and error.find("remote-server-not-found", ns.STANZAS) is not None
         await alice.close()
-    finally:
-        await p.a.stop()
-        await p.b.stop()
 
 
 @pytest.mark.parametrize("insecure", [True, False])
@@ -598,8 +568,7 @@ async def test_insecure_domains_may_use_dialback_with_any_certificate(
     b_extra["s2s"]["dialback"] = True
     if insecure:
         b_extra["s2s"]["insecure_domains"] = ["a.test"]
-    p = await _start_pair(tmp_path, None, b_extra)
-    try:
+    async with _running(tmp_path, None, b_extra) as p:
         alice = await _login(p.a, "alice", "a.test")
         bob = await _login(p.b, "bob", "b.test")
         await alice.send("<message to='bob@b.test/r' id='m1'><body>let me in</body></message>")
@@ -613,34 +582,27 @@ async def test_insecure_domains_may_use_dialback_with_any_certificate(
         assert _route_method(p.a, "a.test", "b.test") == "dialback"
         await alice.close()
         await bob.close()
-    finally:
-        await p.a.stop()
-        await p.b.stop()
 
 
 async def test_dialback_needs_a_certificate_naming_the_domain(tmp_path: Path) -> None:
     """With ``require_valid_certs`` (the default) dialback is not enough by itself: a peer
     that presented no certificate gets the XEP-0220 §2.4 ``not-authorized`` dialback error
     (it would be asked of evil.test's server otherwise)."""
-    p = await _start_pair(tmp_path, {"s2s": {"require_valid_certs": True}})
-    try:
+    async with _running(tmp_path, {"s2s": {"require_valid_certs": True}}) as p:
         c = await _peer_tls(p.a)
         await c.send("<db:result from='evil.test' to='a.test'>0123</db:result>")
         got = await c.expect(lambda e: e.tag == "result")
         assert (got.get("from"), got.get("to"), got.get("type")) == ("a.test", "evil.test", "error")
         error = got.find("error", ns.SERVER)
         assert error is not None and error.find("not-authorized", ns.STANZAS) is not None
-    finally:
-        await p.a.stop()
-        await p.b.stop()
 
 
 # -- limits ------------------------------------------------------------------------------
 
 
 async def test_idle_streams_close_and_reopen(tmp_path: Path) -> None:
-    p = await _start_pair(tmp_path, {"s2s": {"idle_timeout": 0.3}}, {"s2s": {"idle_timeout": 30}})
-    try:
+    quick, slow = {"s2s": {"idle_timeout": 0.3}}, {"s2s": {"idle_timeout": 30}}
+    async with _running(tmp_path, quick, slow) as p:
         assert p.a.federation is not None
         alice = await _login(p.a, "alice", "a.test")
         bob = await _login(p.b, "bob", "b.test")
@@ -652,16 +614,12 @@ async def test_idle_streams_close_and_reopen(tmp_path: Path) -> None:
         assert (await bob.expect(lambda e: e.tag == "message")).get("id") == "m2"
         await alice.close()
         await bob.close()
-    finally:
-        await p.a.stop()
-        await p.b.stop()
 
 
 async def test_a_flooding_peer_is_cut_off(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Past ``s2s.stanza_burst`` (refilled at ``max_stanza_rate``) b.test ends a.test's
     stream with policy-violation; what a.test sends next opens a new stream."""
-    p = await _start_pair(tmp_path, None, {"s2s": {"max_stanza_rate": 1, "stanza_burst": 5}})
-    try:
+    async with _running(tmp_path, None, {"s2s": {"max_stanza_rate": 1, "stanza_burst": 5}}) as p:
         assert p.a.federation is not None
         alice = await _login(p.a, "alice", "a.test")
         bob = await _login(p.b, "bob", "b.test")
@@ -682,22 +640,15 @@ async def test_a_flooding_peer_is_cut_off(tmp_path: Path, caplog: pytest.LogCapt
         assert got[:5] == ["m0", "m1", "m2", "m3", "m4"] and len(got) <= 7, got
         await alice.close()
         await bob.close()
-    finally:
-        await p.a.stop()
-        await p.b.stop()
 
 
 async def test_too_many_connections_from_one_address(tmp_path: Path) -> None:
-    p = await _start_pair(tmp_path, {"s2s": {"max_connections_per_ip": 1}})
-    try:
+    async with _running(tmp_path, {"s2s": {"max_connections_per_ip": 1}}) as p:
         first = await _peer(p.a)
         await first.expect(lambda e: e.tag == "features")
         second = await _peer(p.a)
         assert await second.stream_error() == "policy-violation"
         await first.close()
-    finally:
-        await p.a.stop()
-        await p.b.stop()
 
 
 # -- bad peers ----------------------------------------------------------------------------
@@ -779,13 +730,9 @@ async def test_dialback_for_a_domain_not_served_here_is_a_dialback_error(pair: P
 
 
 async def test_a_peer_that_never_authenticates_is_cut_off(tmp_path: Path) -> None:
-    p = await _start_pair(tmp_path, {"s2s": {"auth_timeout": 0.3}})
-    try:
+    async with _running(tmp_path, {"s2s": {"auth_timeout": 0.3}}) as p:
         c = await _peer_tls(p.a)  # TLS, then nothing: no dialback, no EXTERNAL
         assert await c.stream_error() == "connection-timeout"
-    finally:
-        await p.a.stop()
-        await p.b.stop()
 
 
 async def test_forged_dialback_is_refused(pair: Pair) -> None:
