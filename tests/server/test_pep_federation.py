@@ -4,34 +4,15 @@ when it becomes available (XEP-0163 §4.3.2) and later notifications (§4.3.1)."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
 from roost.core import ns
 from roost.core.caps import CAPS, caps_hash
 from roost.core.xml.element import Element
-from roost.storage.api import RosterItem
 from tests.helpers import RawClient
 from tests.server.pep_helpers import CLIENT_NODE, EVENT, TUNE, caps_info, publish
-from tests.server.test_federation import Pair, _login, _start_pair
+from tests.server.test_federation import Pair, _login
+from tests.server.test_federation_im import friends  # noqa: F401 (the fixture)
 
 TUNE_ITEM = f"<tune xmlns='{TUNE}'><title>Yesterday</title></tune>"
-
-
-@pytest.fixture
-async def friends(tmp_path: Path) -> AsyncIterator[Pair]:
-    p = await _start_pair(tmp_path)
-    await p.a.storage.put_roster_item(
-        "alice", "a.test", RosterItem("bob@b.test", subscription="both")
-    )
-    await p.b.storage.put_roster_item(
-        "bob", "b.test", RosterItem("alice@a.test", subscription="both")
-    )
-    yield p
-    await p.a.stop()
-    await p.b.stop()
 
 
 async def _notification(c: RawClient, answer: Element) -> Element:
@@ -59,7 +40,7 @@ def _item_id(msg: Element) -> str | None:
     return item.get("id") if item is not None else None
 
 
-async def test_remote_contact_gets_last_item_and_notifications(friends: Pair) -> None:
+async def test_remote_contact_gets_last_item_and_notifications(friends: Pair) -> None:  # noqa: F811
     alice = await _login(friends.a, "alice", "a.test")
     await alice.send("<presence/>")
     await alice.expect(lambda e: e.tag == "presence" and e.get("from") == "alice@a.test/r")
