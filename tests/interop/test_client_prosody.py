@@ -7,10 +7,8 @@ implementation. Two library clients then exchange messages, manage the roster an
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
-import socket
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ import pytest
 
 from roost.client import JID, AuthenticationFailed, Client, RosterChanged
 from tests.helpers import free_port
+from tests.interop.test_prosody_s2s import _wait_port
 
 PROSODY = shutil.which("prosody")
 pytestmark = pytest.mark.skipif(
@@ -87,18 +86,7 @@ async def prosody(tmp_path: Path) -> AsyncIterator[Prosody]:
         [PROSODY, "--config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + T
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                pass
-            log = work / "prosody.log"
-            assert proc.poll() is None, f"prosody exited: {log.read_text() if log.exists() else ''}"
-            assert loop.time() < deadline, "prosody did not start"
-            await asyncio.sleep(0.1)
+        await _wait_port(port, proc, work / "prosody.log")
         yield Prosody(port, ca_path)
     finally:
         proc.terminate()
