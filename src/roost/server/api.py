@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EMPTY",
     "HANDLED",
+    "FilterSwitch",
     "HostedService",
     "IqHandler",
     "IqRequest",
@@ -324,6 +325,37 @@ class _Host(Protocol):
     def new_id(self) -> str: ...
 
     def spawn(self, coro: Coroutine[Any, Any, T], *, daemon: bool = False) -> asyncio.Task[T]: ...
+
+
+class FilterSwitch:
+    """A filter its module turns on only while it has someone to serve.
+
+    Every message pays a call for each filter on its events, used or not; a feature most
+    sessions never enable (carbons, push for detached sessions) keeps its handler off the
+    bus until one does. ``on`` and ``off`` may be called any number of times.
+    """
+
+    __slots__ = ("_add", "_remove")
+
+    def __init__(self, add: Callable[[], Callable[[], None]]) -> None:
+        self._add = add
+        self._remove: Callable[[], None] | None = None
+
+    @property
+    def active(self) -> bool:
+        return self._remove is not None
+
+    def on(self) -> None:
+        if self._remove is None:
+            self._remove = self._add()
+
+    def off(self) -> None:
+        if self._remove is not None:
+            self._remove()
+            self._remove = None
+
+    def set(self, active: bool) -> None:
+        self.on() if active else self.off()
 
 
 class ModuleContext:
@@ -618,6 +650,19 @@ class ModuleContext:
     ) -> None:
         """Take stanzas of ``event`` (see ``roost.server.events``); higher priority first."""
         self._undo.append(self._host.bus.filter(event, handler, priority, self.name))
+
+    def on_unload(self, undo: Callable[[], object]) -> None:
+        """Call ``undo`` when the module is unloaded (a registration made elsewhere)."""
+        self._undo.append(undo)
+
+    def filter_switch(
+        self, event: Filter[P], handler: Callable[P, object], priority: int = 0
+    ) -> FilterSwitch:
+        """A filter like ``filter``, off until the module turns it on (``FilterSwitch``)."""
+        bus = self._host.bus
+        switch = FilterSwitch(lambda: bus.filter(event, handler, priority, self.name))
+        self._undo.append(switch.off)
+        return switch
 
     def observe(
         self, event: Filter[P] | Observer[P], handler: Callable[P, object], priority: int = 0

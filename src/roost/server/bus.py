@@ -67,20 +67,23 @@ class EventBus:
     __slots__ = ("_filters", "_observers")
 
     def __init__(self) -> None:
-        self._filters: dict[str, list[_Entry]] = {}
-        self._observers: dict[str, list[_Entry]] = {}
+        self._filters: dict[str, tuple[_Entry, ...]] = {}
+        self._observers: dict[str, tuple[_Entry, ...]] = {}
 
     @staticmethod
-    def _add(table: dict[str, list[_Entry]], name: str, entry: _Entry) -> Callable[[], None]:
-        entries = table.setdefault(name, [])
-        entries.append(entry)
-        entries.sort(key=lambda e: -e[0])
+    def _add(table: dict[str, tuple[_Entry, ...]], name: str, entry: _Entry) -> Callable[[], None]:
+        # Copy on write: adding and removing are rare, running is per stanza, and a handler
+        # may remove itself (or add another) while its event runs without disturbing it.
+        table[name] = tuple(sorted((*table.get(name, ()), entry), key=lambda e: -e[0]))
 
         def remove() -> None:
-            if entry in entries:
-                entries.remove(entry)
-            if not entries and table.get(name) is entries:
-                del table[name]
+            entries = table.get(name, ())
+            if any(e is entry for e in entries):
+                rest = tuple(e for e in entries if e is not entry)
+                if rest:
+                    table[name] = rest
+                else:
+                    del table[name]
 
         return remove
 
@@ -123,9 +126,9 @@ class EventBus:
 
     @staticmethod
     def _notify(
-        name: str, observers: list[_Entry], args: tuple[Any, ...], kwargs: dict[str, Any]
+        name: str, observers: tuple[_Entry, ...], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
-        for _, handler, owner in list(observers):
+        for _, handler, owner in observers:
             try:
                 handler(*args, **kwargs)
             except Exception:

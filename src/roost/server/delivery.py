@@ -46,7 +46,12 @@ def deliver(session: Session, stanza: Element | None, data: bytes | None = None)
     if stanza is not None:
         stats.SENT_C2S[stanza.tag] += 1
     hold = session.hold_back
-    if hold is not None:
+    if hold is None and session.sm is None:
+        stream = session.stream
+        if stream is not None:  # the hot path: one attribute test per feature, one call
+            stream.write(data)
+            return
+    elif hold is not None:
         # XEP-0352: an inactive client gets what can wait later, and all of it, in
         # order, before the next thing that cannot
         if stanza is not None and hold.keep(stanza, data):
@@ -62,10 +67,15 @@ def _write(session: Session, data: bytes, stanza: Element | None) -> None:
         # XEP-0198: counted and kept until acknowledged; while detached, this is the
         # queue a resumption sends again
         sm.outbound(stanza, data)
-        if session.stream is None:
+        stream = session.stream
+        if stream is None:
             if len(sm.unacked) > sm.limit and sm.overflow is not None:
                 sm.overflow()  # waiting for a resumption: bounded too
             return
+        stream.write(data)
+        if sm.watch is not None:
+            sm.watch()  # the stream asks for an ack, or ends a client that never gives one
+        return
     stream = session.stream
     if stream is not None:
         stream.write(data)
@@ -98,6 +108,8 @@ def resume(session: Session, stream: SessionStream, h: int) -> None:
     session.stream = stream
     for _, data in sm.unacked:
         stream.write(data)
+    if sm.unacked and sm.watch is not None:
+        sm.watch()
 
 
 def deliver_all(sessions: Iterable[Session], stanza: Element) -> None:

@@ -32,7 +32,9 @@ __all__ = [
     "SESSION_ABANDONED",
     "SESSION_BOUND",
     "SESSION_CLOSED",
+    "SESSION_DETACHED",
     "SESSION_OPENING",
+    "SESSION_RESUMED",
     "to_bare",
     "to_full",
     "to_host",
@@ -70,6 +72,11 @@ SESSION_ABANDONED: Final[Observer[[Session]]] = Observer("session/abandoned")
 SESSION_BOUND: Final[Observer[[Session]]] = Observer("session/bound")
 #: (session, error): a bound session ended (stream closed, or replaced)
 SESSION_CLOSED: Final[Observer[[Session, StreamError | None]]] = Observer("session/closed")
+#: (session): a session lost its connection and waits to be resumed (XEP-0198 §5);
+#: what is delivered meanwhile waits for it
+SESSION_DETACHED: Final[Observer[[Session]]] = Observer("session/detached")
+#: (session): a detached session was resumed on a new connection (XEP-0198 §5)
+SESSION_RESUMED: Final[Observer[[Session]]] = Observer("session/resumed")
 #: (): the server is stopping; streams are still open (XEP-0045 §11.2: rooms say goodbye)
 SERVER_STOPPING: Final[Observer[[]]] = Observer("server/stopping")
 

@@ -123,6 +123,7 @@ class MetricsEndpoint:
     async def start(self, interfaces: tuple[str, ...], port: int) -> None:
         for host in interfaces:
             self.servers.append(await asyncio.start_server(self._client, host, port))
+        stats.ROUTING.active = True  # process-wide, like the counters it sits beside
 
     @property
     def addresses(self) -> list[tuple[str, int]]:

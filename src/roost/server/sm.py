@@ -35,6 +35,7 @@ from roost.core.delay import delay_element
 from roost.core.errors import StanzaError, StanzaErrorCondition
 from roost.core.jid import JID, InvalidJID
 from roost.core.xml.element import Element
+from roost.server import events
 from roost.storage.api import NoSuchAccount
 
 if TYPE_CHECKING:
@@ -62,7 +63,9 @@ _COPIES: Final = frozenset(("urn:xmpp:carbons:2", "urn:xmpp:mam:2", "urn:xmpp:ma
 class StreamManagement:
     """One session's XEP-0198 state."""
 
-    __slots__ = ("acked", "h_in", "id", "limit", "overflow", "requested", "resumable", "unacked")
+    __slots__ = (
+        "acked", "h_in", "id", "limit", "overflow", "requested", "resumable", "unacked", "watch"
+    )
 
     def __init__(self, sm_id: str, resumable: bool, limit: int = 1000) -> None:
         self.id = sm_id
@@ -79,6 +82,9 @@ class StreamManagement:
         self.unacked: collections.deque[tuple[Element | None, bytes]] = collections.deque()
         #: an ``<r/>`` is out and not answered yet
         self.requested = False
+        #: the carrying stream, told after each stanza written that now waits for an ack
+        #: (it asks for acks and bounds the queue); none while detached
+        self.watch: Callable[[], None] | None = None
 
     @property
     def sent(self) -> int:
@@ -159,6 +165,7 @@ class StreamManager:
             old.cancel()
         self._timers[sm.id] = loop.call_later(self.config.resume_timeout, end, session)
         log.info("%r: waiting %gs to be resumed", session, self.config.resume_timeout)
+        self.bus.notify(events.SESSION_DETACHED, session)
 
         def overflow() -> None:
             # more arrived than max_unacked: stop keeping it for a client that is not there
@@ -254,8 +261,6 @@ class StreamManager:
         if again.find("delay", "urn:xmpp:delay") is None:
             again.append(delay_element(time.time(), session.bare.domain, "Resent"))
         if self.stopping:
-            from roost.server import events
-
             if self.bus.run(events.MESSAGE_OFFLINE, again, sender, session.bare) is None:
                 log.info("%r: an unacknowledged message could not be kept", session)
         else:

@@ -76,25 +76,36 @@ class CarbonsModule:
         self.enabled: set[Session] = set()
         ctx.iq("account", "set", CARBONS, "enable", self.enable)
         ctx.iq("account", "set", CARBONS, "disable", self.disable, advertise=False)
-        # after the archive (which stamps stanza-ids on what it stores), before delivery
-        ctx.filter(events.MESSAGE_DELIVER, self.received, priority=-10)
-        ctx.filter(events.MESSAGE_OUTBOUND, self.sent, priority=-10)
+        # after the archive (which stamps stanza-ids on what it stores), before delivery;
+        # on the bus only while some session has carbons enabled
+        self._hooks = (
+            ctx.filter_switch(events.MESSAGE_DELIVER, self.received, priority=-10),
+            ctx.filter_switch(events.MESSAGE_OUTBOUND, self.sent, priority=-10),
+        )
         ctx.observe(events.SESSION_CLOSED, self.closed)
+
+    def _changed(self) -> None:
+        for hook in self._hooks:
+            hook.set(bool(self.enabled))
 
     def enable(self, req: IqRequest) -> IqResult:
         """§4; a second ``<enable/>`` is harmless (§10)."""
         if req.session is not None:
             self.enabled.add(req.session)
+            self._changed()
         return EMPTY
 
     def disable(self, req: IqRequest) -> IqResult:
         """§5."""
         if req.session is not None:
             self.enabled.discard(req.session)
+            self._changed()
         return EMPTY
 
     def closed(self, session: Session, error: StreamError | None) -> None:
-        self.enabled.discard(session)
+        if session in self.enabled:
+            self.enabled.discard(session)
+            self._changed()
 
     def _others(self, account: JID, skip: Iterable[Session]) -> list[Session]:
         skipped = set(skip)
@@ -109,8 +120,7 @@ class CarbonsModule:
         the one that sent it, when the account writes to itself, §8)."""
         account = to.bare
         if (
-            not self.enabled
-            or len(self.ctx.sessions.resources(account)) <= len(sessions)
+            len(self.ctx.sessions.resources(account)) <= len(sessions)
             or not eligible(stanza, sent=False)
         ):
             return False  # (every resource got the original: nobody to copy to)
@@ -126,8 +136,7 @@ class CarbonsModule:
         """§8: to the sender's other enabled resources; to itself the account gets the
         received copies instead."""
         if (
-            not self.enabled
-            or len(self.ctx.sessions.resources(session.bare)) < 2
+            len(self.ctx.sessions.resources(session.bare)) < 2
             or to.bare == session.bare
             or not eligible(stanza, sent=True)
         ):

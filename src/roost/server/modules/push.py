@@ -74,7 +74,15 @@ class PushModule:
         ctx.iq("account", "set", PUSH, "enable", self.enable, advertise=False)
         ctx.iq("account", "set", PUSH, "disable", self.disable, advertise=False)
         ctx.account_feature(PUSH)  # §4: on the account's bare JID
-        ctx.filter(events.MESSAGE_DELIVER, self.delivering, priority=-20)
+        # messages for sessions that all wait to be resumed: on the bus only while one does
+        self._delivering = ctx.filter_switch(
+            events.MESSAGE_DELIVER, self.delivering, priority=-20
+        )
+        #: sessions detached and waiting for a resumption (XEP-0198)
+        self.detached: set[Session] = set()
+        ctx.observe(events.SESSION_DETACHED, self._detached)
+        ctx.observe(events.SESSION_RESUMED, self._attached)
+        ctx.observe(events.SESSION_CLOSED, self._attached)
         ctx.filter(events.MESSAGE_OFFLINE, self.offline, priority=10)
         ctx.observe(events.RESOURCE_DELIVERABLE, self.back)
         #: messages pushed per account since a client of it was last online (§6 summary)
@@ -117,6 +125,15 @@ class PushModule:
         return EMPTY
 
     # -- when to push (§7) -----------------------------------------------------------------
+
+    def _detached(self, session: Session) -> None:
+        self.detached.add(session)
+        self._delivering.on()
+
+    def _attached(self, session: Session, error: object = None) -> None:
+        self.detached.discard(session)
+        if not self.detached:
+            self._delivering.off()
 
     def delivering(
         self, stanza: Element, sender: JID, to: JID, sessions: Sequence[Session]

@@ -472,6 +472,8 @@ class C2SConnection(StreamDriver):
             return  # resumed on another connection (XEP-0198): nothing ends here
         session.detach()
         sm = session.sm
+        if sm is not None:
+            sm.watch = None
         manager = self.host.stream_manager
         if (
             sm is not None
@@ -488,8 +490,8 @@ class C2SConnection(StreamDriver):
 
     # -- XEP-0198 Stream Management ---------------------------------------------------------
 
-    def write(self, data: bytes) -> None:
-        super().write(data)
+    def _sm_queued(self) -> None:
+        """A stanza was written that waits for the client's ack (``StreamManagement.watch``)."""
         session = self.session
         sm = session.sm if session is not None else None
         if sm is None or self._closing:
@@ -539,6 +541,7 @@ class C2SConnection(StreamDriver):
                 self.stream.send_stanza(failed)
                 return
             sm = manager.enable(session, el.get("resume") in ("true", "1"))
+            sm.watch = self._sm_queued
             attrs = {"id": sm.id}
             if sm.resumable:
                 attrs["resume"] = "true"
@@ -606,8 +609,10 @@ class C2SConnection(StreamDriver):
         self.session = session
         self.bound_jid = session.jid_str
         stream.resumed(ev.previd, sm.h_in, session.jid_str)
+        sm.watch = self._sm_queued
         delivery.resume(session, self, ev.h)
         log.info("%r: resumed, %d stanzas sent again", self, len(sm.unacked))
+        self.host.bus.notify(events.SESSION_RESUMED, session)
         if old is not None and old is not self:
             old.close(StreamError(_SC.CONFLICT, "the session was resumed on another connection"))
         self._flush()
