@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from roost.core import ns
+from roost.core.xml.element import Element
 from roost.server.app import Server
 from tests.conftest import PASSWORDS
 from tests.helpers import RawClient, drain, quiet, start_server
@@ -693,3 +694,111 @@ async def test_vcard_photo_becomes_the_pep_avatar(server: Server, login: Login) 
     assert items is not None and item_ids(items) == [avatar_id]
     data = items.find("item", PUBSUB).find("data", "urn:xmpp:avatar:data")  # type: ignore[union-attr]
     assert data is not None and base64.b64decode(data.text) == image
+
+
+async def test_pep_avatar_becomes_the_vcard_photo(server: Server, login: Login) -> None:
+    """XEP-0398 §2.1: an XEP-0084 avatar in an ``open`` data node is written into the
+    vCard PHOTO (the ``info`` without a url, its data checked against the SHA-1 id); a
+    ``presence`` avatar is not (§6: anyone reads vCards); an emptied metadata node removes
+    it (XEP-0084 §4.2); the account advertises the conversion (§1)."""
+    import base64
+    import hashlib
+
+    await mutual_from(server, "alice", "bob")
+    alice = await login("alice", "a", [])
+    bob = await login("bob", "b", [])
+    info = await ask(
+        alice, "<iq type='get' to='alice@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+    )
+    query = info.find("query", "http://jabber.org/protocol/disco#info")
+    assert query is not None
+    assert "urn:xmpp:pep-vcard-conversion:0" in {f.get("var") for f in query.find_all("feature")}
+
+    async def vcard_of_alice(owner: str = "alice") -> Element:
+        asker = alice if owner == "bob" else bob
+        reply = await ask(
+            asker, f"<iq type='get' to='{owner}@localhost'><vCard xmlns='vcard-temp'/></iq>"
+        )
+        assert reply.get("type") == "result"
+        vcard = reply.find("vCard", "vcard-temp")
+        assert vcard is not None
+        return vcard
+
+    async def publish_avatar(
+        image: bytes, access: str, wrong_id: bool = False, who: RawClient | None = None
+    ) -> str:
+        who = who or alice
+        avatar_id = hashlib.sha1(image).hexdigest()
+        data_id = hashlib.sha1(b"other").hexdigest() if wrong_id else avatar_id
+        b64 = base64.b64encode(image).decode()
+        opts = field("pubsub#access_model", access)
+        data = f"<data xmlns='urn:xmpp:avatar:data'>{b64}</data>"
+        assert (await ask(who, publish("urn:xmpp:avatar:data", data, data_id, opts))).get(
+            "type"
+        ) == "result"
+        metadata = (
+            "<metadata xmlns='urn:xmpp:avatar:metadata'>"
+            f"<info bytes='{len(image)}' id='{data_id}' type='image/webp' url='https://x.example/a'/>"
+            f"<info bytes='{len(image)}' id='{data_id}' type='image/png'/></metadata>"
+        )
+        assert (
+            await ask(who, publish("urn:xmpp:avatar:metadata", metadata, data_id, opts))
+        ).get("type") == "result"
+        return avatar_id
+
+    # the vCard's other fields stay; the PHOTO is the avatar, with the type of its info
+    assert (
+        await ask(alice, "<iq type='set'><vCard xmlns='vcard-temp'><FN>Alice</FN></vCard></iq>")
+    ).get("type") == "result"
+    await publish_avatar(b"\x89PNG for contacts only", "presence", who=bob)
+    assert (await vcard_of_alice("bob")).find("PHOTO", "vcard-temp") is None
+    image = b"\x89PNG for everyone"
+    await publish_avatar(image, "open")
+    vcard = await vcard_of_alice()
+    fn = vcard.find("FN", "vcard-temp")
+    assert fn is not None and fn.text == "Alice"
+    photo = vcard.find("PHOTO", "vcard-temp")
+    assert photo is not None
+    assert photo.find("TYPE", "vcard-temp").text == "image/png"  # type: ignore[union-attr]
+    assert base64.b64decode(photo.find("BINVAL", "vcard-temp").text) == image  # type: ignore[union-attr]
+    # data that does not hash to its id is not copied (§2.1 SHOULD verify)
+    await publish_avatar(b"\x89PNG lies", "open", wrong_id=True)
+    photo = (await vcard_of_alice()).find("PHOTO", "vcard-temp")
+    assert photo is not None
+    assert base64.b64decode(photo.find("BINVAL", "vcard-temp").text) == image  # type: ignore[union-attr]
+    # XEP-0084 §4.2: metadata with no info switches the avatar off
+    off = "<metadata xmlns='urn:xmpp:avatar:metadata'/>"
+    assert (await ask(alice, publish("urn:xmpp:avatar:metadata", off, "current"))).get(
+        "type"
+    ) == "result"
+    vcard = await vcard_of_alice()
+    assert vcard.find("PHOTO", "vcard-temp") is None
+    assert vcard.find("FN", "vcard-temp") is not None
+
+
+async def test_an_empty_update_element_gets_the_avatar_hash(server: Server, login: Login) -> None:
+    """XEP-0398 §3: an ``<x xmlns='vcard-temp:x:update'/>`` without ``<photo/>`` MUST be
+    overwritten with the hash; an empty ``<photo/>`` (no avatar) is the client's own."""
+    await mutual_from(server, "alice", "bob")
+    alice = await login("alice", "a", [])
+    bob = await login("bob", "b", [])
+    avatar_id = "111f4b3c50d7b0df729d299bc6f8e9ef9066971f"
+    metadata = (
+        "<metadata xmlns='urn:xmpp:avatar:metadata'>"
+        f"<info bytes='1' id='{avatar_id}' type='image/png'/></metadata>"
+    )
+    assert (await ask(alice, publish("urn:xmpp:avatar:metadata", metadata, avatar_id))).get(
+        "type"
+    ) == "result"
+    await drain(bob)
+    await alice.send("<presence><x xmlns='vcard-temp:x:update'/></presence>")
+    got = [p for p in await drain(bob) if p.tag == "presence"]
+    assert len(got) == 1
+    xs = got[0].find_all("x", "vcard-temp:x:update")
+    assert len(xs) == 1
+    photo = xs[0].find("photo", "vcard-temp:x:update")
+    assert photo is not None and photo.text == avatar_id
+    await alice.send("<presence><x xmlns='vcard-temp:x:update'><photo/></x></presence>")
+    got = [p for p in await drain(bob) if p.tag == "presence"]
+    photo = got[0].find("x", "vcard-temp:x:update").find("photo", "vcard-temp:x:update")  # type: ignore[union-attr]
+    assert photo is not None and photo.text == ""

@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Final, Protocol
 
 from roost.core import ns
@@ -128,6 +128,8 @@ class PubSubEngine:
         #: nodes of other services read lately, oldest first (bounded)
         self._recent: OrderedDict[JID, dict[str, Node]] = OrderedDict()
         self._locks: defaultdict[JID, asyncio.Lock] = defaultdict(asyncio.Lock)
+        #: node name -> what other modules run after that node of any service changed
+        self._watchers: dict[str, list[Callable[[JID], Awaitable[None]]]] = {}
 
     # -- storage -------------------------------------------------------------------------
 
@@ -450,7 +452,7 @@ class PubSubEngine:
             event_items = Element("items", EVENT, {"node": name})
             event_items.append(node.item_element(item, EVENT, payload=node.config.deliver_payloads))
             await self._broadcast(owner, node, event_items)
-        await self.policy.changed(owner, name)
+        await self._changed(owner, name)
 
     def _may_publish(self, service: JID, node: Node, who: JID) -> bool:
         """§7.1.3.1 and the ``publish_model`` (§16.4.4)."""
@@ -468,7 +470,30 @@ class PubSubEngine:
             return True
         return affiliation == "publisher"
 
-    # -- for other modules (XEP-0411) -----------------------------------------------------
+    # -- for other modules (XEP-0411, XEP-0398) -------------------------------------------
+
+    def watch(self, node: str, callback: Callable[[JID], Awaitable[None]]) -> Callable[[], None]:
+        """Run ``callback(owner)`` after ``node`` of a service changed (``PepService``)."""
+        callbacks = self._watchers.setdefault(node, [])
+        callbacks.append(callback)
+        return lambda: callbacks.remove(callback) if callback in callbacks else None
+
+    async def _changed(self, owner: JID, name: str) -> None:
+        await self.policy.changed(owner, name)
+        for callback in list(self._watchers.get(name, ())):
+            try:
+                await callback(owner)
+            except Exception:
+                log.exception("a watcher of node %s of %s failed", name, owner)
+
+    async def item_payload(self, owner: JID, node: str, item_id: str) -> Element | None:
+        found = (await self.load(owner)).get(node)
+        item = found.items.get(item_id) if found is not None else None
+        return None if item is None or item.payload is None else parse_fragment(item.payload)
+
+    async def access_model(self, owner: JID, node: str) -> str | None:
+        found = (await self.load(owner)).get(node)
+        return None if found is None else found.config.access_model
 
     async def publish_as(
         self, owner: JID, node: str, item_id: str, payload: Element, options: dict[str, list[str]]
@@ -504,7 +529,7 @@ class PubSubEngine:
             event_items = Element("items", EVENT, {"node": node.name})
             event_items.sub("retract", attrs={"id": item_id})
             await self._broadcast(owner, node, event_items)
-        await self.policy.changed(owner, node.name)
+        await self._changed(owner, node.name)
 
     async def retract_as(self, owner: JID, node: str, item_id: str) -> None:
         """Retract an item as the service's owner (bookmarks conversion)."""
@@ -609,7 +634,7 @@ class PubSubEngine:
                 await self.policy.write(owner, _node_key(node.name), None)
             if node.config.notify_delete:
                 await self._broadcast(owner, node, Element("delete", EVENT, {"node": node.name}))
-            await self.policy.changed(owner, node.name)
+            await self._changed(owner, node.name)
         elif action.tag == "purge":
             async with self._locks[owner]:
                 items = list(node.items.values())
@@ -617,7 +642,7 @@ class PubSubEngine:
                 await self._drop_items(owner, node.name, items)
             if node.config.notify_retract:
                 await self._broadcast(owner, node, Element("purge", EVENT, {"node": node.name}))
-            await self.policy.changed(owner, node.name)
+            await self._changed(owner, node.name)
         elif action.tag == "affiliations":
             changes: dict[str, str] = {}
             for a in action.find_all("affiliation", OWNER):

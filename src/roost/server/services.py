@@ -7,6 +7,7 @@ never a module's own classes, so a provider can be replaced by another implement
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -250,6 +251,19 @@ class PepService(Protocol):
 
     async def last_payload(self, owner: JID, node: str) -> Element | None:
         """The payload of the newest item of one of the account's nodes."""
+        ...
+
+    async def item_payload(self, owner: JID, node: str, item_id: str) -> Element | None:
+        """The payload of one item of one of the account's nodes, if it is there."""
+        ...
+
+    async def access_model(self, owner: JID, node: str) -> str | None:
+        """The node's access model (XEP-0060 §4.5), None when there is no such node."""
+        ...
+
+    def watch(self, node: str, callback: Callable[[JID], Awaitable[None]]) -> Callable[[], None]:
+        """Run ``callback(owner)`` after any account's ``node`` changed (published,
+        retracted, purged, deleted); returns the function that stops it."""
         ...
 
 

@@ -58,8 +58,8 @@ def default_modules() -> list[Module]:
         VersionModule(),
         TimeModule(),
         LastActivityModule(),
-        VCardModule(),
         PepModule(),  # before private: XEP-0049 bookmarks are kept in PEP too (XEP-0411)
+        VCardModule(),  # after PEP: avatars convert both ways (XEP-0398)
         PrivateModule(),
         PubSubModule(),
         # XEP-0016 and XEP-0191 share one back end (XEP-0191 §5), loaded before both.

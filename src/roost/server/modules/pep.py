@@ -308,8 +308,9 @@ class PepModule:
         client put its own ``vcard-temp:x:update``; an empty ``<photo/>`` means none."""
         if session is None or stanza.get("type") is not None:
             return False
-        if stanza.find("x", VCARD_UPDATE) is not None:
-            return False
+        own = stanza.find("x", VCARD_UPDATE)
+        if own is not None and own.find("photo", VCARD_UPDATE) is not None:
+            return False  # the client's own (an empty <photo/>: no avatar)
         node = (self.engine.cached(sender.bare) or {}).get(AVATAR_METADATA)
         if node is None or not node.items:
             return False
@@ -321,6 +322,8 @@ class PepModule:
             except ValueError:
                 log.warning("unreadable avatar metadata of %s", sender.bare)
                 return False
+        if own is not None:  # §3: an <x/> without a <photo/> MUST be overwritten
+            stanza.children.remove(own)
         x = Element("x", VCARD_UPDATE)
         x.sub("photo", text=(info.get("id") or "") if info is not None else "")
         stanza.append(x)

@@ -10,9 +10,16 @@ Stored as serialized XML (store ``vcard``, key ``vcard``). Choices where XEP-005
   XEP-0086 code, 406, that old clients understand);
 * a get for a JID with no account: ``service-unavailable`` (RFC 6121 §8.5.1).
 
-With the PEP module loaded, a vCard's PHOTO is also published as the user's XEP-0084 avatar
-(data and metadata, id = SHA-1 of the image; XEP-0398 §2), so clients that only read PEP
-see it. The other direction (a PEP avatar into the vCard) is not done.
+With the PEP module loaded, avatars convert both ways (XEP-0398 §2), and the account
+advertises ``urn:xmpp:pep-vcard-conversion:0``:
+
+* a vCard's PHOTO is published as the user's XEP-0084 avatar (data and metadata, id = SHA-1
+  of the image), so clients that only read PEP see it;
+* an avatar published with XEP-0084 is written into the vCard's PHOTO (the first ``info``
+  without a ``url``, its data checked against the SHA-1 id), so clients that read vCards
+  (XEP-0153, avatars in group chats) see it; only when the data node's access model is
+  ``open`` (§6: a vCard is readable by anyone, a ``presence`` avatar is not), and an
+  emptied metadata node (XEP-0084 §4.2, avatar switched off) removes the PHOTO.
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ _KEY: Final = "vcard"
 _C = StanzaErrorCondition
 AVATAR_DATA: Final = "urn:xmpp:avatar:data"
 AVATAR_METADATA: Final = "urn:xmpp:avatar:metadata"
+#: XEP-0398 §1: the account converts PEP avatars to its vCard
+CONVERSION: Final = "urn:xmpp:pep-vcard-conversion:0"
 
 
 class VCardModule:
@@ -53,6 +62,10 @@ class VCardModule:
         ctx.iq("account", "get", VCARD, "vCard", self.get)
         ctx.iq("account", "set", VCARD, "vCard", self.set, advertise=False)
         ctx.account_feature(VCARD)
+        pep = ctx.maybe_service(PEP)
+        if pep is not None:
+            ctx.account_feature(CONVERSION)
+            ctx.on_unload(pep.watch(AVATAR_METADATA, self._pep_to_vcard))
 
     async def get(self, req: IqRequest) -> IqResult:
         user = req.to
@@ -90,6 +103,64 @@ class VCardModule:
             await self._photo_to_pep(pep, user, photo)
         return EMPTY
 
+    async def _pep_to_vcard(self, user: JID) -> None:
+        """XEP-0398 §2.1: the XEP-0084 avatar just published, as the vCard's PHOTO."""
+        pep = self.ctx.maybe_service(PEP)
+        if pep is None or user.local is None:
+            return
+        metadata = await pep.last_payload(user, AVATAR_METADATA)
+        if metadata is None:
+            return  # retracted or deleted: the vCard keeps what it had
+        infos = metadata.find_all("info", AVATAR_METADATA)
+        info = next((i for i in infos if not i.get("url")), None)
+        photo: Element | None = None
+        avatar_id = ""
+        if info is not None:
+            avatar_id = info.get("id") or ""
+            if await pep.access_model(user, AVATAR_DATA) != "open":
+                return  # §6: not everyone may see it; a vCard is read by anyone
+            data_el = await pep.item_payload(user, AVATAR_DATA, avatar_id)
+            if data_el is None:
+                return
+            try:
+                data = base64.b64decode("".join(data_el.text.split()), validate=True)
+            except (binascii.Error, ValueError):
+                return
+            if not data or hashlib.sha1(data).hexdigest() != avatar_id:
+                log.info("avatar data of %s does not match its id; not in the vCard", user)
+                return
+            photo = Element("PHOTO", VCARD)
+            photo.sub("TYPE", text=info.get("type") or "image/png")
+            photo.sub("BINVAL", text=base64.b64encode(data).decode())
+        elif infos:
+            return  # only avatars elsewhere (a url): nothing to copy
+        vcard = await self._stored(user) or Element("vCard", VCARD)
+        current = vcard.find("PHOTO", VCARD)
+        if photo is not None and current is not None and _photo_id(current) == avatar_id:
+            return  # already there (it came from this vCard, say)
+        if photo is None and current is None:
+            return
+        kept = [c for c in vcard.children if c is not current]
+        vcard = Element("vCard", VCARD, dict(vcard.attrs), kept)
+        if photo is not None:
+            vcard.append(photo)
+        value = serialize(vcard)
+        if len(value.encode()) > MAX_VCARD_SIZE:
+            log.info("the avatar of %s is too large for its vCard", user)
+            return
+        await self.ctx.storage.set_data(user.local, user.domain, _STORE, _KEY, value)
+
+    async def _stored(self, user: JID) -> Element | None:
+        assert user.local is not None
+        raw = await self.ctx.storage.get_data(user.local, user.domain, _STORE, _KEY)
+        if raw is None:
+            return None
+        try:
+            return parse_fragment(raw)
+        except ValueError:
+            log.warning("unreadable stored vCard of %s", user)
+            return None
+
     async def _photo_to_pep(self, pep: PepService, user: JID, photo: Element) -> None:
         """XEP-0398 §2: the vCard's photo as the XEP-0084 avatar (unless it already is)."""
         binval = photo.find("BINVAL", VCARD)
@@ -121,3 +192,13 @@ class VCardModule:
             await pep.publish_as(user, AVATAR_METADATA, avatar_id, metadata, {})
         except StanzaError as err:  # the nodes are configured otherwise: leave them
             log.info("vCard photo of %s not published to PEP: %s", user, err)
+
+
+def _photo_id(photo: Element) -> str | None:
+    """The SHA-1 of a vCard PHOTO's image (XEP-0153 §4.3), None when it has none."""
+    binval = photo.find("BINVAL", VCARD)
+    try:
+        data = base64.b64decode("".join((binval.text if binval is not None else "").split()))
+    except (binascii.Error, ValueError):
+        return None
+    return hashlib.sha1(data).hexdigest() if data else None
