@@ -85,7 +85,8 @@ async def _start_pair(
             else:
                 data[key] = value
     for domain in a_data["domains"]:  # b.test finds every domain a.test's server serves
-        b_data["s2s"]["routes"].setdefault(domain, f"127.0.0.1:{pa}")
+        for name in (domain, f"conference.{domain}"):  # and its group chat service
+            b_data["s2s"]["routes"].setdefault(name, f"127.0.0.1:{pa}")
     a = Server(config_from_dict(a_data, tmp_path))
     b = Server(config_from_dict(b_data, tmp_path))
     await a.start()
