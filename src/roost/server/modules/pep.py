@@ -134,6 +134,9 @@ class PepModule:
         self._online: set[JID] = set()
         #: remote contacts' available resources seen by each account, with their caps
         self._remote: defaultdict[JID, dict[JID, Caps | None]] = defaultdict(dict)
+        #: the avatar id each account's newest metadata item names (item payload -> id),
+        #: so an available presence does not parse the metadata again
+        self._avatar_ids: dict[JID, tuple[str, str]] = {}
         engine = self.engine
         ctx.iq("account", "get", PUBSUB, "pubsub", engine.get, advertise=False)
         ctx.iq("account", "set", PUBSUB, "pubsub", engine.set, advertise=False)
@@ -182,6 +185,7 @@ class PepModule:
         if not any(s is not session for s in self.ctx.sessions.resources(user).values()):
             self._online.discard(user)
             self._remote.pop(user, None)
+            self._avatar_ids.pop(user, None)
             self.engine.forget(user)
 
     def is_owner(self, service: JID, node: Node | None, who: JID) -> bool:
@@ -314,18 +318,24 @@ class PepModule:
         node = (self.engine.cached(sender.bare) or {}).get(AVATAR_METADATA)
         if node is None or not node.items:
             return False
-        payload = node.last(1)[0].payload
-        info = None
-        if payload is not None:
-            try:
-                info = parse_fragment(payload).find("info", AVATAR_METADATA)
-            except ValueError:
-                log.warning("unreadable avatar metadata of %s", sender.bare)
-                return False
+        payload = node.last(1)[0].payload or ""
+        known = self._avatar_ids.get(sender.bare)
+        if known is not None and known[0] == payload:
+            avatar_id = known[1]
+        else:
+            info = None
+            if payload:
+                try:
+                    info = parse_fragment(payload).find("info", AVATAR_METADATA)
+                except ValueError:
+                    log.warning("unreadable avatar metadata of %s", sender.bare)
+                    return False
+            avatar_id = (info.get("id") or "") if info is not None else ""
+            self._avatar_ids[sender.bare] = (payload, avatar_id)
         if own is not None:  # §3: an <x/> without a <photo/> MUST be overwritten
             stanza.children.remove(own)
         x = Element("x", VCARD_UPDATE)
-        x.sub("photo", text=(info.get("id") or "") if info is not None else "")
+        x.sub("photo", text=avatar_id)
         stanza.append(x)
         return False
 
