@@ -4,7 +4,9 @@ Every stanza for a local session, whoever made it (the router, a module's reply 
 an offline message), ends in ``deliver``. This is where the stream's namespace is applied
 and where later features that must see every delivery (archives, carbons, client-state
 queues, cluster forwarding) hook in, so none of them is threaded through the modules.
-``grep -rn "stream.write(" src/roost/server`` finds the one call (README, Architecture).
+``grep -rn "stream.write(" src/roost/server`` finds them all here: ``deliver``'s own for
+the common case (no feature holds the stanza back), ``_write`` for the rest, and
+``resume`` (README, Architecture).
 """
 
 from __future__ import annotations
@@ -63,22 +65,19 @@ def deliver(session: Session, stanza: Element | None, data: bytes | None = None)
 
 def _write(session: Session, data: bytes, stanza: Element | None) -> None:
     sm = session.sm
+    stream = session.stream
     if sm is not None:
         # XEP-0198: counted and kept until acknowledged; while detached, this is the
         # queue a resumption sends again
         sm.outbound(stanza, data)
-        stream = session.stream
         if stream is None:
             if len(sm.unacked) > sm.limit and sm.overflow is not None:
                 sm.overflow()  # waiting for a resumption: bounded too
             return
-        stream.write(data)
-        if sm.watch is not None:
-            sm.watch()  # the stream asks for an ack, or ends a client that never gives one
-        return
-    stream = session.stream
     if stream is not None:
         stream.write(data)
+        if sm is not None and sm.watch is not None:
+            sm.watch()  # the stream asks for an ack, or ends a client that never gives one
         return
     # Detached (XEP-0198 resumption, BOSH between requests): kept, within bounds.
     if session.queued_size + len(data) > MAX_DETACHED_QUEUE:
