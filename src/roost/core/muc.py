@@ -178,13 +178,18 @@ def config_form(cfg: RoomConfig, admins: Sequence[str], owners: Sequence[str]) -
     )
     for opt in ("moderators", "anyone"):
         whois.sub("option", attrs={"label": opt}).sub("value", text=opt)
-    _field(
+    # §15.5.3 registers it as list-single (clients' form types check it); a current value
+    # that is not one of the usual choices is offered too
+    maxusers = _field(
         form,
         "muc#roomconfig_maxusers",
-        "text-single",
+        "list-single",
         "Maximum occupants",
         [str(cfg.max_users) if cfg.max_users else "none"],
     )
+    for n in sorted({10, 20, 30, 50, 100, cfg.max_users} - {0}):
+        maxusers.sub("option", attrs={"label": str(n)}).sub("value", text=str(n))
+    maxusers.sub("option", attrs={"label": "None"}).sub("value", text="none")
     _field(
         form,
         "muc#roomconfig_changesubject",

@@ -264,7 +264,12 @@ class MucService:
         room = self.rooms.get(to.bare)
         if tag == "presence":
             if to.resource is None:
-                if type_ not in ("error", "unavailable"):
+                occ = room.by_jid.get(sender) if room is not None else None
+                if occ is not None:
+                    # An occupant's presence to the bare room JID is for its current nick,
+                    # as Prosody takes it (§7.14 says room/nick; aioxmpp leaves this way).
+                    self._presence(room, stanza, sender, to.with_resource(occ.nick))
+                elif type_ not in ("error", "unavailable"):
                     raise StanzaError(C.JID_MALFORMED, "a room nickname is needed")  # §7.2.1
                 return
             self._presence(room, stanza, sender, to)
