@@ -552,11 +552,25 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    """``roost import FILE``: accounts and their data from a XEP-0227 file."""
+    """``roost import FILE``: accounts and their data from a XEP-0227 file;
+    ``roost import --prosody DIR``: from Prosody's data directory."""
+    if (args.file is None) == (args.prosody is None):
+        print("roost: import needs a XEP-0227 FILE or --prosody DIR (one of them)", file=sys.stderr)
+        return 2
+    if args.domain and args.prosody is None:
+        print("roost: --domain goes with --prosody", file=sys.stderr)
+        return 2
     config = _load(args)
     _refuse_if_running(config, "import into its storage")
     from roost.storage.credentials import make_account
     from roost.storage.pie import import_xml
+
+    def derive(jid: str, password: str) -> Any:
+        user, _, domain = jid.partition("@")
+        return make_account(user, domain, password, config.auth.scram_iterations)
+
+    if args.prosody is not None:
+        return _import_prosody(args, config, derive)
 
     try:
         text = Path(args.file).read_text(encoding="utf-8")
@@ -564,10 +578,6 @@ def cmd_import(args: argparse.Namespace) -> int:
         why = getattr(exc, "strerror", None) or exc
         print(f"roost: cannot read {args.file}: {why}", file=sys.stderr)
         return 1
-
-    def derive(jid: str, password: str) -> Any:
-        user, _, domain = jid.partition("@")
-        return make_account(user, domain, password, config.auth.scram_iterations)
 
     try:
         report = asyncio.run(
@@ -583,6 +593,37 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"skipped {line}")
     n = len(report.created)
     print(f"imported {n} account{'' if n == 1 else 's'}")
+    return 0 if not report.skipped else 1
+
+
+def _import_prosody(args: argparse.Namespace, config: Config, derive: Any) -> int:
+    from roost.storage.prosody import NotProsodyData, import_prosody
+
+    domains = list(config.domains)
+    if args.domain:
+        unknown = sorted(set(d.lower() for d in args.domain) - set(domains))
+        if unknown:
+            print(f"roost: --domain {unknown[0]} is not one of the domains served", file=sys.stderr)
+            return 2
+        domains = [d.lower() for d in args.domain]
+    try:
+        report = asyncio.run(
+            _with_storage(
+                config, lambda st: import_prosody(st, Path(args.prosody), domains, derive)
+            )
+        )
+    except _StorageUnavailable as exc:
+        print(f"roost: {exc}", file=sys.stderr)
+        return 1
+    except NotProsodyData as exc:
+        print(f"roost: {exc}", file=sys.stderr)
+        return 2
+    for line in report.ignored:
+        print(line)
+    for line in report.skipped:
+        print(f"skipped {line}")
+    n = len(report.created)
+    print(f"imported {n} account{'' if n == 1 else 's'} from Prosody")
     return 0 if not report.skipped else 1
 
 
@@ -892,8 +933,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export", "every account and its data as a XEP-0227 file (server stopped)")
     p.add_argument("file", help="where to write it ('-': standard output)")
     p.set_defaults(fn=cmd_export)
-    p = add("import", "accounts and their data from a XEP-0227 file (server stopped)")
-    p.add_argument("file")
+    p = add(
+        "import",
+        "accounts and their data from a XEP-0227 file or Prosody's data directory "
+        "(server stopped)",
+    )
+    p.add_argument("file", nargs="?", help="a XEP-0227 file (from roost export)")
+    p.add_argument(
+        "--prosody",
+        metavar="DIR",
+        help="Prosody's data_path (internal storage, e.g. /var/lib/prosody) instead of a file",
+    )
+    p.add_argument(
+        "--domain",
+        "-d",
+        action="append",
+        help="with --prosody: only this host (repeatable; default: every served domain)",
+    )
     p.set_defaults(fn=cmd_import)
 
     reload = add("reload", "the running server reads its config file and certificates again")

@@ -130,10 +130,12 @@ async def export_xml(storage: Storage, domains: Iterable[str]) -> str:
 
 @dataclass
 class ImportReport:
-    """What an import did: accounts created, and one line per thing it could not do."""
+    """What an import did: accounts created, one line per thing it could not do, and what
+    it left out on purpose (hosts not asked for)."""
 
     created: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
 
 
 def _credentials(el: Element) -> dict[str, StoredCredentials]:
