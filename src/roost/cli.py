@@ -636,10 +636,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     from roost.server.config import listening_ports
     from roost.server.loader import resolve_modules
     from roost.server.modules import default_modules
+    from roost.server.privileges import resolve_run_as
     from roost.transport.certs import CertificateError, load_tls_context_server
     from roost.transport.listeners import bind_problem
 
     resolve_modules(config, default_modules())  # a bad [modules] table: ConfigError, exit 2
+    resolve_run_as(config.run_as)  # a user or group this system lacks: ConfigError, exit 2
     problems: list[str] = []
     data = Path(config.data_dir)
     try:

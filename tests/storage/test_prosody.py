@@ -69,5 +69,5 @@ async def test_nothing_is_written_when_a_file_does_not_parse(
     with pytest.raises(NotProsodyData, match=r"offline/b\.list: line 1"):
         await import_prosody(storage, root, [HOST], _derive)
     assert await storage.list_accounts() == []
-    with pytest.raises(NotProsodyData, match="has no data for nowhere.org"):
+    with pytest.raises(NotProsodyData, match=r"has no data for nowhere\.org"):
         await import_prosody(storage, root, ["nowhere.org"], _derive)
