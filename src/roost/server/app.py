@@ -35,7 +35,7 @@ from roost.server.config import Config, ConfigError, TLSConfig, listening_ports
 from roost.server.control import ControlServer
 from roost.server.loader import resolve_modules
 from roost.server.modules import default_modules
-from roost.server.privileges import drop_privileges, resolve_run_as
+from roost.server.privileges import check_run_as, drop_privileges, resolve_run_as
 from roost.server.router import Router
 from roost.server.services import ADMIN, ARCHIVE, ROSTERS, ArchiveService, RosterService
 from roost.server.session import Session
@@ -358,6 +358,7 @@ class Server:
         if self._owns_process:
             limit_asyncio_tls_buffers()
             identity = resolve_run_as(self.config.run_as)
+            check_run_as(identity)
         # run_as (privileges.py): bind and read keys as root, then switch, then the data.
         switch = identity is not None and os.geteuid() == 0
         self._preflight(data_dir=not switch)

@@ -30,7 +30,7 @@ from pathlib import Path
 import roost
 from roost.server.config import ConfigError
 
-__all__ = ["Identity", "drop_privileges", "resolve_run_as"]
+__all__ = ["Identity", "check_run_as", "drop_privileges", "resolve_run_as"]
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +91,21 @@ def _preload() -> None:
             log.debug("not preloaded: %s (%s)", name, exc)
 
 
+def check_run_as(identity: Identity | None) -> None:
+    """Raise ``ConfigError('run_as', ...)`` if this process could not become ``identity``
+    (called before anything is written, and again at the switch)."""
+    if identity is not None and os.geteuid() not in (0, identity.uid):
+        raise ConfigError(
+            "run_as",
+            f"only root can switch to {identity.user!r}; start roost as root or as that "
+            "user (or remove run_as)",
+        )
+
+
 def drop_privileges(identity: Identity | None, data_dir: Path) -> None:
     """Become ``identity`` if running as root (see the module); warn when staying root."""
+    check_run_as(identity)
     if os.geteuid() != 0:
-        if identity is not None and identity.uid != os.geteuid():
-            raise ConfigError(
-                "run_as",
-                f"only root can switch to {identity.user!r}; start roost as root or as that "
-                "user (or remove run_as)",
-            )
         return
     if identity is None:
         log.warning(
