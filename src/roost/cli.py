@@ -185,13 +185,26 @@ async def _open_storage(config: Config) -> SQLiteStorage:
     return storage
 
 
+async def _close_storage(storage: SQLiteStorage, config: Config) -> None:
+    """Close, and when run as root (``sudo roost import``...), give the database files to
+    the owner of data_dir: the server runs as that user and must write them."""
+    await storage.close()
+    if os.geteuid() != 0:
+        return
+    data = Path(config.data_dir)
+    with contextlib.suppress(OSError):
+        owner = data.stat()
+        for path in data.glob("roost.db*"):
+            os.chown(path, owner.st_uid, owner.st_gid)
+
+
 async def _with_storage(config: Config, fn: Callable[[Storage], Awaitable[_T]]) -> _T:
     """Run ``fn`` on the storage of ``config`` (the server not running), then close it."""
     storage = await _open_storage(config)
     try:
         return await fn(storage)
     finally:
-        await storage.close()
+        await _close_storage(storage, config)
 
 
 async def _with_accounts(config: Config, fn):  # type: ignore[no-untyped-def]
@@ -201,7 +214,7 @@ async def _with_accounts(config: Config, fn):  # type: ignore[no-untyped-def]
     try:
         return await fn(Accounts(storage, config.auth.scram_iterations))
     finally:
-        await storage.close()
+        await _close_storage(storage, config)
 
 
 def cmd_user(args: argparse.Namespace) -> int:
@@ -441,7 +454,7 @@ def _import_users(config: Config, path: Path) -> int:
         try:
             return await storage.create_accounts_bulk(accounts)
         finally:
-            await storage.close()
+            await _close_storage(storage, config)
 
     created = asyncio.run(store())
     print(f"imported {created} accounts ({len(rows) - created} already existed)")

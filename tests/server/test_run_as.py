@@ -89,3 +89,18 @@ def test_bad_run_as_is_a_config_error(workdir: Path, value: str, reason: str) ->
         assert done.returncode == 2, done.stderr
         assert reason in done.stderr and "Traceback" not in done.stderr
     assert not proc.data_dir.exists()  # refused before anything was written
+
+
+def test_offline_commands_run_as_root_leave_the_database_to_data_dirs_owner(
+    workdir: Path,
+) -> None:
+    """``sudo roost user add`` (or ``roost import``) before the first start creates the
+    database; the server, running as the owner of data_dir, must be able to write it."""
+    nobody = pwd.getpwnam("nobody")
+    proc = RoostProcess(workdir)
+    proc.data_dir.mkdir()
+    os.chown(proc.data_dir, nobody.pw_uid, nobody.pw_gid)
+    done = proc.roost("user", "add", "alice@localhost", "--password", "pw")
+    assert done.returncode == 0, done.stderr
+    files = list(proc.data_dir.glob("roost.db*"))
+    assert files and all(f.stat().st_uid == nobody.pw_uid for f in files)
