@@ -103,6 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging(config)
     _install_loop(args.loop)
     from roost.server.app import Server
+    from roost.storage.api import StorageError
     from roost.transport.certs import CertificateError
 
     async def run() -> None:
@@ -121,6 +122,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     except OSError as exc:
         print(f"roost: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    except StorageError as exc:  # e.g. a database from a newer Roost (SchemaError)
+        print(f"roost: {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -173,8 +177,14 @@ async def _open_storage(config: Config) -> SQLiteStorage:
         raise _StorageUnavailable(f"data_dir {data} is not a directory; check data_dir")
     path = data / "roost.db"
     storage = SQLiteStorage(path)
+    from roost.storage.api import StorageError
+
     try:
         await storage.open()
+    except StorageError as exc:  # e.g. a database from a newer Roost (SchemaError)
+        with contextlib.suppress(Exception):
+            await storage.close()
+        raise _StorageUnavailable(str(exc)) from None
     except (OSError, sqlite3.Error) as exc:
         with contextlib.suppress(Exception):
             await storage.close()
