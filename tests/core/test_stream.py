@@ -224,7 +224,7 @@ def test_refused_choices_do_not_count() -> None:
 
 def test_hash_unavailable_is_an_uncounted_invalid_mechanism() -> None:
     """An account with SCRAM-SHA-1 keys only (imported from Prosody): SCRAM-SHA-256 gets
-    ``invalid-mechanism`` (RFC 6120 §6.5.5), not counted, and SCRAM-SHA-1 still logs in."""
+    ``invalid-mechanism`` (RFC 6120 §6.5.7), not counted, and SCRAM-SHA-1 still logs in."""
     s = make(encrypted=True, max_sasl_attempts=1)
     s.receive_data(HEADER)
     s.data_to_send()
