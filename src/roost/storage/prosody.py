@@ -14,7 +14,7 @@ reads, for each served host:
   ``false``, the ``pending`` inbound subscription requests (RFC 6121 §3.1.3);
 * ``vcard`` (mod_vcard's vcard-temp) or, when there is none, the ``urn:xmpp:vcard4`` PEP
   node that Debian's default mod_vcard_legacy keeps, mapped to vcard-temp fields (XEP-0292
-  §5 lists the correspondence);
+  §5 lists the correspondence), with the XEP-0084 avatar as its PHOTO;
 * ``offline`` (XEP-0160), each message with the time Prosody stored it;
 * ``private`` (XEP-0049).
 
@@ -47,6 +47,8 @@ __all__ = ["NotProsodyData", "import_prosody", "prosody_hosts", "unescape"]
 
 VCARD: Final = "vcard-temp"
 VCARD4: Final = "urn:ietf:params:xml:ns:vcard-4.0"
+AVATAR_DATA: Final = "urn:xmpp:avatar:data"
+AVATAR_METADATA: Final = "urn:xmpp:avatar:metadata"
 _ESCAPE = re.compile(r"%([0-9a-fA-F]{2})")
 _OFFLINE_LIMIT: Final = 1_000_000
 #: Prosody's own attributes on a stored stanza (the time it was stored), not the sender's
@@ -250,15 +252,45 @@ def _vcard(host: Path, user: str) -> Element | None:
         data = _read(path)
         if isinstance(data, dict) and data:
             return _stanza(data, VCARD, path)
+    vcard = None
     pep = host / "pep_urn%3axmpp%3avcard4" / f"{user}.list"
-    if not pep.exists():
-        return None
-    items = _read(pep, as_list=True)
+    if pep.exists():
+        current = [i for i in _items(pep) if i.get("name") == "vcard"]
+        if current:
+            vcard = _vcard_temp(_stanza(current[-1], VCARD4, pep))
+    photo = _avatar(host, user)
+    if photo is not None:
+        vcard = vcard if vcard is not None else Element("vCard", VCARD)
+        vcard.append(photo)
+    return vcard
+
+
+def _items(path: Path) -> list[dict[object, object]]:
+    items = _read(path, as_list=True)
     assert isinstance(items, list)
-    current = [i for i in items if isinstance(i, dict) and i.get("name") == "vcard"]
-    if not current:
+    return [i for i in items if isinstance(i, dict)]
+
+
+def _avatar(host: Path, user: str) -> Element | None:
+    """The XEP-0084 avatar Prosody keeps in PEP (mod_vcard_legacy puts a vCard's photo
+    there) as a vcard-temp PHOTO (XEP-0153 §3.1): the metadata names the current item of
+    the data node."""
+    meta_path = host / "pep_urn%3axmpp%3aavatar%3ametadata" / f"{user}.list"
+    data_path = host / "pep_urn%3axmpp%3aavatar%3adata" / f"{user}.list"
+    if not meta_path.exists() or not data_path.exists():
         return None
-    return _vcard_temp(_stanza(current[-1], VCARD4, pep))
+    metas = [i for i in _items(meta_path) if i.get("name") == "metadata"]
+    info = _stanza(metas[-1], AVATAR_METADATA, meta_path).find("info") if metas else None
+    if info is None:
+        return None
+    found = [i for i in _items(data_path) if i.get("key") == info.get("id")]
+    if not found:
+        return None
+    data = "".join(_stanza(found[-1], AVATAR_DATA, data_path).text.split())
+    photo = Element("PHOTO", VCARD)
+    photo.sub("TYPE", text=info.get("type") or "image/png")
+    photo.sub("BINVAL", text=data)
+    return photo
 
 
 def _offline(host: Path, user: str, into: _User) -> None:
