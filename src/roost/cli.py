@@ -103,6 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging(config)
     _install_loop(args.loop)
     from roost.server.app import Server
+    from roost.storage.api import StorageError
     from roost.transport.certs import CertificateError
 
     async def run() -> None:
@@ -121,6 +122,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     except OSError as exc:
         print(f"roost: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    except StorageError as exc:  # e.g. a database from a newer Roost (SchemaError)
+        print(f"roost: {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -173,8 +177,14 @@ async def _open_storage(config: Config) -> SQLiteStorage:
         raise _StorageUnavailable(f"data_dir {data} is not a directory; check data_dir")
     path = data / "roost.db"
     storage = SQLiteStorage(path)
+    from roost.storage.api import StorageError
+
     try:
         await storage.open()
+    except StorageError as exc:  # e.g. a database from a newer Roost (SchemaError)
+        with contextlib.suppress(Exception):
+            await storage.close()
+        raise _StorageUnavailable(str(exc)) from None
     except (OSError, sqlite3.Error) as exc:
         with contextlib.suppress(Exception):
             await storage.close()
@@ -185,13 +195,26 @@ async def _open_storage(config: Config) -> SQLiteStorage:
     return storage
 
 
+async def _close_storage(storage: SQLiteStorage, config: Config) -> None:
+    """Close, and when run as root (``sudo roost import``...), give the database files to
+    the owner of data_dir: the server runs as that user and must write them."""
+    await storage.close()
+    if os.geteuid() != 0:
+        return
+    data = Path(config.data_dir)
+    with contextlib.suppress(OSError):
+        owner = data.stat()
+        for path in data.glob("roost.db*"):
+            os.chown(path, owner.st_uid, owner.st_gid)
+
+
 async def _with_storage(config: Config, fn: Callable[[Storage], Awaitable[_T]]) -> _T:
     """Run ``fn`` on the storage of ``config`` (the server not running), then close it."""
     storage = await _open_storage(config)
     try:
         return await fn(storage)
     finally:
-        await storage.close()
+        await _close_storage(storage, config)
 
 
 async def _with_accounts(config: Config, fn):  # type: ignore[no-untyped-def]
@@ -201,7 +224,7 @@ async def _with_accounts(config: Config, fn):  # type: ignore[no-untyped-def]
     try:
         return await fn(Accounts(storage, config.auth.scram_iterations))
     finally:
-        await storage.close()
+        await _close_storage(storage, config)
 
 
 def cmd_user(args: argparse.Namespace) -> int:
@@ -441,7 +464,7 @@ def _import_users(config: Config, path: Path) -> int:
         try:
             return await storage.create_accounts_bulk(accounts)
         finally:
-            await storage.close()
+            await _close_storage(storage, config)
 
     created = asyncio.run(store())
     print(f"imported {created} accounts ({len(rows) - created} already existed)")
@@ -552,11 +575,25 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    """``roost import FILE``: accounts and their data from a XEP-0227 file."""
+    """``roost import FILE``: accounts and their data from a XEP-0227 file;
+    ``roost import --prosody DIR``: from Prosody's data directory."""
+    if (args.file is None) == (args.prosody is None):
+        print("roost: import needs a XEP-0227 FILE or --prosody DIR (one of them)", file=sys.stderr)
+        return 2
+    if args.domain and args.prosody is None:
+        print("roost: --domain goes with --prosody", file=sys.stderr)
+        return 2
     config = _load(args)
     _refuse_if_running(config, "import into its storage")
     from roost.storage.credentials import make_account
     from roost.storage.pie import import_xml
+
+    def derive(jid: str, password: str) -> Any:
+        user, _, domain = jid.partition("@")
+        return make_account(user, domain, password, config.auth.scram_iterations)
+
+    if args.prosody is not None:
+        return _import_prosody(args, config, derive)
 
     try:
         text = Path(args.file).read_text(encoding="utf-8")
@@ -564,10 +601,6 @@ def cmd_import(args: argparse.Namespace) -> int:
         why = getattr(exc, "strerror", None) or exc
         print(f"roost: cannot read {args.file}: {why}", file=sys.stderr)
         return 1
-
-    def derive(jid: str, password: str) -> Any:
-        user, _, domain = jid.partition("@")
-        return make_account(user, domain, password, config.auth.scram_iterations)
 
     try:
         report = asyncio.run(
@@ -586,6 +619,37 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0 if not report.skipped else 1
 
 
+def _import_prosody(args: argparse.Namespace, config: Config, derive: Any) -> int:
+    from roost.storage.prosody import NotProsodyData, import_prosody
+
+    domains = list(config.domains)
+    if args.domain:
+        unknown = sorted(set(d.lower() for d in args.domain) - set(domains))
+        if unknown:
+            print(f"roost: --domain {unknown[0]} is not one of the domains served", file=sys.stderr)
+            return 2
+        domains = [d.lower() for d in args.domain]
+    try:
+        report = asyncio.run(
+            _with_storage(
+                config, lambda st: import_prosody(st, Path(args.prosody), domains, derive)
+            )
+        )
+    except _StorageUnavailable as exc:
+        print(f"roost: {exc}", file=sys.stderr)
+        return 1
+    except NotProsodyData as exc:
+        print(f"roost: {exc}", file=sys.stderr)
+        return 2
+    for line in report.ignored:
+        print(line)
+    for line in report.skipped:
+        print(f"skipped {line}")
+    n = len(report.created)
+    print(f"imported {n} account{'' if n == 1 else 's'} from Prosody")
+    return 0 if not report.skipped else 1
+
+
 # -- check ---------------------------------------------------------------------------------
 
 
@@ -595,10 +659,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     from roost.server.config import listening_ports
     from roost.server.loader import resolve_modules
     from roost.server.modules import default_modules
+    from roost.server.privileges import resolve_run_as
     from roost.transport.certs import CertificateError, load_tls_context_server
     from roost.transport.listeners import bind_problem
 
     resolve_modules(config, default_modules())  # a bad [modules] table: ConfigError, exit 2
+    resolve_run_as(config.run_as)  # a user or group this system lacks: ConfigError, exit 2
     problems: list[str] = []
     data = Path(config.data_dir)
     try:
@@ -892,8 +958,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export", "every account and its data as a XEP-0227 file (server stopped)")
     p.add_argument("file", help="where to write it ('-': standard output)")
     p.set_defaults(fn=cmd_export)
-    p = add("import", "accounts and their data from a XEP-0227 file (server stopped)")
-    p.add_argument("file")
+    p = add(
+        "import",
+        "accounts and their data from a XEP-0227 file or Prosody's data directory "
+        "(server stopped)",
+    )
+    p.add_argument("file", nargs="?", help="a XEP-0227 file (from roost export)")
+    p.add_argument(
+        "--prosody",
+        metavar="DIR",
+        help="Prosody's data_path (internal storage, e.g. /var/lib/prosody) instead of a file",
+    )
+    p.add_argument(
+        "--domain",
+        "-d",
+        action="append",
+        help="with --prosody: only this host (repeatable; default: every served domain)",
+    )
     p.set_defaults(fn=cmd_import)
 
     reload = add("reload", "the running server reads its config file and certificates again")

@@ -222,6 +222,29 @@ def test_refused_choices_do_not_count() -> None:
     assert isinstance(s.password_checked(True)[0], Authenticated)
 
 
+def test_hash_unavailable_is_an_uncounted_invalid_mechanism() -> None:
+    """An account with SCRAM-SHA-1 keys only (imported from Prosody): SCRAM-SHA-256 gets
+    ``invalid-mechanism`` (RFC 6120 §6.5.7), not counted, and SCRAM-SHA-1 still logs in."""
+    s = make(encrypted=True, max_sasl_attempts=1)
+    s.receive_data(HEADER)
+    s.data_to_send()
+    evs = s.receive_data(auth_el("SCRAM-SHA-256", b"n,,n=alice,r=abc"))
+    assert evs == [CredentialsNeeded("alice", "sha256")]
+    (failed,) = s.hash_unavailable()
+    assert failed == AuthFailed("alice", "invalid-mechanism", counted=False)
+    out = s.data_to_send()
+    assert b"<invalid-mechanism/>" in out and b"SCRAM-SHA-1 or PLAIN" in out
+    assert s.state is State.PRE_AUTH
+    client = ScramClient("sha1", "alice", "pw", nonce="n1")
+    s.receive_data(auth_el("SCRAM-SHA-1", client.first()))
+    s.provide_credentials(CREDS["sha1"])
+    final = client.challenge(b64_of(s.data_to_send(), "challenge"))
+    evs = s.receive_data(
+        f"<response xmlns='{ns.SASL}'>{base64.b64encode(final).decode()}</response>".encode()
+    )
+    assert evs == [Authenticated("alice", "SCRAM-SHA-1")]
+
+
 def test_refused_choices_are_bounded() -> None:
     s = make(encrypted=True)
     s.receive_data(HEADER)

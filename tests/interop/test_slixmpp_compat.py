@@ -21,13 +21,15 @@ SLIXMPP_18 = Path(sys.prefix) / "compat" / "slixmpp-1.8"
 SCRIPT = Path(__file__).parent / "compat" / "slixmpp_login.py"
 
 
-async def _login(path: Path, server: Server, user: str) -> str:
+async def _login(
+    path: Path, server: Server, user: str, *, domain: str = "localhost", password: str = ""
+) -> str:
     env = {**os.environ, "PYTHONPATH": str(path)}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         str(SCRIPT),
-        f"{user}@localhost",
-        PASSWORDS[user],
+        f"{user}@{domain}",
+        password or PASSWORDS[user],
         str(server.port()),
         env=env,
         stdout=asyncio.subprocess.PIPE,

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import datetime
 import os
+import pwd
 import socket
 import ssl
 import stat
 from pathlib import Path
 
+import pytest
 import trustme
 
 from roost.transport.certs import load_certificate_der
@@ -55,6 +57,23 @@ def test_import_from_a_certbot_directory(tmp_path: Path) -> None:
         "cert", "import", str(tmp_path / "nowhere"), "--config", str(config), cwd=tmp_path
     )
     assert r.returncode == 1 and r.stderr.strip().endswith("is not a directory"), r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_imported_as_root_the_copies_belong_to_the_data_dir_owner(tmp_path: Path) -> None:
+    """certbot's deploy hook runs ``roost cert import`` as root; the server runs as the
+    owner of data_dir and must be able to read the key it copied."""
+    nobody = pwd.getpwnam("nobody")
+    le = tmp_path / "letsencrypt"
+    _certbot(le / "live", "localhost", "localhost")
+    config = write_config(tmp_path, 0, 0, name="roost.toml")
+    (tmp_path / "data").mkdir()
+    os.chown(tmp_path / "data", nobody.pw_uid, nobody.pw_gid)
+    r = run_roost("cert", "import", str(le), "--config", str(config), cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    certs = tmp_path / "data" / "certs"
+    for path in (certs, certs / "localhost.crt", certs / "localhost.key"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (nobody.pw_uid, nobody.pw_gid)
 
 
 def test_an_expired_certificate_is_not_imported(tmp_path: Path) -> None:

@@ -856,3 +856,20 @@ async def test_log_file_with_connects_and_disconnects(tmp_path: Path) -> None:
         assert proc.terminate() == 0
     finally:
         proc.cleanup()
+
+
+def test_a_database_from_a_newer_roost_is_a_one_line_error(tmp_path: Path) -> None:
+    """After a downgrade (README: Upgrading): serve and the offline commands say so."""
+    import sqlite3
+
+    config = write_config(tmp_path, free_port(), 0)
+    added = run_roost("user", "add", "a@localhost", "-p", "pw", "-c", str(config), cwd=tmp_path)
+    assert added.returncode == 0, added.stderr
+    with sqlite3.connect(tmp_path / "data" / "roost.db") as db:
+        db.execute("PRAGMA user_version = 999")
+    for args in (["serve"], ["user", "list"]):
+        done = run_roost(*args, "--config", str(config), cwd=tmp_path)
+        assert done.returncode == 1, done.stderr
+        last = done.stderr.strip().splitlines()[-1]
+        assert "has schema version 999, newer than this Roost" in last
+        assert "Traceback" not in done.stderr

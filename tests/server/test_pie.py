@@ -118,3 +118,26 @@ def test_the_cli_exports_and_imports(tmp_path: Path) -> None:
     assert r.returncode == 1 and "skipped dave@localhost: already exists" in r.stdout
     r = run_roost("import", str(tmp_path / "nope.xml"), "--config", str(dst), cwd=tmp_path)
     assert r.returncode == 1 and r.stderr.startswith("roost: cannot read"), r.stderr
+
+
+async def test_an_account_without_sha256_keys_round_trips(tmp_path: Path) -> None:
+    """Imported from Prosody (SCRAM-SHA-1 keys only): exported with the keys it has
+    (XEP-0227 §3.3) and imported back as it was, not skipped."""
+    import dataclasses
+
+    from roost.storage.credentials import make_account
+
+    account = dataclasses.replace(make_account("p", "localhost", "pw", 4096), sha256=None)
+    source, target = SQLiteStorage(tmp_path / "a.db"), SQLiteStorage(tmp_path / "b.db")
+    await source.open()
+    await target.open()
+    try:
+        await source.create_account(account)
+        text = await export_xml(source, ["localhost"])
+        assert "SCRAM-SHA-1" in text and "SCRAM-SHA-256" not in text
+        report = await import_xml(target, text, ["localhost"])
+        assert report.created == ["p@localhost"] and report.skipped == []
+        assert await target.get_account("p", "localhost") == account
+    finally:
+        await source.close()
+        await target.close()

@@ -6,6 +6,7 @@ machinery (files, locks, processes, old schemas) are in ``test_<backend>.py``.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import pytest
@@ -150,6 +151,29 @@ async def test_set_credentials_checks_digest_sizes(storage: Storage) -> None:
             "juliet", DOMAIN, credentials("x", "sha256"), credentials("x", "sha256")
         )
     assert await storage.get_account("juliet", DOMAIN) == account("juliet")
+
+
+async def test_account_without_sha256_keys(storage: Storage) -> None:
+    """Imported from Prosody (SCRAM-SHA-1 only): stored and read back without SHA-256
+    keys; ``add_sha256`` adds them once, and never over keys already there."""
+    sha1_only = dataclasses.replace(account("juliet"), sha256=None)
+    await storage.create_account(sha1_only)
+    assert await storage.get_account("juliet", DOMAIN) == sha1_only
+    assert await storage.create_accounts_bulk([dataclasses.replace(sha1_only, username="r")])
+    added = credentials("added", "sha256")
+    assert await storage.add_sha256("juliet", DOMAIN, added) is True
+    stored = await storage.get_account("juliet", DOMAIN)
+    assert stored is not None and (stored.sha1, stored.sha256) == (sha1_only.sha1, added)
+    assert await storage.add_sha256("juliet", DOMAIN, credentials("again", "sha256")) is False
+    assert await storage.add_sha256("nobody", DOMAIN, added) is False
+    with pytest.raises(ValueError):
+        await storage.add_sha256("r", DOMAIN, credentials("x", "sha1"))
+    # A password set meanwhile writes both key sets; a late add_sha256 changes nothing.
+    new = credentials("new", "sha1"), credentials("new", "sha256")
+    await storage.set_credentials("r", DOMAIN, *new)
+    assert await storage.add_sha256("r", DOMAIN, added) is False
+    stored = await storage.get_account("r", DOMAIN)
+    assert stored is not None and (stored.sha1, stored.sha256) == new
 
 
 async def test_delete(storage: Storage) -> None:

@@ -1,7 +1,9 @@
 """Accounts: creation and password checks over the storage, PBKDF2 kept off the event loop.
 
 Passwords are never stored: only SCRAM salted keys for SHA-1 and SHA-256 (RFC 5802 §3), from
-which both SCRAM logins and PLAIN checks are verified. Key derivation runs in a thread pool;
+which both SCRAM logins and PLAIN checks are verified. An account imported with SHA-1 keys
+only (from Prosody) has no SCRAM-SHA-256 (``KeysNotStored``); its first PLAIN login derives
+and stores them. Key derivation runs in a thread pool;
 ``hashlib.pbkdf2_hmac`` releases the GIL, so logins use every core and routing never stalls.
 """
 
@@ -14,9 +16,19 @@ from typing import TypeVar
 
 from roost.core.sasl import ScramCredentials, verify_password
 from roost.storage.api import Account, Storage
-from roost.storage.credentials import InvalidUsername, from_stored, make_account, prepare_username
+from roost.storage.credentials import (
+    InvalidUsername,
+    derive_stored,
+    from_stored,
+    make_account,
+    prepare_username,
+)
 
-__all__ = ["Accounts", "InvalidUsername", "make_account"]
+__all__ = ["Accounts", "InvalidUsername", "KeysNotStored", "make_account"]
+
+
+class KeysNotStored(LookupError):
+    """The account exists but has no SCRAM keys for the hash asked for (see the module)."""
 
 _R = TypeVar("_R")
 
@@ -45,6 +57,7 @@ class Accounts:
         account: Account = await self._cpu(
             make_account, username, domain, password, self.iterations
         )
+        assert account.sha256 is not None  # make_account derives both
         await self.storage.set_credentials(
             account.username, account.domain, account.sha1, account.sha256
         )
@@ -55,7 +68,8 @@ class Accounts:
     async def scram_credentials(
         self, username: str, domain: str, hash_name: str
     ) -> ScramCredentials | None:
-        """Stored keys for a SCRAM login; None when there is no such account."""
+        """Stored keys for a SCRAM login; None when there is no such account. Raises
+        ``KeysNotStored`` when the account has no keys for ``hash_name``."""
         try:
             local, dom = prepare_username(username, domain)
         except InvalidUsername:
@@ -63,10 +77,14 @@ class Accounts:
         account = await self.storage.get_account(local, dom)
         if account is None:
             return None
-        return from_stored(account.sha256 if hash_name == "sha256" else account.sha1)
+        stored = account.sha256 if hash_name == "sha256" else account.sha1
+        if stored is None:
+            raise KeysNotStored(hash_name)
+        return from_stored(stored)
 
     async def check_password(self, username: str, domain: str, password: str) -> bool:
-        """Verify a PLAIN password against the stored SHA-256 keys."""
+        """Verify a PLAIN password against the stored SHA-256 keys (SHA-1 ones for an
+        account that has no SHA-256 keys yet: then add them, derived from this password)."""
         try:
             local, dom = prepare_username(username, domain)
         except InvalidUsername:
@@ -74,7 +92,13 @@ class Accounts:
         account = await self.storage.get_account(local, dom)
         if account is None:
             return False
-        ok: bool = await self._cpu(
-            verify_password, from_stored(account.sha256), "sha256", password
-        )
-        return ok
+        if account.sha256 is not None:
+            ok: bool = await self._cpu(
+                verify_password, from_stored(account.sha256), "sha256", password
+            )
+            return ok
+        if not await self._cpu(verify_password, from_stored(account.sha1), "sha1", password):
+            return False
+        sha256 = await self._cpu(derive_stored, "sha256", password, self.iterations)
+        await self.storage.add_sha256(local, dom, sha256)
+        return True

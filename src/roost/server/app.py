@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import gc
 import logging
+import os
 import secrets
 import ssl
 import time
@@ -34,6 +35,7 @@ from roost.server.config import Config, ConfigError, TLSConfig, listening_ports
 from roost.server.control import ControlServer
 from roost.server.loader import resolve_modules
 from roost.server.modules import default_modules
+from roost.server.privileges import check_run_as, drop_privileges, resolve_run_as
 from roost.server.router import Router
 from roost.server.services import ADMIN, ARCHIVE, ROSTERS, ArchiveService, RosterService
 from roost.server.session import Session
@@ -266,7 +268,7 @@ class Server:
 
         default.sni_callback = pick
 
-    def _preflight(self) -> None:
+    def _preflight(self, *, data_dir: bool = True) -> None:
         """What would fail later, checked before anything is written to disk: every fixed
         port can be bound, and data_dir is a directory we can write. Raises ``ConfigError``
         naming the key (``roost serve`` exits 2)."""
@@ -280,6 +282,10 @@ class Server:
                         f"cannot listen on {where}:{port} ({err.strerror}); is another server "
                         "running? choose another port",
                     )
+        if data_dir:
+            self._preflight_data_dir()
+
+    def _preflight_data_dir(self) -> None:
         data = Path(self.config.data_dir)
         try:
             data.mkdir(parents=True, exist_ok=True)
@@ -348,11 +354,22 @@ class Server:
 
     async def start(self) -> None:
         """Open storage, load certificates and modules, and listen."""
+        identity = None
         if self._owns_process:
             limit_asyncio_tls_buffers()
-        self._preflight()
+            identity = resolve_run_as(self.config.run_as)
+            check_run_as(identity)
+        # run_as (privileges.py): bind and read keys as root, then switch, then the data.
+        switch = identity is not None and os.geteuid() == 0
+        self._preflight(data_dir=not switch)
         # Certificates first: a bad configured file must fail before anything is created.
         await asyncio.get_running_loop().run_in_executor(self.pool, self._load_tls)
+        if switch:
+            await self._listen(start_serving=False)
+        if self._owns_process:
+            drop_privileges(identity, Path(self.config.data_dir))
+        if switch:
+            self._preflight_data_dir()
         await self.storage.open()
         for loaded in self._loaded:
             ctx = ModuleContext(self, loaded.module.name, loaded.options)
@@ -364,41 +381,14 @@ class Server:
         if self.federation is not None:
             # components and hosted services (registered just now) federate too
             self.federation.serve(self.domains | frozenset(self.registry.hosted))
+        if switch:
+            for lst in self.listeners:
+                await lst.server.start_serving()
+        else:
+            await self._listen(start_serving=True)
         c2s = self.config.c2s
-        self.listeners += await listen(
-            "c2s", c2s.interfaces, c2s.port, lambda: C2SConnection(self, direct_tls=False)
-        )
-        if c2s.direct_tls_port:
-            self.listeners += await listen(
-                "c2s",
-                c2s.interfaces,
-                c2s.direct_tls_port,
-                lambda: C2SConnection(self, direct_tls=True),
-                tls=self._tls[self.default_domain],
-            )
-        if self.components is not None:
-            self.listeners += await listen(
-                "component",
-                self.config.components.interfaces,
-                self.config.components.port,
-                self.components.connection,
-                starttls=False,
-            )
-        if self.federation is not None:
-            s2s = self.config.s2s
-            self.listeners += await listen(
-                "s2s", s2s.interfaces, s2s.port, self.federation.connection
-            )
-            if s2s.direct_tls_port:
-                self.listeners += await listen(
-                    "s2s",
-                    s2s.interfaces,
-                    s2s.direct_tls_port,
-                    self.federation.direct_connection,
-                    tls=self.federation.direct_tls_context(),
-                )
-            if s2s.idle_timeout:
-                self.spawn(self.federation.sweep(), daemon=True)
+        if self.federation is not None and self.config.s2s.idle_timeout:
+            self.spawn(self.federation.sweep(), daemon=True)
         self._stopping = asyncio.Event()
         self._sweeper = self.spawn(self._sweep(), daemon=True)
         if self.config.tls.cert is None and self.config.tls.renewal_check:
@@ -430,6 +420,46 @@ class Server:
             ", ".join(self.config.domains),
             ", ".join(str(lst) for lst in self.listeners),
         )
+
+    async def _listen(self, *, start_serving: bool) -> None:
+        """Bind every listener (accepting at once, or once ``start_serving`` is called)."""
+
+        async def bind(*args: Any, **kwargs: Any) -> list[Listener]:
+            return await listen(*args, start_serving=start_serving, **kwargs)
+
+        c2s = self.config.c2s
+        self.listeners += await bind(
+            "c2s", c2s.interfaces, c2s.port, lambda: C2SConnection(self, direct_tls=False)
+        )
+        if c2s.direct_tls_port:
+            self.listeners += await bind(
+                "c2s",
+                c2s.interfaces,
+                c2s.direct_tls_port,
+                lambda: C2SConnection(self, direct_tls=True),
+                tls=self._tls[self.default_domain],
+            )
+        if self.components is not None:
+            self.listeners += await bind(
+                "component",
+                self.config.components.interfaces,
+                self.config.components.port,
+                self.components.connection,
+                starttls=False,
+            )
+        if self.federation is not None:
+            s2s = self.config.s2s
+            self.listeners += await bind(
+                "s2s", s2s.interfaces, s2s.port, self.federation.connection
+            )
+            if s2s.direct_tls_port:
+                self.listeners += await bind(
+                    "s2s",
+                    s2s.interfaces,
+                    s2s.direct_tls_port,
+                    self.federation.direct_connection,
+                    tls=self.federation.direct_tls_context(),
+                )
 
     def port(self, *, direct_tls: bool = False, kind: str = "c2s") -> int:
         """The first bound port of a kind (tests run on port 0)."""

@@ -387,6 +387,8 @@ class Config:
     data_dir: Path = Path("data")
     # accounts that may run the XEP-0133 administration commands (XEP-0050 ad-hoc)
     admins: tuple[str, ...] = _opt((), item=_account_jid)
+    # "user" or "user:group": started as root, become it after binding ports (privileges.py)
+    run_as: str | None = None
     c2s: C2SConfig = field(default_factory=C2SConfig)
     stream_management: StreamManagementConfig = field(default_factory=StreamManagementConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
@@ -532,7 +534,7 @@ def _describe(hint: object, meta: Mapping[str, Any]) -> str:
         return noun
     if hint is bool:
         return "a boolean (true or false)"
-    if hint is str:
+    if hint is str or _optional_of(hint) is str:
         return ("one of " + ", ".join(map(repr, choices))) if choices else "a string"
     if hint is Path or _optional_of(hint) is Path:
         return "a path (string)"
@@ -577,7 +579,7 @@ def _convert(
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise bad()
         return value if hint is int else float(value)
-    if hint is str:
+    if hint is str or _optional_of(hint) is str:
         if not isinstance(value, str) or (meta.get("choices") and value not in meta["choices"]):
             raise bad()
         return value

@@ -64,12 +64,17 @@ class StoredCredentials:
 
 @dataclass(frozen=True, slots=True)
 class Account:
-    """One local account; ``created`` is seconds since the epoch, given by the caller."""
+    """One local account; ``created`` is seconds since the epoch, given by the caller.
+
+    ``sha256`` is None for an account imported from a server that kept SCRAM-SHA-1 keys only
+    (Prosody's ``internal_hashed``): it logs in with SCRAM-SHA-1 or PLAIN, and the first
+    PLAIN login adds the SHA-256 keys (``AccountStore.add_sha256``).
+    """
 
     username: str
     domain: str
     sha1: StoredCredentials
-    sha256: StoredCredentials
+    sha256: StoredCredentials | None
     created: float
 
     def __post_init__(self) -> None:
@@ -82,11 +87,11 @@ class Account:
         check_credentials(self.sha1, self.sha256)
 
 
-def check_credentials(sha1: StoredCredentials, sha256: StoredCredentials) -> None:
+def check_credentials(sha1: StoredCredentials, sha256: StoredCredentials | None) -> None:
     """Raise ``ValueError`` unless each set of keys has its hash's digest size."""
     if len(sha1.stored_key) != _SHA1_SIZE:
         raise ValueError(f"SCRAM-SHA-1 keys must be {_SHA1_SIZE} bytes")
-    if len(sha256.stored_key) != _SHA256_SIZE:
+    if sha256 is not None and len(sha256.stored_key) != _SHA256_SIZE:
         raise ValueError(f"SCRAM-SHA-256 keys must be {_SHA256_SIZE} bytes")
 
 
@@ -197,6 +202,11 @@ class AccountStore(Protocol):
         sha256: StoredCredentials,
     ) -> None:
         """Replace both sets of SCRAM keys; raise ``NoSuchAccount`` if absent."""
+        ...
+
+    async def add_sha256(self, username: str, domain: str, sha256: StoredCredentials) -> bool:
+        """Store SHA-256 keys for an account that has none; ``False`` (nothing changed) if
+        it has some already or is absent, so a password changed meanwhile is never undone."""
         ...
 
     async def delete_account(self, username: str, domain: str) -> bool:

@@ -13,7 +13,7 @@ from roost.core.jid import JID, InvalidJID
 from roost.core.sasl import ScramCredentials, derive_credentials
 from roost.storage.api import Account, StoredCredentials
 
-__all__ = ["InvalidUsername", "from_stored", "make_account", "prepare_username"]
+__all__ = ["InvalidUsername", "derive_stored", "from_stored", "make_account", "prepare_username"]
 
 
 class InvalidUsername(ValueError):
@@ -38,11 +38,16 @@ def from_stored(c: StoredCredentials) -> ScramCredentials:
     return ScramCredentials(c.salt, c.iterations, c.stored_key, c.server_key)
 
 
+def derive_stored(hash_name: str, password: str, iterations: int) -> StoredCredentials:
+    """Keys for one hash with a fresh salt (CPU-heavy: call it off the loop)."""
+    return to_stored(derive_credentials(hash_name, password, os.urandom(16), iterations))
+
+
 def make_account(username: str, domain: str, password: str, iterations: int) -> Account:
     """Derive both SCRAM key sets for a new account (CPU-heavy: call it off the loop)."""
     if not password:
         raise ValueError("the password must not be empty")
     local, dom = prepare_username(username, domain)
-    sha1 = derive_credentials("sha1", password, os.urandom(16), iterations)
-    sha256 = derive_credentials("sha256", password, os.urandom(16), iterations)
-    return Account(local, dom, to_stored(sha1), to_stored(sha256), time.time())
+    sha1 = derive_stored("sha1", password, iterations)
+    sha256 = derive_stored("sha256", password, iterations)
+    return Account(local, dom, sha1, sha256, time.time())

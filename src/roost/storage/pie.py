@@ -1,16 +1,17 @@
 """XEP-0227 Portable Import/Export: a whole server's accounts and their data as one XML file.
 
 ``export_xml`` writes, per host and user (XEP-0227 §3): the SCRAM credentials (§3.3,
-``urn:xmpp:pie:0#scram``, both SHA-1 and SHA-256: never a clear password), the roster
+``urn:xmpp:pie:0#scram``, SHA-1 and SHA-256 if it has them: never a clear password), the roster
 (§3.4), offline messages with their XEP-0203 stamps (§3.5), private XML (§3.6), the vCard
 (§3.7), privacy lists with the default one (§3.8; the XEP-0191 blocklist is the default
 list, so it goes too) and pending incoming subscription requests (§3.9). ``import_xml``
 reads the same back: a round trip is lossless for all of these. It works on the storage
 directly, so the server should not be running (the CLI checks).
 
-An account needs keys for both hashes here (Roost offers SCRAM-SHA-1 and SCRAM-SHA-256); a
-user exported by another server with only one set, or with a clear ``password``, is
-imported with keys derived from that password, or else skipped and reported.
+An account needs SCRAM-SHA-1 keys here; one without SHA-256 keys logs in with SCRAM-SHA-1
+or PLAIN, and its first PLAIN login adds them (``roost.server.accounts``). A user with a
+clear ``password`` and not both key sets is imported with keys derived from that
+password; one with SHA-256 keys only and no password is skipped and reported.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ async def _user_element(storage: Storage, account: Account) -> Element:
     user, domain = account.username, account.domain
     el = Element("user", PIE, {"name": user, "createdAt": str(account.created)})
     el.append(_scram("SCRAM-SHA-1", account.sha1))
-    el.append(_scram("SCRAM-SHA-256", account.sha256))
+    if account.sha256 is not None:
+        el.append(_scram("SCRAM-SHA-256", account.sha256))
     roster = await storage.get_roster(user, domain)
     query = el.sub("query", ns.ROSTER, {"ver": str(roster.version)})
     for item in roster.items.values():
@@ -128,10 +130,12 @@ async def export_xml(storage: Storage, domains: Iterable[str]) -> str:
 
 @dataclass
 class ImportReport:
-    """What an import did: accounts created, and one line per thing it could not do."""
+    """What an import did: accounts created, one line per thing it could not do, and what
+    it left out on purpose (hosts not asked for)."""
 
     created: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
 
 
 def _credentials(el: Element) -> dict[str, StoredCredentials]:
@@ -202,8 +206,10 @@ def _account(
     password = user.get("password")
     if password is not None and derive is not None:
         return derive(f"{name}@{domain}", password)
+    if "sha1" in creds:
+        return Account(name, domain, creds["sha1"], None, created)
     raise ValueError(
-        "needs SCRAM-SHA-1 and SCRAM-SHA-256 credentials, or a password (it has "
+        "needs SCRAM-SHA-1 credentials or a password (it has "
         f"{', '.join(sorted(creds)) or 'neither'})"
     )
 

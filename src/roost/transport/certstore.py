@@ -74,6 +74,17 @@ def _copy(src: Path, dst: Path, mode: int) -> None:
     os.replace(tmp, dst)
 
 
+def _give_to_data_dir_owner(certs_dir: Path, names: Iterable[str]) -> None:
+    """Run as root (certbot's deploy hook, ``sudo roost cert import``), the copies are
+    given to the owner of data_dir: the server runs as that user and must read the key at
+    its next reload or start."""
+    if os.geteuid() != 0:
+        return
+    owner = certs_dir.parent.stat()
+    for path in (certs_dir, *(certs_dir / n for n in names)):
+        os.chown(path, owner.st_uid, owner.st_gid)
+
+
 def _install(domain: str, cert: Path, key: Path, certs_dir: Path) -> datetime.datetime:
     """Check the pair and copy it in (``CertificateError`` if it cannot be used)."""
     load_tls_context_server(cert, key)  # the key matches, the files parse
@@ -84,6 +95,7 @@ def _install(domain: str, cert: Path, key: Path, certs_dir: Path) -> datetime.da
     _copy(key, certs_dir / f"{domain}.key", 0o600)
     source = {"cert": str(cert.resolve()), "key": str(key.resolve())}
     (certs_dir / f"{domain}.source").write_text(json.dumps(source) + "\n")
+    _give_to_data_dir_owner(certs_dir, [f"{domain}.{ext}" for ext in ("crt", "key", "source")])
     return not_after
 
 

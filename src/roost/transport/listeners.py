@@ -85,9 +85,12 @@ async def listen(
     tls: ssl.SSLContext | None = None,
     handshake_timeout: float = 30.0,
     starttls: bool = True,
+    start_serving: bool = True,
 ) -> list[Listener]:
     """Bind ``port`` on each of ``hosts`` (port 0: an ephemeral one each); ``starttls``
-    says (for the logs) whether the protocol upgrades to TLS itself."""
+    says (for the logs) whether the protocol upgrades to TLS itself. Without
+    ``start_serving`` the sockets are bound but accept nothing until
+    ``listener.server.start_serving()``."""
     loop = asyncio.get_running_loop()
     hosts = list(hosts)
     listeners: list[Listener] = []
@@ -103,6 +106,7 @@ async def listen(
                     ssl_handshake_timeout=handshake_timeout if tls else None,
                     reuse_address=True,
                     backlog=1024,
+                    start_serving=start_serving,
                 )
             except OSError as exc:
                 if len(hosts) > 1 and ipv6_missing(host, exc):

@@ -521,7 +521,10 @@ class ServerStream:
         per-stream limit at all and, like here, does not report a refused mechanism as an
         authentication failure.
         """
-        counted = self._credentials_tried and condition != "invalid-authzid"
+        counted = self._credentials_tried and condition not in (
+            "invalid-authzid",
+            "invalid-mechanism",  # see ``hash_unavailable``
+        )
         self._credentials_tried = False
         failure = Element("failure", ns.SASL)
         failure.sub(condition)
@@ -639,6 +642,32 @@ class ServerStream:
         """Answer ``CredentialsNeeded`` (None: no such account)."""
         if self.state is State.SASL_WAITING and self._mech is not None:
             self._run(lambda m: m.credentials(creds))
+        return self._take_events()
+
+    def hash_unavailable(self) -> list[StreamEvent]:
+        """Answer ``CredentialsNeeded`` for an account that has no keys for that hash (one
+        imported from Prosody with SCRAM-SHA-1 keys only, before its first PLAIN login).
+
+        The attempt fails with ``invalid-mechanism``, not counted against
+        ``max_sasl_attempts``: it is not a guessed password, and RFC 6120 §6.4.5 lets the
+        client fall back to the next mechanism in its list. The server cannot go on: its
+        first SCRAM message carries the salt and iteration count of keys for this hash
+        (RFC 5802 §5.1, §7). A fake challenge would end in ``not-authorized``, which
+        clients take as a wrong password: aioxmpp 0.13 retries the same mechanism with
+        the same password until it gives up, while for ``invalid-mechanism`` (or
+        ``mechanism-too-weak``) it drops SCRAM and uses PLAIN, which upgrades the account;
+        slixmpp tries its next mechanism after any failure (SCRAM-SHA-1, then PLAIN).
+        ``mechanism-too-weak`` (§6.5.9) would say the opposite of the truth;
+        ``invalid-mechanism`` (§6.5.7: "not supported by the receiving entity") is true
+        for this account. The cost: the failure shows that the account exists, as
+        ``not-authorized`` at once already does (see ``roost.core.sasl.scram_server``).
+        """
+        if self.state is State.SASL_WAITING and self._mech is not None:
+            self._sasl_failure(
+                "invalid-mechanism",
+                f"{self._mech.name} is not available for this account yet: "
+                "use SCRAM-SHA-1 or PLAIN",
+            )
         return self._take_events()
 
     def password_checked(self, ok: bool) -> list[StreamEvent]:

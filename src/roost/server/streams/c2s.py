@@ -49,6 +49,7 @@ from roost.core.stream.server import (
 from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
 from roost.server import delivery, events, stats
+from roost.server.accounts import KeysNotStored
 from roost.server.api import Registry
 from roost.server.bus import EventBus
 from roost.server.router import Router
@@ -81,7 +82,9 @@ def _count_too_high(h: int, sent: int) -> StreamError:
 class _Accounts(Protocol):
     async def scram_credentials(
         self, username: str, domain: str, hash_name: str
-    ) -> ScramCredentials | None: ...
+    ) -> ScramCredentials | None:
+        """Raises ``KeysNotStored`` for an account without keys for ``hash_name``."""
+        ...
 
     async def check_password(self, username: str, domain: str, password: str) -> bool: ...
 
@@ -374,9 +377,14 @@ class C2SConnection(StreamDriver):
         if self.host.auth_blocked(self.peer_ip):
             self.close(StreamError(_SC.POLICY_VIOLATION, "too many failed logins, try later"))
             return
-        creds = await self.host.accounts.scram_credentials(
-            ev.username, self.stream.domain or "", ev.hash_name
-        )
+        try:
+            creds = await self.host.accounts.scram_credentials(
+                ev.username, self.stream.domain or "", ev.hash_name
+            )
+        except KeysNotStored:
+            if not self._closing:
+                self._handle(self.stream.hash_unavailable())
+            return
         if not self._closing:
             self._handle(self.stream.provide_credentials(creds))
 

@@ -1,4 +1,12 @@
-"""Accounts and their SCRAM keys: functions of the connection, run on the worker thread."""
+"""Accounts and their SCRAM keys: functions of the connection, run on the worker thread.
+
+An account without SHA-256 keys (``Account.sha256 is None``: imported from Prosody) has
+empty ``sha256_*`` blobs and iteration count 0. Those columns are NOT NULL since migration
+1, and a migration cannot rebuild ``accounts`` without them: ``DROP TABLE`` runs the
+``ON DELETE CASCADE`` actions of every per-user table, and ``PRAGMA foreign_keys`` cannot
+be turned off inside the migration's transaction. No real key set has iteration count 0
+(RFC 5802 §5.1: a positive integer).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,7 @@ from roost.storage.api import Account, AccountExists, NoSuchAccount, StoredCrede
 from roost.storage.sqlite.db import _transaction
 
 __all__ = [
+    "add_sha256",
     "create_account",
     "create_accounts_bulk",
     "delete_account",
@@ -30,8 +39,18 @@ _INSERT_ACCOUNT = (
 )
 
 
+#: what the sha256_* columns hold for an account that has no SHA-256 keys (see above)
+_NO_KEYS: tuple[bytes, int, bytes, bytes] = (b"", 0, b"", b"")
+
+
+def _sha256_values(creds: StoredCredentials | None) -> tuple[bytes, int, bytes, bytes]:
+    if creds is None:
+        return _NO_KEYS
+    return (creds.salt, creds.iterations, creds.stored_key, creds.server_key)
+
+
 def _account_row(account: Account) -> tuple[object, ...]:
-    sha1, sha256 = account.sha1, account.sha256
+    sha1 = account.sha1
     return (
         account.username,
         account.domain,
@@ -39,10 +58,7 @@ def _account_row(account: Account) -> tuple[object, ...]:
         sha1.iterations,
         sha1.stored_key,
         sha1.server_key,
-        sha256.salt,
-        sha256.iterations,
-        sha256.stored_key,
-        sha256.server_key,
+        *_sha256_values(account.sha256),
         account.created,
     )
 
@@ -57,7 +73,9 @@ def _account_from_row(row: Sequence[Any]) -> Account:
             stored_key=bytes(row[4]),
             server_key=bytes(row[5]),
         ),
-        sha256=StoredCredentials(
+        sha256=None
+        if int(row[7]) == 0
+        else StoredCredentials(
             salt=bytes(row[6]),
             iterations=int(row[7]),
             stored_key=bytes(row[8]),
@@ -102,16 +120,26 @@ def set_credentials(
             sha1.iterations,
             sha1.stored_key,
             sha1.server_key,
-            sha256.salt,
-            sha256.iterations,
-            sha256.stored_key,
-            sha256.server_key,
+            *_sha256_values(sha256),
             username,
             domain,
         ),
     )
     if cursor.rowcount == 0:
         raise NoSuchAccount(f"{username}@{domain}")
+
+
+def add_sha256(
+    conn: sqlite3.Connection, username: str, domain: str, sha256: StoredCredentials
+) -> bool:
+    # Only where none are stored: a password set meanwhile wrote both key sets, and wins.
+    cursor = conn.execute(
+        "UPDATE accounts SET"
+        " sha256_salt = ?, sha256_iterations = ?, sha256_stored = ?, sha256_server = ?"
+        " WHERE username = ? AND domain = ? AND sha256_iterations = 0",
+        (*_sha256_values(sha256), username, domain),
+    )
+    return cursor.rowcount > 0
 
 
 def delete_account(conn: sqlite3.Connection, username: str, domain: str) -> bool:

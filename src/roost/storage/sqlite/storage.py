@@ -66,6 +66,15 @@ class SQLiteStorage(SQLiteDatabase):
             )
         )
 
+    async def add_sha256(self, username: str, domain: str, sha256: StoredCredentials) -> bool:
+        if len(sha256.stored_key) != 32:
+            raise ValueError("SCRAM-SHA-256 keys must be 32 bytes")
+        return await self._call(
+            functools.partial(
+                accounts_sql.add_sha256, username=username, domain=domain, sha256=sha256
+            )
+        )
+
     async def delete_account(self, username: str, domain: str) -> bool:
         return await self._call(
             functools.partial(accounts_sql.delete_account, username=username, domain=domain)
