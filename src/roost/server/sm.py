@@ -253,6 +253,8 @@ class StreamManager:
         again = stanza.deepcopy()
         if again.find("delay", "urn:xmpp:delay") is None:
             again.append(delay_element(time.time(), session.bare.domain, "Resent"))
+        if archive is not None:
+            archive.again(again)  # #12: archived when it was delivered; not twice
         if self.stopping:
             from roost.server import events
 

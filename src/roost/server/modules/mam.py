@@ -19,6 +19,7 @@ archived before the call is committed (``synchronous = FULL``) when it returns.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import math
 import time
@@ -72,6 +73,8 @@ _MAX_BATCH: Final = 2000
 _MAX_QUEUE: Final = 200_000
 #: before the offline module (priority 0) stores the message, so the stored copy has its id
 _PRIORITY: Final = 100
+#: messages marked as routed again (``again``) and not seen since, kept at most
+_MAX_AGAIN: Final = 10_000
 _DEFAULT_PAGE: Final = 50
 
 
@@ -154,6 +157,9 @@ class MamModule:
         #: sessions that queried the archive (XEP-0198 counts what the archive holds as
         #: delivered to those only)
         self._queriers: set[Session] = set()
+        #: messages on their way again (see ``again``), by identity: the reference held
+        #: here keeps the id from being reused
+        self._again: collections.OrderedDict[int, Element] = collections.OrderedDict()
         self._init = ctx.spawn(self._load())
         for mam_ns in MAM_NAMESPACES:
             ctx.iq("account", "set", mam_ns, "query", self.query, advertise=False)
@@ -222,6 +228,16 @@ class MamModule:
             if child.tag == "stanza-id" and child.ns == SID and child.get("by") == by:
                 return child.get("id")
         return None
+
+    def again(self, stanza: Element) -> None:
+        """``stanza`` is a message this server delivered or stored offline before, routed
+        again (XEP-0198 unacknowledged, an offline message replayed): the archive took it
+        then, so it is not archived a second time, and the recipient archive's stanza-id
+        on it is kept (it is the archive's own, not a sender's forgery)."""
+        self._again[id(stanza)] = stanza
+        if len(self._again) > _MAX_AGAIN:
+            # dropped on the way (refused, bounced) and never seen here: forget the oldest
+            self._again.popitem(last=False)
 
     # -- what goes in --------------------------------------------------------------------
 
@@ -299,6 +315,8 @@ class MamModule:
         return False
 
     def delivering(self, stanza: Element, sender: JID, to: JID, sessions: object) -> bool:
+        if self._again and self._again.pop(id(stanza), None) is stanza:
+            return False  # archived when it first came (#12: once per archive)
         user = to.bare
         _strip_ids(stanza, str(user))
         if _archivable(stanza):
