@@ -85,6 +85,26 @@ async def test_a_chat_is_archived_for_both_parties_with_a_stanza_id(logins: Logi
     assert results == [] and fin(iq) == (True, [], None, 0)
 
 
+async def test_the_archived_copies_are_what_was_sent_and_delivered(logins: Logins) -> None:
+    """#12: the recipient's copy reuses the sender's serialisation with the stanza-id
+    spliced in; it must be exactly the stanza bob received, and alice's copy the same
+    without bob's stanza-id."""
+    a = await logins("alice", "a")
+    b = await logins("bob", "b")
+    await a.send(
+        "<message to='bob@localhost' type='chat' id='q&apos;&amp;'><body>a &lt; b &amp; 'c'"
+        "</body><thread>t1</thread></message>"
+    )
+    got = await b.expect(lambda e: e.tag == "message")
+    results, _ = await mam(b)
+    assert serialize(forwarded(results[0])) == serialize(got)
+    results, _ = await mam(a)
+    sent = forwarded(results[0])
+    assert stanza_ids(sent) == []
+    got.children = [c for c in got.children if isinstance(c, str) or c.ns != SID]
+    assert serialize(sent) == serialize(got)
+
+
 async def test_spoofed_stanza_ids_are_removed(logins: Logins) -> None:
     a = await logins("alice", "a")
     b = await logins("bob", "b")

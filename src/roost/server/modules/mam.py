@@ -45,7 +45,7 @@ from roost.core.mam import (
 )
 from roost.core.xml.element import Element
 from roost.core.xml.parser import parse_fragment
-from roost.core.xml.writer import serialize
+from roost.core.xml.writer import escape_attr, serialize
 from roost.server import events
 from roost.server.api import IqRequest, IqResult, ModuleContext
 from roost.server.config import ArchiveConfig
@@ -113,6 +113,10 @@ def _strip_ids(stanza: Element, by: str) -> None:
         ]
 
 
+def _seq_of(message: ArchivedMessage) -> int:
+    return message.seq
+
+
 class _Dropped:
     """Messages not archived because the queue was full."""
 
@@ -160,6 +164,9 @@ class MamModule:
         #: messages on their way again (see ``again``), by identity: the reference held
         #: here keeps the id from being reused
         self._again: collections.OrderedDict[int, Element] = collections.OrderedDict()
+        #: the last message archived as sent: (it, its children then, its attributes then,
+        #: its text), so its delivery to a local user is not serialised a second time
+        self._sent: tuple[Element, list[Element | str], dict[str, str], str] | None = None
         self._init = ctx.spawn(self._load())
         for mam_ns in MAM_NAMESPACES:
             ctx.iq("account", "set", mam_ns, "query", self.query, advertise=False)
@@ -263,14 +270,24 @@ class MamModule:
         return seq
 
     def _archive(
-        self, stanza: Element, user: JID, peer: JID, *, outgoing: bool, stamp: bool
-    ) -> None:
+        self,
+        stanza: Element,
+        user: JID,
+        peer: JID,
+        *,
+        outgoing: bool,
+        stamp: bool,
+        text: str | None = None,
+    ) -> str | None:
+        """Queue ``stanza`` for ``user``'s archive (stamped with its stanza-id if ``stamp``);
+        the text archived, or None if it is not. ``text``: the stanza serialised already,
+        before the stamp."""
         if not self.ctx.is_local_user(user):
-            return
+            return None
         peer_bare = str(peer.bare)
         decision = self._policy(user, peer_bare)
         if decision is False:
-            return
+            return None
         if len(self._queue) >= _MAX_QUEUE:
             self._queued += 1
             last = self._queue[-1]
@@ -279,24 +296,31 @@ class MamModule:
             else:
                 log.error("the archive writer is %d messages behind: not archiving", _MAX_QUEUE)
                 self._queue.append(_Dropped())
-            return
+            return None
         seq = self._next_seq()
-        stanza_id = archive_id(seq)
+        default = stanza.ns if stanza.ns in STANZA_NAMESPACES else ns.CLIENT
         if stamp and decision:
+            by = str(user)
+            stanza_id = archive_id(seq)
             stanza.children = [
                 *stanza.children,
-                Element("stanza-id", SID, {"by": str(user), "id": stanza_id}),
+                Element("stanza-id", SID, {"by": by, "id": stanza_id}),
             ]
-        default = stanza.ns if stanza.ns in STANZA_NAMESPACES else ns.CLIENT
+            close = f"</{stanza.tag}>"
+            if text is not None and text.endswith(close) and stanza.ns != ns.STREAM:
+                # What serialize() writes for the stamped stanza: the stanza-id is its
+                # last child, in a namespace of its own.
+                text = (
+                    f"{text[: -len(close)]}<stanza-id xmlns='{SID}' by='{escape_attr(by)}'"
+                    f" id='{stanza_id}'/>{close}"
+                )
+            else:
+                text = None
+        if text is None:
+            text = serialize(stanza, default)
         assert user.local is not None
         message = ArchivedMessage(
-            username=user.local,
-            domain=user.domain,
-            seq=seq,
-            peer=peer_bare,
-            resource=peer.resource,
-            outgoing=outgoing,
-            stanza=serialize(stanza, default),
+            user.local, user.domain, seq, peer_bare, peer.resource, outgoing, text
         )
         self._queue.append(message if decision else _Pending(message, user, peer_bare))
         self._queued += 1
@@ -305,13 +329,16 @@ class MamModule:
             # stanzas behind the tasks this one spawned must not wait for the disk.
             self._wake_scheduled = True
             asyncio.get_running_loop().call_soon(self._wake)
+        return text
 
     def outbound(self, stanza: Element, session: Session, to: JID) -> bool:
         user = session.bare
         _strip_ids(stanza, str(user))
         if to.bare != user and _archivable(stanza):
             # A message to oneself is archived once, when it is delivered.
-            self._archive(stanza, user, to, outgoing=True, stamp=False)
+            text = self._archive(stanza, user, to, outgoing=True, stamp=False)
+            if text is not None:
+                self._sent = (stanza, stanza.children.copy(), stanza.attrs.copy(), text)
         return False
 
     def delivering(self, stanza: Element, sender: JID, to: JID, sessions: object) -> bool:
@@ -320,7 +347,18 @@ class MamModule:
         user = to.bare
         _strip_ids(stanza, str(user))
         if _archivable(stanza):
-            self._archive(stanza, user, sender, outgoing=False, stamp=True)
+            text = None
+            sent, self._sent = self._sent, None
+            if (
+                sent is not None
+                and sent[0] is stanza
+                and sent[1] == stanza.children
+                and sent[2] == stanza.attrs
+            ):
+                # #12: a local user's message to a local user, unchanged since the sender's
+                # archive took it: the recipient's copy is that text with its stanza-id.
+                text = sent[3]
+            self._archive(stanza, user, sender, outgoing=False, stamp=True, text=text)
         return False
 
     def offline(self, stanza: Element, sender: JID, to: JID) -> bool:
@@ -358,11 +396,12 @@ class MamModule:
         try:
             if not self._loaded:
                 await self._init
-            rows = [m for m in batch if isinstance(m, ArchivedMessage)]
-            for item in batch:
-                if isinstance(item, _Pending) and await self._decide(item.user, item.peer):
-                    rows.append(item.message)
-            rows.sort(key=lambda m: m.seq)
+            rows = [m for m in batch if type(m) is ArchivedMessage]
+            if len(rows) < len(batch):
+                for item in batch:
+                    if isinstance(item, _Pending) and await self._decide(item.user, item.peer):
+                        rows.append(item.message)
+                rows.sort(key=_seq_of)  # (the rest are queued in order)
             await self.ctx.storage.archive_messages(rows)
         except Exception as exc:
             log.exception("archiving %d messages failed", len(batch))
