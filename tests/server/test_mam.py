@@ -12,7 +12,7 @@ import pytest
 
 from roost.core import ns
 from roost.core.jid import JID
-from roost.core.mam import MAM1, MAM2, MAM2_EXTENDED, SID
+from roost.core.mam import MAM0, MAM1, MAM2, MAM2_EXTENDED, RSM, SID
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
 from tests.helpers import PASSWORDS, Logins, drain, start_server
@@ -47,7 +47,7 @@ async def test_the_account_advertises_mam(logins: Logins) -> None:
     query = reply.find("query", ns.DISCO_INFO)
     assert query is not None
     features = {f.get("var") for f in query.find_all("feature", ns.DISCO_INFO)}
-    assert {MAM2, MAM2_EXTENDED, MAM1, SID} <= features
+    assert {MAM2, MAM2_EXTENDED, MAM1, MAM0, SID} <= features
 
 
 # -- what is archived ------------------------------------------------------------------------
@@ -192,6 +192,36 @@ async def test_mam_1_namespace_works_too(logins: Logins) -> None:
 
 
 # -- errors ----------------------------------------------------------------------------------
+
+async def test_mam_0_answers_first_and_ends_with_a_sentinel_message(logins: Logins) -> None:
+    """XEP-0313 v0.3 (``urn:xmpp:mam:0``, revision history): the iq result comes first and
+    empty, then the results, then ``<fin/>`` in a message naming the query."""
+    a = await logins("alice", "a")
+    b = await logins("bob", "b")
+    await a.send("<message to='bob@localhost' type='chat'><body>v0</body></message>")
+    await drain(b)
+    await b.send(
+        f"<iq type='set' id='q0'><query xmlns='{MAM0}' queryid='old'>"
+        f"<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>"
+        f"<value>{MAM0}</value></field><field var='with'><value>alice@localhost</value>"
+        "</field></x></query></iq>"
+    )
+    iq = await b.next()
+    assert iq.tag == "iq" and iq.get("id") == "q0" and iq.get("type") == "result"
+    assert iq.children == []
+    got = await b.next()
+    result = got.find("result", MAM0)
+    assert result is not None and result.get("queryid") == "old"
+    body = result.find("forwarded", FORWARD).find("message", ns.CLIENT).find("body", ns.CLIENT)  # type: ignore[union-attr]
+    assert body is not None and body.text == "v0"
+    sentinel = await b.next()
+    assert sentinel.tag == "message" and sentinel.get("from") == "bob@localhost"
+    end = sentinel.find("fin", MAM0)
+    assert end is not None and end.get("queryid") == "old" and end.get("complete") == "true"
+    rsm = end.find("set", RSM)
+    assert rsm is not None
+    assert [e.text for e in rsm.elements()] == [result.get("id"), result.get("id"), "1"]
+
 
 
 @pytest.mark.parametrize(

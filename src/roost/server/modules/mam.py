@@ -31,6 +31,7 @@ from roost.core.errors import StanzaError, StanzaErrorCondition
 from roost.core.jid import JID
 from roost.core.mam import (
     HINTS,
+    MAM0,
     MAM2,
     MAM2_EXTENDED,
     MAM_NAMESPACES,
@@ -47,7 +48,7 @@ from roost.core.xml.element import Element
 from roost.core.xml.parser import parse_fragment
 from roost.core.xml.writer import escape_attr, serialize
 from roost.server import events
-from roost.server.api import IqRequest, IqResult, ModuleContext
+from roost.server.api import HANDLED, IqRequest, IqResult, ModuleContext
 from roost.server.config import ArchiveConfig
 from roost.server.delivery import STANZA_NAMESPACES
 from roost.server.services import ARCHIVE, ROSTERS
@@ -487,6 +488,19 @@ class MamModule:
         session = req.session
         if session is not None:
             self._queriers.add(session)
+
+        def send(stanza: Element) -> None:
+            if session is not None:
+                self.ctx.deliver(session, stanza)
+            else:
+                self.ctx.deliver_to(req.sender, stanza)
+
+        if mam_ns == MAM0:
+            # v0.3: the (empty) iq result first, the results, then <fin/> in a message
+            reply = {"type": "result", "id": req.stanza.attrs["id"], "to": str(req.sender)}
+            if req.stanza.attrs.get("to") is not None:
+                reply["from"] = req.stanza.attrs["to"]
+            send(Element("iq", ns.CLIENT, reply))
         messages = reversed(page.messages) if q.flip else page.messages
         for m in messages:
             try:
@@ -504,12 +518,24 @@ class MamModule:
                 xep0082_datetime(m.seq / 1_000_000),
                 original,
             )
-            if session is not None:
-                self.ctx.deliver(session, result)
-            else:
-                self.ctx.deliver_to(req.sender, result)
+            send(result)
         first = page.messages[0].id if page.messages else None
         last = page.messages[-1].id if page.messages else None
+        if mam_ns == MAM0:
+            sentinel = Element("message", ns.CLIENT, {"to": str(req.sender), "from": str(user)})
+            sentinel.append(
+                fin_element(
+                    mam_ns,
+                    first,
+                    last,
+                    page.index,
+                    page.count,
+                    complete=page.complete,
+                    queryid=q.queryid,
+                )
+            )
+            send(sentinel)
+            return HANDLED
         return fin_element(mam_ns, first, last, page.index, page.count, complete=page.complete)
 
     async def metadata(self, req: IqRequest) -> IqResult:
