@@ -101,17 +101,17 @@ def _archivable(stanza: Element) -> bool:
 def _strip_ids(stanza: Element, by: str) -> None:
     """XEP-0359 §5: a stanza-id claiming to come from the archive's owner is a forgery."""
     children = stanza.children
-    if any(
-        not isinstance(c, str) and c.tag == "stanza-id" and c.ns == SID and c.get("by") == by
+    for c in children:  # (a loop, not any(): this runs twice for every message)
+        if not isinstance(c, str) and c.tag == "stanza-id" and c.ns == SID and c.get("by") == by:
+            break
+    else:
+        return
+    # A new list: copies of the stanza made for other recipients share the old one.
+    stanza.children = [
+        c
         for c in children
-    ):
-        # A new list: copies of the stanza made for other recipients share the old one.
-        stanza.children = [
-            c
-            for c in children
-            if isinstance(c, str)
-            or not (c.tag == "stanza-id" and c.ns == SID and c.get("by") == by)
-        ]
+        if isinstance(c, str) or not (c.tag == "stanza-id" and c.ns == SID and c.get("by") == by)
+    ]
 
 
 def _seq_of(message: ArchivedMessage) -> int:
