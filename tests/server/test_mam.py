@@ -12,7 +12,7 @@ import pytest
 
 from roost.core import ns
 from roost.core.jid import JID
-from roost.core.mam import MAM1, MAM2, MAM2_EXTENDED, SID
+from roost.core.mam import MAM0, MAM1, MAM2, MAM2_EXTENDED, RSM, SID
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
 from tests.helpers import PASSWORDS, Logins, drain, start_server
@@ -47,7 +47,7 @@ async def test_the_account_advertises_mam(logins: Logins) -> None:
     query = reply.find("query", ns.DISCO_INFO)
     assert query is not None
     features = {f.get("var") for f in query.find_all("feature", ns.DISCO_INFO)}
-    assert {MAM2, MAM2_EXTENDED, MAM1, SID} <= features
+    assert {MAM2, MAM2_EXTENDED, MAM1, MAM0, SID} <= features
 
 
 # -- what is archived ------------------------------------------------------------------------
@@ -83,6 +83,26 @@ async def test_a_chat_is_archived_for_both_parties_with_a_stanza_id(logins: Logi
     assert forwarded(results[0]).find("body", ns.CLIENT).text == "hi bob"  # type: ignore[union-attr]
     results, iq = await mam(a, {"with": "carol@localhost"})
     assert results == [] and fin(iq) == (True, [], None, 0)
+
+
+async def test_the_archived_copies_are_what_was_sent_and_delivered(logins: Logins) -> None:
+    """#12: the recipient's copy reuses the sender's serialisation with the stanza-id
+    spliced in; it must be exactly the stanza bob received, and alice's copy the same
+    without bob's stanza-id."""
+    a = await logins("alice", "a")
+    b = await logins("bob", "b")
+    await a.send(
+        "<message to='bob@localhost' type='chat' id='q&apos;&amp;'><body>a &lt; b &amp; 'c'"
+        "</body><thread>t1</thread></message>"
+    )
+    got = await b.expect(lambda e: e.tag == "message")
+    results, _ = await mam(b)
+    assert serialize(forwarded(results[0])) == serialize(got)
+    results, _ = await mam(a)
+    sent = forwarded(results[0])
+    assert stanza_ids(sent) == []
+    got.children = [c for c in got.children if isinstance(c, str) or c.ns != SID]
+    assert serialize(sent) == serialize(got)
 
 
 async def test_spoofed_stanza_ids_are_removed(logins: Logins) -> None:
@@ -172,6 +192,36 @@ async def test_mam_1_namespace_works_too(logins: Logins) -> None:
 
 
 # -- errors ----------------------------------------------------------------------------------
+
+async def test_mam_0_answers_first_and_ends_with_a_sentinel_message(logins: Logins) -> None:
+    """XEP-0313 v0.3 (``urn:xmpp:mam:0``, revision history): the iq result comes first and
+    empty, then the results, then ``<fin/>`` in a message naming the query."""
+    a = await logins("alice", "a")
+    b = await logins("bob", "b")
+    await a.send("<message to='bob@localhost' type='chat'><body>v0</body></message>")
+    await drain(b)
+    await b.send(
+        f"<iq type='set' id='q0'><query xmlns='{MAM0}' queryid='old'>"
+        f"<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>"
+        f"<value>{MAM0}</value></field><field var='with'><value>alice@localhost</value>"
+        "</field></x></query></iq>"
+    )
+    iq = await b.next()
+    assert iq.tag == "iq" and iq.get("id") == "q0" and iq.get("type") == "result"
+    assert iq.children == []
+    got = await b.next()
+    result = got.find("result", MAM0)
+    assert result is not None and result.get("queryid") == "old"
+    body = result.find("forwarded", FORWARD).find("message", ns.CLIENT).find("body", ns.CLIENT)  # type: ignore[union-attr]
+    assert body is not None and body.text == "v0"
+    sentinel = await b.next()
+    assert sentinel.tag == "message" and sentinel.get("from") == "bob@localhost"
+    end = sentinel.find("fin", MAM0)
+    assert end is not None and end.get("queryid") == "old" and end.get("complete") == "true"
+    rsm = end.find("set", RSM)
+    assert rsm is not None
+    assert [e.text for e in rsm.elements()] == [result.get("id"), result.get("id"), "1"]
+
 
 
 @pytest.mark.parametrize(

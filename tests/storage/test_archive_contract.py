@@ -83,6 +83,17 @@ async def test_archive_filters(juliet: Storage) -> None:
         await q(after=sid(9))
 
 
+async def test_a_message_for_a_missing_account_does_not_fail_the_batch(
+    juliet: Storage,
+) -> None:
+    """The account may be deleted while its messages wait for the writer: those are
+    skipped, the rest of the batch is stored."""
+    batch = [msg(1), msg(2, user="nobody"), msg(3)]
+    assert await juliet.archive_messages(batch) == 2
+    page = await juliet.query_archive("juliet", DOMAIN, ArchiveQuery(limit=10))
+    assert ids(page) == [sid(1), sid(3)]
+
+
 async def test_archive_values_are_checked() -> None:
     with pytest.raises(ValueError):
         ArchiveQuery(limit=-1)

@@ -19,6 +19,7 @@ __all__ = [
     "DATA",
     "FORWARD",
     "HINTS",
+    "MAM0",
     "MAM1",
     "MAM2",
     "MAM2_EXTENDED",
@@ -39,8 +40,12 @@ __all__ = [
 MAM2: Final = "urn:xmpp:mam:2"
 #: the previous version: the same protocol under another namespace (clients still use it)
 MAM1: Final = "urn:xmpp:mam:1"
+#: XEP-0313 v0.3 (2014): the same query and results, but the end of the results is a
+#: ``<fin/>`` in a message after them (the "sentinel"), the iq result coming first and
+#: empty; v0.4 moved ``<fin/>`` back into the iq result under ``urn:xmpp:mam:1``
+MAM0: Final = "urn:xmpp:mam:0"
 MAM2_EXTENDED: Final = "urn:xmpp:mam:2#extended"
-MAM_NAMESPACES: Final = (MAM2, MAM1)
+MAM_NAMESPACES: Final = (MAM2, MAM1, MAM0)
 RSM: Final = "http://jabber.org/protocol/rsm"
 SID: Final = "urn:xmpp:sid:0"
 HINTS: Final = "urn:xmpp:hints"
@@ -194,9 +199,13 @@ def fin_element(
     count: int,
     *,
     complete: bool,
+    queryid: str | None = None,
 ) -> Element:
-    """``<fin/>`` closing a query (XEP-0313 §4.3), its RSM set per XEP-0059 §2.6."""
+    """``<fin/>`` closing a query (XEP-0313 §4.3), its RSM set per XEP-0059 §2.6; the
+    ``queryid`` only in a v0.3 (``MAM0``) sentinel message, which names its query."""
     fin = Element("fin", mam_ns, {"complete": "true"} if complete else {})
+    if queryid is not None:
+        fin.attrs["queryid"] = queryid
     rsm = fin.sub("set", RSM)
     if first is not None and last is not None:
         rsm.sub("first", attrs={"index": str(index)}, text=first)

@@ -214,6 +214,10 @@ class ArchiveService(Protocol):
         """Whether ``session`` has queried the archive since it was bound (XEP-0198: what
         the archive holds counts as delivered to such a client)."""
 
+    def again(self, stanza: Element) -> None:
+        """Mark a message about to be routed a second time (it was delivered or stored
+        offline before, and archived then): not archived again, its stanza-id kept."""
+
 
 class CapsService(Protocol):
     """Verified XEP-0115 capabilities (the caps module): what an entity's caps say it

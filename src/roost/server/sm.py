@@ -260,6 +260,8 @@ class StreamManager:
         again = stanza.deepcopy()
         if again.find("delay", "urn:xmpp:delay") is None:
             again.append(delay_element(time.time(), session.bare.domain, "Resent"))
+        if archive is not None:
+            archive.again(again)  # #12: archived when it was delivered; not twice
         if self.stopping:
             if self.bus.run(events.MESSAGE_OFFLINE, again, sender, session.bare) is None:
                 log.info("%r: an unacknowledged message could not be kept", session)

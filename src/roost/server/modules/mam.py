@@ -19,6 +19,7 @@ archived before the call is committed (``synchronous = FULL``) when it returns.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import math
 import time
@@ -30,6 +31,7 @@ from roost.core.errors import StanzaError, StanzaErrorCondition
 from roost.core.jid import JID
 from roost.core.mam import (
     HINTS,
+    MAM0,
     MAM2,
     MAM2_EXTENDED,
     MAM_NAMESPACES,
@@ -44,9 +46,9 @@ from roost.core.mam import (
 )
 from roost.core.xml.element import Element
 from roost.core.xml.parser import parse_fragment
-from roost.core.xml.writer import serialize
+from roost.core.xml.writer import escape_attr, serialize
 from roost.server import events
-from roost.server.api import IqRequest, IqResult, ModuleContext
+from roost.server.api import HANDLED, IqRequest, IqResult, ModuleContext
 from roost.server.config import ArchiveConfig
 from roost.server.delivery import STANZA_NAMESPACES
 from roost.server.services import ARCHIVE, ROSTERS
@@ -72,6 +74,8 @@ _MAX_BATCH: Final = 2000
 _MAX_QUEUE: Final = 200_000
 #: before the offline module (priority 0) stores the message, so the stored copy has its id
 _PRIORITY: Final = 100
+#: messages marked as routed again (``again``) and not seen since, kept at most
+_MAX_AGAIN: Final = 10_000
 _DEFAULT_PAGE: Final = 50
 
 
@@ -97,17 +101,21 @@ def _archivable(stanza: Element) -> bool:
 def _strip_ids(stanza: Element, by: str) -> None:
     """XEP-0359 §5: a stanza-id claiming to come from the archive's owner is a forgery."""
     children = stanza.children
-    if any(
-        not isinstance(c, str) and c.tag == "stanza-id" and c.ns == SID and c.get("by") == by
+    for c in children:  # (a loop, not any(): this runs twice for every message)
+        if not isinstance(c, str) and c.tag == "stanza-id" and c.ns == SID and c.get("by") == by:
+            break
+    else:
+        return
+    # A new list: copies of the stanza made for other recipients share the old one.
+    stanza.children = [
+        c
         for c in children
-    ):
-        # A new list: copies of the stanza made for other recipients share the old one.
-        stanza.children = [
-            c
-            for c in children
-            if isinstance(c, str)
-            or not (c.tag == "stanza-id" and c.ns == SID and c.get("by") == by)
-        ]
+        if isinstance(c, str) or not (c.tag == "stanza-id" and c.ns == SID and c.get("by") == by)
+    ]
+
+
+def _seq_of(message: ArchivedMessage) -> int:
+    return message.seq
 
 
 class _Dropped:
@@ -154,6 +162,12 @@ class MamModule:
         #: sessions that queried the archive (XEP-0198 counts what the archive holds as
         #: delivered to those only)
         self._queriers: set[Session] = set()
+        #: messages on their way again (see ``again``), by identity: the reference held
+        #: here keeps the id from being reused
+        self._again: collections.OrderedDict[int, Element] = collections.OrderedDict()
+        #: the last message archived as sent: (it, its children then, its attributes then,
+        #: its text), so its delivery to a local user is not serialised a second time
+        self._sent: tuple[Element, list[Element | str], dict[str, str], str] | None = None
         self._init = ctx.spawn(self._load())
         for mam_ns in MAM_NAMESPACES:
             ctx.iq("account", "set", mam_ns, "query", self.query, advertise=False)
@@ -223,6 +237,16 @@ class MamModule:
                 return child.get("id")
         return None
 
+    def again(self, stanza: Element) -> None:
+        """``stanza`` is a message this server delivered or stored offline before, routed
+        again (XEP-0198 unacknowledged, an offline message replayed): the archive took it
+        then, so it is not archived a second time, and the recipient archive's stanza-id
+        on it is kept (it is the archive's own, not a sender's forgery)."""
+        self._again[id(stanza)] = stanza
+        if len(self._again) > _MAX_AGAIN:
+            # dropped on the way (refused, bounced) and never seen here: forget the oldest
+            self._again.popitem(last=False)
+
     # -- what goes in --------------------------------------------------------------------
 
     def _policy(self, user: JID, peer: str) -> bool | None:
@@ -247,14 +271,24 @@ class MamModule:
         return seq
 
     def _archive(
-        self, stanza: Element, user: JID, peer: JID, *, outgoing: bool, stamp: bool
-    ) -> None:
+        self,
+        stanza: Element,
+        user: JID,
+        peer: JID,
+        *,
+        outgoing: bool,
+        stamp: bool,
+        text: str | None = None,
+    ) -> str | None:
+        """Queue ``stanza`` for ``user``'s archive (stamped with its stanza-id if ``stamp``);
+        the text archived, or None if it is not. ``text``: the stanza serialised already,
+        before the stamp."""
         if not self.ctx.is_local_user(user):
-            return
+            return None
         peer_bare = str(peer.bare)
         decision = self._policy(user, peer_bare)
         if decision is False:
-            return
+            return None
         if len(self._queue) >= _MAX_QUEUE:
             self._queued += 1
             last = self._queue[-1]
@@ -263,24 +297,31 @@ class MamModule:
             else:
                 log.error("the archive writer is %d messages behind: not archiving", _MAX_QUEUE)
                 self._queue.append(_Dropped())
-            return
+            return None
         seq = self._next_seq()
-        stanza_id = archive_id(seq)
+        default = stanza.ns if stanza.ns in STANZA_NAMESPACES else ns.CLIENT
         if stamp and decision:
+            by = str(user)
+            stanza_id = archive_id(seq)
             stanza.children = [
                 *stanza.children,
-                Element("stanza-id", SID, {"by": str(user), "id": stanza_id}),
+                Element("stanza-id", SID, {"by": by, "id": stanza_id}),
             ]
-        default = stanza.ns if stanza.ns in STANZA_NAMESPACES else ns.CLIENT
+            close = f"</{stanza.tag}>"
+            if text is not None and text.endswith(close) and stanza.ns != ns.STREAM:
+                # What serialize() writes for the stamped stanza: the stanza-id is its
+                # last child, in a namespace of its own.
+                text = (
+                    f"{text[: -len(close)]}<stanza-id xmlns='{SID}' by='{escape_attr(by)}'"
+                    f" id='{stanza_id}'/>{close}"
+                )
+            else:
+                text = None
+        if text is None:
+            text = serialize(stanza, default)
         assert user.local is not None
         message = ArchivedMessage(
-            username=user.local,
-            domain=user.domain,
-            seq=seq,
-            peer=peer_bare,
-            resource=peer.resource,
-            outgoing=outgoing,
-            stanza=serialize(stanza, default),
+            user.local, user.domain, seq, peer_bare, peer.resource, outgoing, text
         )
         self._queue.append(message if decision else _Pending(message, user, peer_bare))
         self._queued += 1
@@ -289,20 +330,36 @@ class MamModule:
             # stanzas behind the tasks this one spawned must not wait for the disk.
             self._wake_scheduled = True
             asyncio.get_running_loop().call_soon(self._wake)
+        return text
 
     def outbound(self, stanza: Element, session: Session, to: JID) -> bool:
         user = session.bare
         _strip_ids(stanza, str(user))
         if to.bare != user and _archivable(stanza):
             # A message to oneself is archived once, when it is delivered.
-            self._archive(stanza, user, to, outgoing=True, stamp=False)
+            text = self._archive(stanza, user, to, outgoing=True, stamp=False)
+            if text is not None:
+                self._sent = (stanza, stanza.children.copy(), stanza.attrs.copy(), text)
         return False
 
     def delivering(self, stanza: Element, sender: JID, to: JID, sessions: object) -> bool:
+        if self._again and self._again.pop(id(stanza), None) is stanza:
+            return False  # archived when it first came (#12: once per archive)
         user = to.bare
         _strip_ids(stanza, str(user))
         if _archivable(stanza):
-            self._archive(stanza, user, sender, outgoing=False, stamp=True)
+            text = None
+            sent, self._sent = self._sent, None
+            if (
+                sent is not None
+                and sent[0] is stanza
+                and sent[1] == stanza.children
+                and sent[2] == stanza.attrs
+            ):
+                # #12: a local user's message to a local user, unchanged since the sender's
+                # archive took it: the recipient's copy is that text with its stanza-id.
+                text = sent[3]
+            self._archive(stanza, user, sender, outgoing=False, stamp=True, text=text)
         return False
 
     def offline(self, stanza: Element, sender: JID, to: JID) -> bool:
@@ -340,11 +397,12 @@ class MamModule:
         try:
             if not self._loaded:
                 await self._init
-            rows = [m for m in batch if isinstance(m, ArchivedMessage)]
-            for item in batch:
-                if isinstance(item, _Pending) and await self._decide(item.user, item.peer):
-                    rows.append(item.message)
-            rows.sort(key=lambda m: m.seq)
+            rows = [m for m in batch if type(m) is ArchivedMessage]
+            if len(rows) < len(batch):
+                for item in batch:
+                    if isinstance(item, _Pending) and await self._decide(item.user, item.peer):
+                        rows.append(item.message)
+                rows.sort(key=_seq_of)  # (the rest are queued in order)
             await self.ctx.storage.archive_messages(rows)
         except Exception as exc:
             log.exception("archiving %d messages failed", len(batch))
@@ -430,6 +488,19 @@ class MamModule:
         session = req.session
         if session is not None:
             self._queriers.add(session)
+
+        def send(stanza: Element) -> None:
+            if session is not None:
+                self.ctx.deliver(session, stanza)
+            else:
+                self.ctx.deliver_to(req.sender, stanza)
+
+        if mam_ns == MAM0:
+            # v0.3: the (empty) iq result first, the results, then <fin/> in a message
+            reply = {"type": "result", "id": req.stanza.attrs["id"], "to": str(req.sender)}
+            if req.stanza.attrs.get("to") is not None:
+                reply["from"] = req.stanza.attrs["to"]
+            send(Element("iq", ns.CLIENT, reply))
         messages = reversed(page.messages) if q.flip else page.messages
         for m in messages:
             try:
@@ -447,12 +518,24 @@ class MamModule:
                 xep0082_datetime(m.seq / 1_000_000),
                 original,
             )
-            if session is not None:
-                self.ctx.deliver(session, result)
-            else:
-                self.ctx.deliver_to(req.sender, result)
+            send(result)
         first = page.messages[0].id if page.messages else None
         last = page.messages[-1].id if page.messages else None
+        if mam_ns == MAM0:
+            sentinel = Element("message", ns.CLIENT, {"to": str(req.sender), "from": str(user)})
+            sentinel.append(
+                fin_element(
+                    mam_ns,
+                    first,
+                    last,
+                    page.index,
+                    page.count,
+                    complete=page.complete,
+                    queryid=q.queryid,
+                )
+            )
+            send(sentinel)
+            return HANDLED
         return fin_element(mam_ns, first, last, page.index, page.count, complete=page.complete)
 
     async def metadata(self, req: IqRequest) -> IqResult:

@@ -20,6 +20,7 @@ from roost.core.xml.writer import serialize
 from roost.server import events
 from roost.server.api import ModuleContext
 from roost.server.config import OfflineConfig
+from roost.server.services import ARCHIVE
 from roost.server.session import Session
 
 __all__ = ["OfflineModule"]
@@ -91,4 +92,7 @@ class OfflineModule:
             if session.available and self.ctx.sessions.get(session.jid) is session:
                 self.ctx.deliver(session, stanza)
             else:  # gone meanwhile: route it again (another resource, or back to storage)
+                archive = self.ctx.maybe_service(ARCHIVE)
+                if archive is not None:
+                    archive.again(stanza)  # archived when it was stored: not twice (#12)
                 self.ctx.route(stanza, sender, user)
