@@ -54,7 +54,9 @@ def muc_table(out: Path, users: int, tls: str, version: str) -> None:
     )
     head = ["run", "msgs/s/occ", "offered fan-out/s"]
     for name in ("Roost", "Prosody"):
-        head += [f"{name} fan-out/s", "p50 ms", "p99 ms", "CPU ms/1k", "CPU %", "steal %", "ok"]
+        head += [f"{name} fan-out/s", "p50 ms", "p99 ms", "CPU ms/1k", "CPU %", "wait %"]
+        head += ["gen %", "steal %"]
+        head.append("ok")
     rows: list[list[str]] = []
     for run in ("muc-steps", "muc"):
         r, q = load(out, "roost", run), load(out, "prosody", run)
@@ -71,6 +73,8 @@ def muc_table(out: Path, users: int, tls: str, version: str) -> None:
                     _cell(s.get("p99_ms")),
                     _cell(s.get("server_cpu_ms_per_1000")),
                     _cell(s.get("server_cpu_pct")),
+                    _cell(s.get("server_wait_pct")),
+                    _cell(s.get("generator_cpu_pct")),
                     _cell(s.get("steal_pct")),
                     "-" if not s else ("yes" if s.get("ok") else "no"),
                 ]

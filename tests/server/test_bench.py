@@ -223,6 +223,7 @@ async def test_muc_fanout(server: Server) -> None:
     assert 0 < step["p50_ms"] <= step["p99_ms"] < 200
     assert step["server_cpu_ms_per_1000"] is not None and step["server_cpu_ms_per_1000"] > 0
     assert step["rss_mib"] > 0 and step["ok"], step["why"]
+    assert step["server_wait_pct"] >= 0 and step["generator_cpu_pct"] > 0
     assert "fan-out/s" in render(result)
 
 

@@ -425,6 +425,16 @@ def _presence(
     return out
 
 
+def _busy_pct(before: list[ProcSample | None], after: list[ProcSample | None]) -> float | None:
+    """CPU % (of one core) the processes used between the two samples, summed."""
+    total = 0.0
+    for b, a in zip(before, after, strict=True):
+        if b is None or a is None or a.at <= b.at:
+            return None
+        total += (a.cpu - b.cpu) / (a.at - b.at) * 100
+    return round(total, 1)
+
+
 def _muc(workers: _Workers, opts: BenchOptions, result: dict[str, Any]) -> None:
     """One room, every session an occupant, each sending groupchat messages at each step's
     rate; what counts is the room's fan-out (XEP-0045 §7.4: every occupant, the sender
@@ -467,6 +477,7 @@ def _muc(workers: _Workers, opts: BenchOptions, result: dict[str, Any]) -> None:
         }
         workers.send(wid, "messages", plan)
     cpu: list[tuple[ProcSample | None, ProcSample | None]] = []
+    gen: list[float | None] = []
     for i, (rate, start, end) in enumerate(steps):
         workers.status_text = (
             f"muc step {i + 1 - first_step}/{len(steps) - first_step} at {rate:g}/s per occupant"
@@ -475,8 +486,10 @@ def _muc(workers: _Workers, opts: BenchOptions, result: dict[str, Any]) -> None:
         )
         workers.pump_until(start)
         s0 = sample(opts.server_pid)
+        g0 = [sample(p.pid) for p in workers.procs]
         workers.pump_until(end if i < first_step else end + opts.drain)
         cpu.append((s0, sample(opts.server_pid)))
+        gen.append(_busy_pct(g0, [sample(p.pid) for p in workers.procs]))
     reports = workers.collect("result", opts.drain + 60.0)
     rows = []
     secs = opts.step_seconds
@@ -513,7 +526,14 @@ def _muc(workers: _Workers, opts: BenchOptions, result: dict[str, Any]) -> None:
             if s0 is not None and s1 is not None
             else None
         )
+        row["server_wait_pct"] = (
+            round((s1.waited - s0.waited) / (s1.at - s0.at) * 100, 1)
+            if s0 is not None and s1 is not None
+            else None
+        )
         row["rss_mib"] = round(s1.rss_kib / 1024, 1) if s1 is not None else None
+        # the generator's own share: one process near 100% means it measures itself
+        row["generator_cpu_pct"] = gen[i]
         row["steal_pct"] = steal_percent(s0, s1)
         why = []
         if sent < DELIVERY_OK * rate * n * secs:
