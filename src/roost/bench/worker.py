@@ -1,8 +1,9 @@
 """A bench worker process: runs its share of the sessions on one event loop.
 
 The parent drives every worker through the same phases with commands on a queue
-(``register``, ``login``, ``messages``, ``presence``, ``close``); the worker answers on a
-shared queue with progress and with one result per phase. Every wait is bounded: a worker
+(``register``, ``login``, ``muc_create``, ``muc_join``, ``messages``, ``presence``,
+``close``); the worker answers on a shared queue with progress and with one result per
+phase. Every wait is bounded: a worker
 whose parent goes quiet for ``COMMAND_TIMEOUT`` seconds closes its sessions and exits.
 """
 
@@ -324,7 +325,8 @@ class Worker:
     # -- scenarios ------------------------------------------------------------------------
 
     async def run_messages(self, plan: dict[str, Any]) -> dict[str, Any]:
-        """Send at each step's rate (this worker's share) from every paired session."""
+        """Send at each step's rate (this worker's share) from every paired session, or in
+        the muc scenario from every occupant to the room."""
         steps: list[tuple[float, float, float]] = plan["steps"]  # (rate, start, end)
         drain: float = plan["drain"]
         self.tally.configure_steps([int((end + drain) * 1e9) for _, _, end in steps])
@@ -334,11 +336,12 @@ class Worker:
             room = escape_attr(plan["room"])
             prefix = f"<message to='{room}' type='groupchat'><body>".encode()
             senders = [(s, prefix) for s in self.sessions.values() if s.muc_codes is not None]
-        for sess in self.sessions.values() if self.opts.scenario == "messages" else ():
-            partner = sess.partner
-            if partner is not None and partner.jid is not None:
-                to = escape_attr(partner.jid)
-                senders.append((sess, f"<message to='{to}' type='chat'><body>".encode()))
+        else:
+            for sess in self.sessions.values():
+                partner = sess.partner
+                if partner is not None and partner.jid is not None:
+                    to = escape_attr(partner.jid)
+                    senders.append((sess, f"<message to='{to}' type='chat'><body>".encode()))
         n = len(senders)
         out: list[dict[str, int]] = []
         self.progress = {"phase": self.opts.scenario, "step": 0, "sent": 0, "delivered": 0}
