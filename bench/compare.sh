@@ -8,6 +8,14 @@
 #
 #   bench/compare.sh [--users N] [--contacts M] [--tls starttls|none] [--rates R1,R2,...]
 #                    [--step-seconds S] [--procs P] [--presence-rate R] [--out DIR]
+#                    [--scenario all|muc] [--muc-users N] [--muc-rates R1,R2,...]
+#                    [--muc-step-seconds S] [--muc-seconds S]
+#
+# --scenario muc runs only the group-chat scenario (issue 13): N occupants (default 200) of
+# one room at conference.localhost, first at the stepped per-occupant rates (--muc-rates,
+# --muc-step-seconds each), then at 1 message/s per occupant for --muc-seconds (default 60).
+# Both servers' MUC limits are raised out of the way (occupants per room, messages per
+# occupant), so it measures fan-out, not a rate limiter.
 #
 # Everything stays on 127.0.0.1; every run is bounded in time.
 set -euo pipefail
@@ -20,6 +28,11 @@ STEP=5
 PROCS=1
 PRESENCE_RATE=1000
 OUT=""
+SCENARIO=all
+MUC_USERS=200
+MUC_RATES=0.05,0.1,0.25,0.5,1
+MUC_STEP=10
+MUC_SECONDS=60
 while [ $# -gt 0 ]; do
   case "$1" in
     --users) USERS=$2; shift 2 ;;
@@ -30,9 +43,19 @@ while [ $# -gt 0 ]; do
     --procs) PROCS=$2; shift 2 ;;
     --presence-rate) PRESENCE_RATE=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
+    --scenario) SCENARIO=$2; shift 2 ;;
+    --muc-users) MUC_USERS=$2; shift 2 ;;
+    --muc-rates) MUC_RATES=$2; shift 2 ;;
+    --muc-step-seconds) MUC_STEP=$2; shift 2 ;;
+    --muc-seconds) MUC_SECONDS=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
+case "$SCENARIO" in all|muc) ;; *) echo "--scenario is all or muc" >&2; exit 2 ;; esac
+if [ "$SCENARIO" = muc ]; then
+  USERS=$MUC_USERS
+  CONTACTS=0  # occupants need no roster; presence comes from the room
+fi
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -81,6 +104,12 @@ scram_iterations = 10000
 enabled = false  # as Prosody's below: client traffic only
 [modules]
 disabled = ["mam"]  # no archive, as Prosody's below (its cost: bench/README.md, issue 12)
+[modules.muc]
+# Out of the way of the muc scenario: it measures fan-out, not the per-occupant rate
+# limiter (default 5/s, burst 20) or the room size limit (default 200).
+max_occupants = 100000
+message_rate = 100000
+message_burst = 100000
 [log]
 level = "warning"
 EOF
@@ -109,6 +138,11 @@ storage = "internal"
 c2s_require_encryption = $REQUIRE
 VirtualHost "localhost"
   ssl = { certificate = "$WORK/roost-data/certs/localhost.crt"; key = "$WORK/roost-data/certs/localhost.key" }
+-- Prosody 0.12's mod_muc has no occupant or message-rate limit of its own (mod_muc_limits,
+-- which adds one, is a community module and not loaded); rooms are not persistent and keep
+-- 20 messages of history by default, which the joiners decline (maxstanzas 0).
+Component "conference.localhost" "muc"
+  modules_enabled = { }
 EOF
 
 wait_port() {
@@ -154,6 +188,33 @@ run_scenarios() {  # NAME PORT START_FUNCTION
     --rate "$PRESENCE_RATE" --duration 5 --json "$OUT/$name-presence.json" >&2
   stop_server
 }
+
+run_muc() {  # NAME PORT START_FUNCTION
+  local name=$1 port=$2 start=$3
+  local common=(--server "127.0.0.1:$port" --domain localhost --tls "$TLS" --insecure
+                --mechanisms SCRAM-SHA-1 --procs "$PROCS" --quiet --users "$USERS")
+  "$start"
+  echo "== $name: muc, stepped rates $MUC_RATES per occupant" >&2
+  "$ROOST" bench muc "${common[@]}" --server-pid "$SERVER_PID" --rates "$MUC_RATES" \
+    --step-seconds "$MUC_STEP" --json "$OUT/$name-muc-steps.json" >&2
+  # A fresh server for the minute: one that fell behind in the last steps would still be
+  # working off their backlog (and refusing logins) when the next run starts.
+  stop_server
+  "$start"
+  echo "== $name: muc, 1/s per occupant for $MUC_SECONDS s" >&2
+  "$ROOST" bench muc "${common[@]}" --server-pid "$SERVER_PID" --rates 1 \
+    --step-seconds "$MUC_SECONDS" --json "$OUT/$name-muc.json" >&2
+  stop_server
+}
+
+if [ "$SCENARIO" = muc ]; then
+  run_muc roost "$ROOST_PORT" start_roost
+  run_muc prosody "$PROSODY_PORT" start_prosody
+  "$PY" bench/compare_table.py "$OUT" --muc --tls "$TLS" --users "$USERS" \
+    --prosody-version "$PROSODY_VERSION"
+  echo "raw results: $OUT" >&2
+  exit 0
+fi
 
 run_scenarios roost "$ROOST_PORT" start_roost
 run_scenarios prosody "$PROSODY_PORT" start_prosody

@@ -46,6 +46,51 @@ def cpu_at_max(result: dict[str, Any] | None) -> float | None:
     return None
 
 
+def muc_table(out: Path, users: int, tls: str, version: str) -> None:
+    """The muc scenario (issue 13): per step, both servers' fan-out, latency and CPU."""
+    print(
+        f"\nRoost vs Prosody {version} group chat: TLS {tls}, one room of {users} occupants, "
+        "each message fanned out to every occupant\n"
+    )
+    head = ["run", "msgs/s/occ", "offered fan-out/s"]
+    for name in ("Roost", "Prosody"):
+        head += [f"{name} fan-out/s", "p50 ms", "p99 ms", "CPU ms/1k", "CPU %", "wait %"]
+        head += ["gen %", "steal %"]
+        head.append("ok")
+    rows: list[list[str]] = []
+    for run in ("muc-steps", "muc"):
+        r, q = load(out, "roost", run), load(out, "prosody", run)
+        r_steps = (r or {}).get("steps", [])
+        q_steps = (q or {}).get("steps", [])
+        for i in range(max(len(r_steps), len(q_steps))):
+            ref = (r_steps or q_steps)[i]
+            row = [run, f"{ref['rate_per_occupant']:g}", f"{ref['rate'] * users:,.0f}"]
+            for steps in (r_steps, q_steps):
+                s = steps[i] if i < len(steps) else {}
+                row += [
+                    _cell(s.get("fanout_per_s")),
+                    _cell(s.get("p50_ms")),
+                    _cell(s.get("p99_ms")),
+                    _cell(s.get("server_cpu_ms_per_1000")),
+                    _cell(s.get("server_cpu_pct")),
+                    _cell(s.get("server_wait_pct")),
+                    _cell(s.get("generator_cpu_pct")),
+                    _cell(s.get("steal_pct")),
+                    "-" if not s else ("yes" if s.get("ok") else "no"),
+                ]
+            rows.append(row)
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(head)]
+    print("  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)))
+    for row in rows:
+        print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+
+
+def _cell(v: object) -> str:
+    if not isinstance(v, int | float):
+        return "-"
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.2f}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("out", type=Path)
@@ -53,7 +98,11 @@ def main() -> None:
     p.add_argument("--users", type=int, default=0)
     p.add_argument("--contacts", type=int, default=0)
     p.add_argument("--prosody-version", default="?")
+    p.add_argument("--muc", action="store_true", help="the muc scenario's table only")
     args = p.parse_args()
+    if args.muc:
+        muc_table(args.out, args.users, args.tls, args.prosody_version)
+        return
 
     r = {s: load(args.out, "roost", s) for s in ("login", "idle", "messages", "presence")}
     q = {s: load(args.out, "prosody", s) for s in ("login", "idle", "messages", "presence")}

@@ -202,6 +202,31 @@ async def test_presence_fanout(server: Server) -> None:
     assert pres["fanout_per_s"] > 0 and pres["fanout_per_change"] == 3.0
 
 
+async def test_muc_fanout(server: Server) -> None:
+    """#13 acceptance 4 at a tiny size: five occupants of one room (the first creates it as
+    an instant room, XEP-0045 §10.1.2), each sending 2 groupchat messages a second; every
+    message reaches all five (§7.4), and no history is replayed on joining (§7.2.15)."""
+    await provisioned(server, 5)
+    result = await bench(
+        options(
+            server, "muc", users=5, occupant_rates=(2.0,), step_seconds=2.0, drain=0.5, procs=2
+        )
+    )
+    check_logins(result, 5)
+    muc = result["muc"]
+    assert muc["room"] == "bench@conference.localhost" and muc["created"]
+    assert muc["occupants"] == 5 and muc["join_failed"] == 0
+    (step,) = result["steps"]
+    assert step["rate"] == 10.0 and 0.95 * 20 <= step["sent"] <= 1.05 * 20, step
+    assert step["fanout"] == step["expected_fanout"] == 5 * step["sent"], step
+    assert step["fanout_per_s"] > 0 and step["late"] == 0
+    assert 0 < step["p50_ms"] <= step["p99_ms"] < 200
+    assert step["server_cpu_ms_per_1000"] is not None and step["server_cpu_ms_per_1000"] > 0
+    assert step["rss_mib"] > 0 and step["ok"], step["why"]
+    assert step["server_wait_pct"] >= 0 and step["generator_cpu_pct"] > 0
+    assert "fan-out/s" in render(result)
+
+
 async def test_register_in_band_then_login(server: Server) -> None:
     opts = options(server, "login", users=4, prefix="reg", register=True)
     result = await bench(opts)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 __all__ = ["SCENARIOS", "BenchOptions", "add_arguments", "options_from_args", "parse_server"]
 
-SCENARIOS = ("login", "idle", "messages", "presence")
+SCENARIOS = ("login", "idle", "messages", "presence", "muc")
 TLS_MODES = ("starttls", "direct", "none")
 LOOPS = ("auto", "asyncio", "uvloop")
 
@@ -54,6 +54,10 @@ class BenchOptions:
     presence_rate: float = 100.0
     #: presence: roster size of each user (for the expected fan-out); None: not reported
     contacts: int | None = None
+    #: muc: the room (default bench@conference.DOMAIN) and each step's groupchat messages
+    #: per second per occupant
+    room: str | None = None
+    occupant_rates: tuple[float, ...] = (1.0,)
     #: enable XEP-0198 stream management (acks answered) on every session
     sm: bool = False
     #: enable XEP-0280 message carbons on every session
@@ -75,6 +79,8 @@ class BenchOptions:
             raise ValueError("messages needs at least 2 users (sessions chat in pairs)")
         if not self.rates or any(r <= 0 for r in self.rates):
             raise ValueError("--rates must be positive integers")
+        if not self.occupant_rates or any(r <= 0 for r in self.occupant_rates):
+            raise ValueError("muc --rates must be positive numbers")
         if min(self.timeout, self.login_timeout, self.step_seconds) <= 0:
             raise ValueError("timeouts and --step-seconds must be positive")
         if self.duration < 0 or self.drain < 0 or self.warmup < 0 or self.presence_rate <= 0:
@@ -94,6 +100,13 @@ def _csv_ints(text: str) -> tuple[int, ...]:
         return tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers: {text!r}") from None
+
+
+def _csv_floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers: {text!r}") from None
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -235,6 +248,42 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
         help="contacts per roster (as provisioned), for the expected fan-out",
     )
     p = sub.add_parser(
+        "muc", help="N occupants of one room send groupchat messages: fan-out/s, latency"
+    )
+    _common(p)
+    p.add_argument(
+        "--room",
+        default=None,
+        help="room JID (default bench@conference.DOMAIN); the first session creates it",
+    )
+    p.add_argument(
+        "--rates",
+        dest="occupant_rates",
+        type=_csv_floats,
+        default=(1.0,),
+        help="messages/s per occupant of each step (default 1)",
+    )
+    p.add_argument(
+        "--step-seconds",
+        "--duration",
+        dest="step_seconds",
+        type=float,
+        default=60.0,
+        help="length of a step (default 60)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=1.0,
+        help="seconds of messages at the first rate before the first step, not counted",
+    )
+    p.add_argument(
+        "--drain",
+        type=float,
+        default=1.0,
+        help="seconds after a step during which deliveries still count (default 1)",
+    )
+    p = sub.add_parser(
         "provision",
         help="create accounts and mutual rosters directly in Roost's storage (fast, offline)",
     )
@@ -275,6 +324,8 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         drain=getattr(args, "drain", 1.0),
         presence_rate=getattr(args, "presence_rate", 100.0),
         contacts=getattr(args, "contacts", None),
+        room=getattr(args, "room", None),
+        occupant_rates=getattr(args, "occupant_rates", (1.0,)),
         sm=args.sm,
         carbons=args.carbons,
         json_path=args.json_path,

@@ -12,7 +12,15 @@ import os
 import time
 from dataclasses import dataclass
 
-__all__ = ["ProcSample", "cpu_seconds", "rss_kib", "sample", "steal_percent", "system_ticks"]
+__all__ = [
+    "ProcSample",
+    "cpu_seconds",
+    "rss_kib",
+    "runqueue_wait_seconds",
+    "sample",
+    "steal_percent",
+    "system_ticks",
+]
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -33,6 +41,17 @@ def rss_kib(pid: int) -> int:
             if line.startswith(b"VmRSS:"):
                 return int(line.split()[1])
     raise ValueError(f"no VmRSS for process {pid}")
+
+
+def runqueue_wait_seconds(pid: int) -> float:
+    """Time the process's main thread (the event loop) was runnable but waiting for a CPU
+    (the second field of /proc/PID/schedstat, in ns; sched-stats.rst). High when other work
+    on the machine, not the process's own load, holds the CPUs."""
+    try:
+        with open(f"/proc/{pid}/schedstat", "rb") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def system_ticks() -> tuple[int, int]:
@@ -63,6 +82,8 @@ class ProcSample:
     rss_kib: int
     steal: int = 0
     ticks: int = 0
+    #: seconds the main thread waited for a CPU so far (0 where schedstat is missing)
+    waited: float = 0.0
 
 
 def sample(pid: int | None) -> ProcSample | None:
@@ -70,6 +91,12 @@ def sample(pid: int | None) -> ProcSample | None:
     if pid is None:
         return None
     try:
-        return ProcSample(time.monotonic(), cpu_seconds(pid), rss_kib(pid), *system_ticks())
+        return ProcSample(
+            time.monotonic(),
+            cpu_seconds(pid),
+            rss_kib(pid),
+            *system_ticks(),
+            waited=runqueue_wait_seconds(pid),
+        )
     except (OSError, ValueError, IndexError):
         return None

@@ -90,8 +90,25 @@ def render(result: dict[str, Any]) -> str:
             rows.append(["expected received", pres["expected"]])
         if pres.get("server_cpu_ms_per_1000") is not None:
             rows.append(["server CPU per 1000 fan-out (ms)", pres["server_cpu_ms_per_1000"]])
+    if (muc := result.get("muc")) is not None:
+        rows += [
+            ["room", muc["room"]],
+            ["room created by the first session", "yes" if muc["created"] else "no"],
+            ["occupants", muc["occupants"]],
+        ]
+        if muc.get("join_seconds") is not None:
+            rows.append(["join phase (s)", muc["join_seconds"]])
+        for reason, count in muc.get("join_errors", {}).items():
+            rows.append([f"join failures: {reason}", count])
     lines.append(format_table(["", "value"], rows))
-    if (steps := result.get("steps")) is not None:
+    if muc is not None and (steps := result.get("steps")) is not None:
+        lines.append("")
+        lines.append(_muc_steps(steps))
+        best = result.get("max_sustainable_fanout")
+        lines.append(
+            f"max sustained fan-out: {best:,.0f} stanzas/s" if best else "max sustained: none"
+        )
+    elif (steps := result.get("steps")) is not None:
         lines.append("")
         lines.append(
             format_table(
@@ -131,6 +148,42 @@ def render(result: dict[str, Any]) -> str:
     for note in result.get("notes", []):
         lines.append(f"note: {note}")
     return "\n".join(lines)
+
+
+def _muc_steps(steps: list[dict[str, Any]]) -> str:
+    return format_table(
+        [
+            "msgs/s/occupant",
+            "sent/s",
+            "fan-out/s",
+            "p50 ms",
+            "p99 ms",
+            "CPU ms/1k fan-out",
+            "CPU %",
+            "CPU wait %",
+            "RSS MiB",
+            "gen CPU %",
+            "steal %",
+            "result",
+        ],
+        [
+            [
+                f"{s['rate_per_occupant']:g}",
+                s["sent_per_s"],
+                s["fanout_per_s"],
+                s["p50_ms"],
+                s["p99_ms"],
+                s["server_cpu_ms_per_1000"],
+                s["server_cpu_pct"],
+                s.get("server_wait_pct"),
+                s["rss_mib"],
+                s.get("generator_cpu_pct"),
+                s.get("steal_pct"),
+                "ok" if s["ok"] else f"no ({s['why']})",
+            ]
+            for s in steps
+        ],
+    )
 
 
 def write_json(path: str, result: dict[str, Any]) -> None:

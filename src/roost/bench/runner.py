@@ -115,10 +115,10 @@ class _Workers:
                     pass
                 raise BenchError(f"worker {wid} exited unexpectedly (exit code {p.exitcode})")
 
-    def collect(self, kind: str, timeout: float) -> dict[int, Any]:
-        """Wait (bounded) until every worker has reported ``kind``."""
+    def collect(self, kind: str, timeout: float, expect: int | None = None) -> dict[int, Any]:
+        """Wait (bounded) until every worker (or ``expect`` of them) has reported ``kind``."""
         deadline = time.monotonic() + timeout
-        while len(self.received[kind]) < len(self.procs):
+        while len(self.received[kind]) < (len(self.procs) if expect is None else expect):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise BenchError(f"workers did not report {kind!r} within {timeout:.0f} s")
@@ -148,6 +148,11 @@ class _Workers:
             return f"{self.status_text}: sent {total['sent']:,}, delivered {total['delivered']:,}"
         if phase == "presence":
             return f"presence: {total['sent']:,} changes, {total['presences']:,} received"
+        if phase == "join":
+            joined = f"{total['ok']:,}/{self.opts.users:,}"
+            return f"join: {joined} in the room, {total['failed']} failed"
+        if phase == "muc":
+            return f"{self.status_text}: sent {total['sent']:,}, fan-out {total['delivered']:,}"
         return self.status_text
 
     def shutdown(self) -> None:
@@ -198,6 +203,8 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
             _messages(workers, opts, logins, result)
         elif opts.scenario == "presence":
             result["presence"] = _presence(workers, opts, logins, result)
+        elif opts.scenario == "muc":
+            _muc(workers, opts, result)
         if opts.server_pid is not None and before is None:
             result["notes"].append(f"could not read /proc/{opts.server_pid}: no server figures")
     finally:
@@ -416,3 +423,143 @@ def _presence(
     if ended:
         result["notes"].append(f"{ended} sessions were closed by the server during the run")
     return out
+
+
+def _busy_pct(before: list[ProcSample | None], after: list[ProcSample | None]) -> float | None:
+    """CPU % (of one core) the processes used between the two samples, summed."""
+    total = 0.0
+    for b, a in zip(before, after, strict=True):
+        if b is None or a is None or a.at <= b.at:
+            return None
+        total += (a.cpu - b.cpu) / (a.at - b.at) * 100
+    return round(total, 1)
+
+
+def _muc(workers: _Workers, opts: BenchOptions, result: dict[str, Any]) -> None:
+    """One room, every session an occupant, each sending groupchat messages at each step's
+    rate; what counts is the room's fan-out (XEP-0045 §7.4: every occupant, the sender
+    too, gets every message)."""
+    room = opts.room or f"bench@conference.{opts.domain}"
+    t0 = time.monotonic()
+    workers.status_text = "join"
+    workers.send(0, "muc_create", room, t0 + opts.timeout)
+    first = workers.collect("muc_created", opts.timeout + 30.0, expect=1)[0]
+    summary: dict[str, Any] = {"room": room, "created": first["created"], "occupants": 0}
+    result["muc"] = summary
+    if not first["ok"]:
+        result["notes"].append(f"the first session could not enter {room}: {first['error']}")
+        return
+    workers.broadcast("muc_join", room, time.monotonic() + opts.login_timeout)
+    joins = workers.collect("muc_joined", opts.login_timeout + 30.0)
+    errors: collections.Counter[str] = collections.Counter()
+    for r in joins.values():
+        errors.update(r["errors"])
+    occupants = {wid: r["ok"] for wid, r in joins.items()}
+    n = sum(occupants.values())
+    summary.update(
+        occupants=n, join_failed=sum(errors.values()), join_errors=dict(errors),
+        join_seconds=round(time.monotonic() - t0, 3),
+    )
+    t = time.monotonic() + _SETTLE
+    steps: list[tuple[float, float, float]] = []
+    if opts.warmup:
+        steps.append((opts.occupant_rates[0], t, t + opts.warmup))
+        t += opts.warmup
+    first_step = len(steps)
+    for rate in opts.occupant_rates:
+        steps.append((rate, t, t + opts.step_seconds))
+        t += opts.step_seconds + opts.drain
+    for wid in range(len(workers.procs)):
+        plan = {
+            "steps": [(rate * occupants[wid], s, e) for rate, s, e in steps],
+            "drain": opts.drain,
+            "room": room,
+        }
+        workers.send(wid, "messages", plan)
+    cpu: list[tuple[ProcSample | None, ProcSample | None]] = []
+    gen: list[float | None] = []
+    for i, (rate, start, end) in enumerate(steps):
+        workers.status_text = (
+            f"muc step {i + 1 - first_step}/{len(steps) - first_step} at {rate:g}/s per occupant"
+            if i >= first_step
+            else f"warm-up at {rate:g}/s per occupant"
+        )
+        workers.pump_until(start)
+        s0 = sample(opts.server_pid)
+        g0 = [sample(p.pid) for p in workers.procs]
+        workers.pump_until(end if i < first_step else end + opts.drain)
+        cpu.append((s0, sample(opts.server_pid)))
+        gen.append(_busy_pct(g0, [sample(p.pid) for p in workers.procs]))
+    reports = workers.collect("result", opts.drain + 60.0)
+    rows = []
+    secs = opts.step_seconds
+    for i, (rate, _, _) in enumerate(steps):
+        if i < first_step:
+            continue
+        parts = [r["steps"][i] for r in reports.values()]
+        sent = sum(p["sent"] for p in parts)
+        delivered = sum(p["delivered"] for p in parts)
+        latencies = sorted(v for p in parts for v in p["latencies_us"])
+        row: dict[str, Any] = {
+            "rate_per_occupant": rate,
+            "rate": round(rate * n, 1),
+            "seconds": secs,
+            "sent": sent,
+            "skipped": sum(p["skipped"] for p in parts),
+            "fanout": delivered,
+            "expected_fanout": sent * n,
+            "late": sum(p["late"] for p in parts),
+            "sent_per_s": round(sent / secs, 1),
+            "fanout_per_s": round(delivered / secs, 1),
+        }
+        for p in (50, 95, 99):
+            v = percentile(latencies, p)
+            row[f"p{p}_ms"] = None if v is None else round(v / 1000, 2)
+        s0, s1 = cpu[i]
+        row["server_cpu_ms_per_1000"] = (
+            round((s1.cpu - s0.cpu) * 1000 / delivered * 1000, 2)
+            if s0 is not None and s1 is not None and delivered
+            else None
+        )
+        row["server_cpu_pct"] = (
+            round((s1.cpu - s0.cpu) / (s1.at - s0.at) * 100, 1)
+            if s0 is not None and s1 is not None
+            else None
+        )
+        row["server_wait_pct"] = (
+            round((s1.waited - s0.waited) / (s1.at - s0.at) * 100, 1)
+            if s0 is not None and s1 is not None
+            else None
+        )
+        row["rss_mib"] = round(s1.rss_kib / 1024, 1) if s1 is not None else None
+        # the generator's own share: one process near 100% means it measures itself
+        row["generator_cpu_pct"] = gen[i]
+        row["steal_pct"] = steal_percent(s0, s1)
+        why = []
+        if sent < DELIVERY_OK * rate * n * secs:
+            why.append(f"only {sent / secs:,.0f}/s sent")
+        if delivered < DELIVERY_OK * sent * n or not sent:
+            why.append(f"{delivered / (sent * n):.0%} fanned out" if sent else "nothing sent")
+        if row["p99_ms"] is None or row["p99_ms"] >= P99_OK_MS:
+            why.append(f"p99 >= {P99_OK_MS:g} ms")
+        row["ok"] = not why
+        row["why"] = "; ".join(why)
+        rows.append(row)
+    result["steps"] = rows
+    result["max_sustainable_fanout"] = max(
+        (r["fanout_per_s"] for r in rows if r["ok"]), default=None
+    )
+    stolen = [
+        f"{r['rate_per_occupant']:g}/s ({r['steal_pct']}%)"
+        for r in rows
+        if (r["steal_pct"] or 0) > STEAL_NOTE_PCT
+    ]
+    if stolen:
+        result["notes"].append(
+            "the hypervisor took CPU time from this machine during the steps at "
+            + ", ".join(stolen)
+            + " per occupant: their latencies include stalls no process here caused"
+        )
+    ended = sum(r["ended"] for r in reports.values())
+    if ended:
+        result["notes"].append(f"{ended} sessions were closed by the server during the run")

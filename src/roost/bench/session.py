@@ -23,6 +23,7 @@ from roost.client.errors import ClientError as LoginFailed
 from roost.core import ns
 from roost.core.stream.client import ClientStreamSettings
 from roost.core.xml.element import Element
+from roost.core.xml.writer import escape_attr
 
 __all__ = ["BenchSession", "LoginFailed", "Tally", "client_tls_context"]
 
@@ -38,6 +39,9 @@ _SCAN_SM = re.compile(
     rb"|<r xmlns='urn:xmpp:sm:3'/>"
 )
 _SM = "urn:xmpp:sm:3"
+MUC = "http://jabber.org/protocol/muc"
+MUC_USER = "http://jabber.org/protocol/muc#user"
+MUC_OWNER = "http://jabber.org/protocol/muc#owner"
 _ENABLE_SM = b"<enable xmlns='urn:xmpp:sm:3'/>"
 _ENABLE_CARBONS = (
     b"<iq type='set' id='bench-carbons'><enable xmlns='urn:xmpp:carbons:2'/></iq>"
@@ -88,7 +92,21 @@ class Tally:
 class BenchSession(Connection):
     """One benchmark connection (``roost.client.connection``) and its scenario state."""
 
-    __slots__ = ("_tail", "carbons", "h", "index", "partner", "ponged", "raw", "sm", "tally")
+    __slots__ = (
+        "_tail",
+        "answers",
+        "carbons",
+        "h",
+        "index",
+        "muc_codes",
+        "muc_error",
+        "muc_self",
+        "partner",
+        "ponged",
+        "raw",
+        "sm",
+        "tally",
+    )
 
     def __init__(
         self,
@@ -111,6 +129,13 @@ class BenchSession(Connection):
         self.ponged = False
         self.raw = False
         self._tail = b""
+        #: muc: our occupant JID (room/nick) while joining; the status codes of our own
+        #: presence once the room sent it (XEP-0045 §7.2.3), or the error condition
+        self.muc_self: str | None = None
+        self.muc_codes: set[str] | None = None
+        self.muc_error: str | None = None
+        #: iq ids we wait for -> the type of the answer (None until it came)
+        self.answers: dict[str, str | None] = {}
 
     async def login(self, host: str, port: int, source_ip: str | None = None) -> str:
         """Connect, negotiate, bind, send initial presence and wait for a ping answer."""
@@ -140,14 +165,20 @@ class BenchSession(Connection):
         tag = el.tag
         if tag == "presence":
             self.tally.presences += 1
+            if self.muc_self is not None and el.get("from") == self.muc_self:
+                self._own_occupant_presence(el)
         elif tag == "message":
             body = el.find("body")
             if body is not None and (m := _TOKEN.search(body.text)):
                 self.tally.message(int(m.group(1)), int(m.group(2)), time.monotonic_ns())
         elif tag == "iq":
             iq_type = el.get("type")
-            if el.get("id") == _PING_ID and iq_type in ("result", "error"):
+            iq_id = el.get("id")
+            if iq_id == _PING_ID and iq_type in ("result", "error"):
                 self.ponged = True
+                self._wake()
+            elif iq_id in self.answers and iq_type in ("result", "error"):
+                self.answers[iq_id] = iq_type
                 self._wake()
             elif iq_type == "get" and el.find("ping", ns.PING) is not None:
                 # XEP-0199 §4.3: the server checks that we are alive.
@@ -155,6 +186,50 @@ class BenchSession(Connection):
                 if (frm := el.get("from")) is not None:
                     reply.attrs["to"] = frm
                 self.stream.send_stanza(reply)
+
+    # -- group chat (XEP-0045) ---------------------------------------------------------------
+
+    async def join_room(self, room: str) -> set[str]:
+        """Enter ``room`` as our user name with no history (XEP-0045 §7.2.15 maxstanzas 0);
+        return the status codes of our own presence, the last the room sends (§7.2.3)."""
+        nick = self.stream.settings.username
+        self.muc_self = f"{room}/{nick}"
+        self.muc_codes = self.muc_error = None
+        self.stream.send_raw(
+            b"<presence to='%s'><x xmlns='%s'><history maxstanzas='0'/></x></presence>"
+            % (escape_attr(self.muc_self).encode(), MUC.encode())
+        )
+        self._flush()
+        await self.wait_for(lambda: self.muc_codes is not None or self.muc_error is not None)
+        if self.muc_error is not None:
+            raise LoginFailed(f"join refused: {self.muc_error}")
+        assert self.muc_codes is not None
+        return self.muc_codes
+
+    async def unlock_instant_room(self, room: str) -> None:
+        """§10.1.2: the creator accepts the default configuration (an instant room)."""
+        iq_id = "bench-instant"
+        self.answers[iq_id] = None
+        self.stream.send_raw(
+            b"<iq type='set' id='%s' to='%s'><query xmlns='%s'>"
+            b"<x xmlns='jabber:x:data' type='submit'/></query></iq>"
+            % (iq_id.encode(), escape_attr(room).encode(), MUC_OWNER.encode())
+        )
+        self._flush()
+        await self.wait_for(lambda: self.answers[iq_id] is not None)
+        if self.answers.pop(iq_id) != "result":
+            raise LoginFailed("the room refused the instant configuration")
+
+    def _own_occupant_presence(self, el: Element) -> None:
+        if el.get("type") == "error":
+            error = el.find("error")
+            cond = next(error.elements(), None) if error is not None else None
+            self.muc_error = cond.tag if cond is not None else "error"
+        elif el.get("type") != "unavailable":
+            x = el.find("x", MUC_USER)
+            statuses = x.find_all("status", MUC_USER) if x is not None else []
+            self.muc_codes = {s.get("code") or "" for s in statuses}
+        self._wake()
 
     # -- raw mode (hot path) --------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """A bench worker process: runs its share of the sessions on one event loop.
 
 The parent drives every worker through the same phases with commands on a queue
-(``register``, ``login``, ``messages``, ``presence``, ``close``); the worker answers on a
-shared queue with progress and with one result per phase. Every wait is bounded: a worker
+(``register``, ``login``, ``muc_create``, ``muc_join``, ``messages``, ``presence``,
+``close``); the worker answers on a shared queue with progress and with one result per
+phase. Every wait is bounded: a worker
 whose parent goes quiet for ``COMMAND_TIMEOUT`` seconds closes its sessions and exits.
 """
 
@@ -125,6 +126,10 @@ class Worker:
                     self.put("result", await self.run_messages(cmd[1]))
                 elif kind == "presence":
                     self.put("result", await self.run_presence(cmd[1]))
+                elif kind == "muc_create":
+                    self.put("muc_created", await self.muc_create(cmd[1], deadline=cmd[2]))
+                elif kind == "muc_join":
+                    self.put("muc_joined", await self.muc_join(cmd[1], deadline=cmd[2]))
                 elif kind == "close":
                     await self.close_all()
                     self.put("closed")
@@ -274,6 +279,44 @@ class Worker:
                 senders += 1
         return senders
 
+    # -- group chat -------------------------------------------------------------------------
+
+    async def muc_create(self, room: str, deadline: float) -> dict[str, Any]:
+        """Our first session enters first; if the room is new (status 201, XEP-0045
+        §10.1.1) it unlocks it as an instant room (§10.1.2) before anyone else joins."""
+        self.progress = {"phase": "join", "ok": 0, "failed": 0}
+        sess = next((s for s in self.sessions.values() if not s.ended), None)
+        if sess is None:
+            return {"ok": False, "created": False, "error": "no session"}
+        bound = max(0.0, min(self.opts.timeout, deadline - time.monotonic()))
+        try:
+            async with asyncio.timeout(bound):
+                codes = await sess.join_room(room)
+                if "201" in codes:
+                    await sess.unlock_instant_room(room)
+        except (LoginFailed, TimeoutError, OSError) as exc:
+            return {"ok": False, "created": False, "error": str(exc) or type(exc).__name__}
+        self.progress["ok"] = 1
+        return {"ok": True, "created": "201" in codes, "error": None}
+
+    async def muc_join(self, room: str, deadline: float) -> dict[str, Any]:
+        """Every other session enters (``concurrency`` at a time); then all go raw."""
+        self.progress = {"phase": "join", "ok": 0, "failed": 0}
+        joined = [s for s in self.sessions.values() if s.muc_codes is not None]
+
+        async def one(index: int) -> None:
+            sess = self.sessions.get(index)
+            if sess is None or sess.muc_codes is not None:
+                return
+            await sess.join_room(room)
+            joined.append(sess)
+            self.progress["ok"] = len(joined)
+
+        errors = await self._each(one, deadline)
+        for sess in self.sessions.values():
+            sess.raw = True
+        return {"ok": len(joined), "errors": errors}
+
     async def close_all(self) -> None:
         self.progress = {"phase": "close"}
         sessions = list(self.sessions.values())
@@ -282,19 +325,26 @@ class Worker:
     # -- scenarios ------------------------------------------------------------------------
 
     async def run_messages(self, plan: dict[str, Any]) -> dict[str, Any]:
-        """Send at each step's rate (this worker's share) from every paired session."""
+        """Send at each step's rate (this worker's share) from every paired session, or in
+        the muc scenario from every occupant to the room."""
         steps: list[tuple[float, float, float]] = plan["steps"]  # (rate, start, end)
         drain: float = plan["drain"]
         self.tally.configure_steps([int((end + drain) * 1e9) for _, _, end in steps])
         senders: list[tuple[BenchSession, bytes]] = []
-        for sess in self.sessions.values():
-            partner = sess.partner
-            if partner is not None and partner.jid is not None:
-                to = escape_attr(partner.jid)
-                senders.append((sess, f"<message to='{to}' type='chat'><body>".encode()))
+        if self.opts.scenario == "muc":
+            # XEP-0045 §7.4: one groupchat message to the room reaches every occupant
+            room = escape_attr(plan["room"])
+            prefix = f"<message to='{room}' type='groupchat'><body>".encode()
+            senders = [(s, prefix) for s in self.sessions.values() if s.muc_codes is not None]
+        else:
+            for sess in self.sessions.values():
+                partner = sess.partner
+                if partner is not None and partner.jid is not None:
+                    to = escape_attr(partner.jid)
+                    senders.append((sess, f"<message to='{to}' type='chat'><body>".encode()))
         n = len(senders)
         out: list[dict[str, int]] = []
-        self.progress = {"phase": "messages", "step": 0, "sent": 0, "delivered": 0}
+        self.progress = {"phase": self.opts.scenario, "step": 0, "sent": 0, "delivered": 0}
         for step, (rate, start, end) in enumerate(steps):
             await _sleep_until(start)
             sent = skipped = 0
