@@ -175,6 +175,14 @@ async def test_room_archive_paged_transcript(logins: Logins) -> None:
         bob.jid or "",
     )
     assert serialize(fin) == fin_xml(ato, ids[0], 0, ids[2], 3, complete=True)
+    # XEP-0313 §5: the archive's first and last message
+    await bob.send(f"<iq type='get' id='md' to='{ROOM}'><metadata xmlns='{MAM2}'/></iq>")
+    (md,) = await drain(bob)
+    assert serialize(md) == (
+        f"<iq type='result' id='md' from='{ROOM}' to='{to}'><metadata xmlns='{MAM2}'>"
+        f"<start id='{ids[0]}' timestamp='{stamp(ids[0])}'/>"
+        f"<end id='{ids[2]}' timestamp='{stamp(ids[2])}'/></metadata></iq>"
+    )
 
 
 async def test_room_archive_filters(logins: Logins) -> None:
@@ -470,5 +478,16 @@ async def test_room_archive_survives_sigkill(roost: RoostProcess) -> None:
             break
         after = f"<after>{last}</after>"
     assert out == list(range(len(out))) and len(out) >= ACKED
+    # the history for newcomers comes from the archive after the restart (XEP-0045 §7.2.14)
+    await bob.send(f"<presence to='{ROOM}/secondwitch'><x xmlns='{MUC}'/></presence>")
+    history: list[int] = []
+    while True:
+        el = await bob.next()
+        if el.tag == "message" and el.find("subject") is not None:
+            break
+        if el.tag == "message":
+            assert el.find("delay", "urn:xmpp:delay") is not None
+            history.append(int(el.find("body").text))  # type: ignore[union-attr]
+    assert history == out[-20:]
     await bob.close()
     assert roost.terminate() == 0

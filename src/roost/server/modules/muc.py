@@ -31,7 +31,7 @@ from roost.core.delay import delay_element
 from roost.core.errors import StanzaError, StanzaErrorType
 from roost.core.errors import StanzaErrorCondition as C
 from roost.core.jid import JID, InvalidJID
-from roost.core.mam import MAM2, MAM2_EXTENDED, MAM_NAMESPACES
+from roost.core.mam import MAM1, MAM2, MAM2_EXTENDED, MAM_NAMESPACES
 from roost.core.moderation import MODERATE
 from roost.core.muc import (
     DATA,
@@ -237,6 +237,11 @@ class MucService:
                 room.load_json(text)
                 self.rooms[room_jid] = room
                 self.m.stored.add(room_jid)
+                if room.config.archiving:
+                    try:
+                        await self.m.archive.recent(room)
+                    except Exception:
+                        log.exception("muc: reading the history of %s failed", room_jid)
         finally:
             waiting, self._waiting = self._waiting or [], None
             for stanza, sender, to in waiting:
@@ -966,7 +971,7 @@ class MucService:
         if cfg.archiving:
             # XEP-0313 §7: only a room that archives says so (the queries stay answered
             # when it stops: what it archived is kept until it expires)
-            features += [MAM2, MAM2_EXTENDED]
+            features += [MAM2, MAM2_EXTENDED, MAM1]
         for var in sorted(features):
             q.sub("feature", attrs={"var": var})
         form = q.append(Element("x", DATA, {"type": "result"}))

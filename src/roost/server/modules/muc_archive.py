@@ -25,7 +25,7 @@ from roost.core.delay import xep0082_datetime
 from roost.core.errors import StanzaError
 from roost.core.errors import StanzaErrorCondition as C
 from roost.core.jid import JID
-from roost.core.mam import HINTS, fin_element, parse_query, query_form, result_message
+from roost.core.mam import HINTS, MAM2, fin_element, parse_query, query_form, result_message
 from roost.core.moderation import MODERATE, announcement, parse_moderate, tombstone
 from roost.core.muc import MUC_USER, RANK, Affiliation, HistoryItem, Role
 from roost.core.xml.element import Element
@@ -246,9 +246,12 @@ class RoomArchive:
         assert payload is not None
         self.may_query(room, sender)
         if iq.get("type") == "get":
-            if payload.tag != "query":
+            if payload.tag == "metadata" and payload.ns == MAM2:
+                self.ctx.spawn(self._metadata(service, room, iq, sender))
+            elif payload.tag == "query":
+                service.result(iq, sender, query_form(payload.ns))
+            else:
                 raise StanzaError(C.SERVICE_UNAVAILABLE)
-            service.result(iq, sender, query_form(payload.ns))
             return
         if payload.tag != "query":
             raise StanzaError(C.SERVICE_UNAVAILABLE)
@@ -326,6 +329,46 @@ class RoomArchive:
         last = page.messages[-1].id if page.messages else None
         fin = fin_element(mam_ns, first, last, page.index, page.count, complete=page.complete)
         service.result(iq, sender, fin)
+
+    async def _metadata(self, service: MucService, room: Room, iq: Element, sender: JID) -> None:
+        """XEP-0313 §5: the first and last message of the room's archive."""
+        el = Element("metadata", MAM2)
+        storage = self.ctx.storage
+        try:
+            await self.flushed()
+            oldest = await storage.query_room_archive(str(room.jid), ArchiveQuery(limit=1))
+            if oldest.messages:
+                newest = await storage.query_room_archive(
+                    str(room.jid), ArchiveQuery(before="", limit=1)
+                )
+                for tag, m in (("start", oldest.messages[0]), ("end", newest.messages[0])):
+                    el.sub(tag, attrs={"id": m.id, "timestamp": xep0082_datetime(m.seq / 1e6)})
+        except Exception:
+            log.exception("reading the archive of %s failed", room.jid)
+            service.reply(iq, sender, StanzaError(C.INTERNAL_SERVER_ERROR))
+            return
+        service.result(iq, sender, el)
+
+    async def recent(self, room: Room) -> None:
+        """After a restart, the history for newcomers (XEP-0045 §7.2.14) from the archive:
+        the room's last messages with a body, as they were broadcast."""
+        size = room.history.maxlen
+        if not size:
+            return
+        page = await self.ctx.storage.query_room_archive(
+            str(room.jid), ArchiveQuery(before="", limit=size)
+        )
+        for m in page.messages:
+            if not m.nick:
+                continue  # the room's own (moderation notices) are not history
+            try:
+                msg = parse_fragment(m.stanza)
+            except ValueError:
+                continue
+            if msg.find("body", ns.CLIENT) is None:
+                continue
+            msg.sub("stanza-id", SID, {"id": m.id, "by": str(room.jid)})
+            room.history.append(HistoryItem(m.seq / 1_000_000, msg, len(serialize(msg))))
 
     @staticmethod
     def _shown(room: Room, m: RoomArchivedMessage, original: Element, reveal: bool) -> Element:
