@@ -58,7 +58,8 @@ from roost.core.xml.writer import serialize
 from roost.server import events
 from roost.server.api import ModuleContext
 from roost.server.config import ConfigError
-from roost.server.modules.muc_archive import RoomArchive, archivable
+from roost.server.modules.muc.archive import RoomArchive, archivable
+from roost.server.services import ROOM_ARCHIVE
 from roost.server.session import Session
 
 __all__ = ["MucModule", "MucOptions"]
@@ -1357,6 +1358,7 @@ class MucModule:
         self._flusher: asyncio.Task[None] | None = None
         self._after: list[Callable[[bool], object]] = []
         self.archive = RoomArchive(ctx)
+        ctx.provide(ROOM_ARCHIVE, self.archive)  # XEP-0198 acks wait for it too
         archive_opts = ctx.config.archive
         if archive_opts.expire_after or archive_opts.max_items:
             ctx.every(archive_opts.cleanup_interval, lambda: ctx.spawn(self.archive.cleanup()))

@@ -1,5 +1,5 @@
 """XEP-0313 archives of MUC rooms (XEP-0313 §3.3.2, §6.1.2) and XEP-0425 moderation of
-what they hold: a part of the ``muc`` module, in its own file.
+what they hold: the part of the ``muc`` module (a package) that deals with the disk.
 
 A room with ``muc#roomconfig_enablearchiving`` on archives every groupchat message it
 broadcasts with a body or a subject (not private messages, nothing with a XEP-0334
