@@ -12,9 +12,9 @@ from roost.core.delay import xep0082_datetime
 from roost.core.xml.element import Element
 from roost.core.xml.writer import serialize
 from roost.server.app import Server
-from roost.storage.api import archive_seq
+from roost.storage.api import ArchiveQuery, archive_seq
 from tests.conftest import PASSWORDS
-from tests.helpers import Logins, RawClient, drain, quiet
+from tests.helpers import Logins, RawClient, drain, eventually, quiet, start_server
 from tests.server.test_cli import RoostProcess
 from tests.server.test_muc import (
     DATA,
@@ -209,6 +209,18 @@ async def test_room_archive_filters(logins: Logins) -> None:
     assert [r.find("result", MAM2).get("id") for r in results] == [ids[2], stanza_id(own)]  # type: ignore[union-attr]
     (err,) = await query(bob, "<after>ffffffffff</after>")
     assert error_of(err) == "item-not-found"
+    # by time (XEP-0313 §4.1.2): a second before the first message
+    seq = archive_seq(ids[0])
+    assert seq is not None
+    before = xep0082_datetime(seq / 1_000_000 - 1)
+    for var, expected in (("end", []), ("start", [*ids, stanza_id(own)])):
+        form = (
+            f"<x xmlns='{DATA}' type='submit'><field var='FORM_TYPE' type='hidden'>"
+            f"<value>{MAM2}</value></field><field var='{var}'><value>{before}</value>"
+            "</field></x>"
+        )
+        *results, _fin = await query(bob, form=form)
+        assert [r.find("result", MAM2).get("id") for r in results] == expected  # type: ignore[union-attr]
     # the query form (XEP-0313 §4.1.5)
     await bob.send(f"<iq type='get' id='f' to='{ROOM}'><query xmlns='{MAM2}'/></iq>")
     (form_iq,) = await drain(bob)
@@ -499,3 +511,27 @@ async def test_room_archive_survives_sigkill(roost: RoostProcess, ack_by: str) -
     assert history == out[-20:]
     await bob.close()
     assert roost.terminate() == 0
+
+
+async def test_retention_applies_to_rooms(tmp_path: Path) -> None:
+    """The ``[archive]`` table's ``max_items`` keeps each room's newest messages (the
+    clean-up timer runs every ``cleanup_interval``)."""
+    srv = await start_server(
+        tmp_path, archive={"max_items": 2, "expire_after": 0, "cleanup_interval": 1}
+    )
+    logins = Logins(srv)
+    try:
+        for user in ("alice", "bob"):
+            await srv.accounts.create(user, "localhost", PASSWORDS[user])
+        alice = await logins("alice", "pda")
+        bob = await logins("bob", "desktop")
+        ids, _ = await room_with_chat(alice, bob)
+
+        async def trimmed() -> bool:
+            page = await srv.storage.query_room_archive(ROOM, ArchiveQuery())
+            return [m.id for m in page.messages] == ids[1:]
+
+        await eventually(trimmed, "the room archive trimmed to max_items")
+    finally:
+        await logins.close()
+        await srv.stop()
