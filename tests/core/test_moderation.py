@@ -19,7 +19,7 @@ ROOM = "room@muc.example.com"
 
 
 def test_request_as_in_the_xep() -> None:
-    """XEP-0425 §4, the moderator's iq payload."""
+    """XEP-0425 §3, the moderator's iq payload."""
     el = parse_fragment(
         f"<moderate id='stanza-id-1' xmlns='{MODERATE}'><retract xmlns='{RETRACT}'/>"
         "<reason>This message contains inappropriate content for this forum</reason>"
@@ -50,7 +50,7 @@ def test_bad_requests(xml: str, condition: str) -> None:
 
 
 def test_announcement_is_a_retraction_with_a_fallback() -> None:
-    """XEP-0425 §4.1 with XEP-0424 §4's fallback body."""
+    """XEP-0425 §3.1 with XEP-0424 §3's fallback body."""
     msg = announcement("stanza-id-1", f"{ROOM}/macbeth", "dd72", "spam")
     assert serialize(msg) == (
         "<message type='groupchat'>"
@@ -64,7 +64,7 @@ def test_announcement_is_a_retraction_with_a_fallback() -> None:
 
 
 def test_tombstone_keeps_the_author_and_drops_the_content() -> None:
-    """XEP-0425 §5: attributes and the author's occupant id stay; body and the rest go."""
+    """XEP-0425 §4: attributes and the author's occupant id stay; body and the rest go."""
     original = parse_fragment(
         f"<message type='groupchat' from='{ROOM}/oldhag' id='message-id-1'>"
         "<body>DM me for free magic potions!</body>"

@@ -312,7 +312,7 @@ async def test_destroyed_room_takes_its_archive(logins: Logins) -> None:
 
 
 async def test_moderation_transcript(logins: Logins) -> None:
-    """XEP-0425 §4: the moderator retracts by stanza-id; everyone hears it; the archive and
+    """XEP-0425 §3: the moderator retracts by stanza-id; everyone hears it; the archive and
     the history for newcomers keep a tombstone (§5)."""
     alice = await logins("alice", "pda")
     bob = await logins("bob", "desktop")
@@ -344,7 +344,7 @@ async def test_moderation_transcript(logins: Logins) -> None:
         "</error></iq>"
     )
     await quiet(bob)
-    # the moderator's request, as in XEP-0425 §4
+    # the moderator's request, as in XEP-0425 §3
     await alice.send(
         f"<iq type='set' id='retract-request-1' to='{ROOM}'>"
         f"<moderate id='{spam_id}' xmlns='{MODERATE}'><retract xmlns='{RETRACT}'/>"
@@ -372,7 +372,7 @@ async def test_moderation_transcript(logins: Logins) -> None:
     assert serialize(res) == (
         f"<iq type='result' id='retract-request-1' from='{ROOM}' to='{alice.jid}'/>"
     )
-    # MAM: the tombstone in place of the message, under its id and time (XEP-0425 §5)
+    # MAM: the tombstone in place of the message, under its id and time (XEP-0425 §4)
     *results, _fin = await query(carol)
     assert [r.find("result", MAM2).get("id") for r in results] == [*ids, spam_id, ann_id]  # type: ignore[union-attr]
     tomb = results[3]

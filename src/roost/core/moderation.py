@@ -28,14 +28,14 @@ RETRACT: Final = "urn:xmpp:message-retract:1"
 FALLBACK: Final = "urn:xmpp:fallback:0"
 OCCUPANT_ID: Final = "urn:xmpp:occupant-id:0"
 
-#: XEP-0425 §5 tombstones: what of the moderated message is kept (who sent it), the rest
+#: XEP-0425 §4 tombstones: what of the moderated message is kept (who sent it), the rest
 #: (body and everything that might leak it) goes
 _KEPT: Final = frozenset({OCCUPANT_ID})
 
 
 @dataclass(frozen=True, slots=True)
 class ModerationRequest:
-    """``<moderate id='…'><retract/><reason/></moderate>`` (XEP-0425 §4)."""
+    """``<moderate id='…'><retract/><reason/></moderate>`` (XEP-0425 §3)."""
 
     stanza_id: str
     reason: str | None
@@ -59,15 +59,15 @@ def parse_moderate(moderate: Element) -> ModerationRequest:
 def _moderated(by: str, occupant_id: str | None) -> Element:
     el = Element("moderated", MODERATE, {"by": by})
     if occupant_id is not None:
-        # XEP-0425 §5: the moderator's occupant id, for semi-anonymous rooms
+        # XEP-0425 §4: the moderator's occupant id, for semi-anonymous rooms
         el.sub("occupant-id", OCCUPANT_ID, {"id": occupant_id})
     return el
 
 
 def announcement(stanza_id: str, by: str, occupant_id: str | None, reason: str | None) -> Element:
-    """XEP-0425 §4.1: the groupchat message the room sends every occupant (``from`` and
+    """XEP-0425 §3.1: the groupchat message the room sends every occupant (``from`` and
     ``to`` are the sender's business), with a XEP-0428 fallback body for clients that know
-    neither XEP-0424 nor XEP-0425 (XEP-0424 §4)."""
+    neither XEP-0424 nor XEP-0425 (XEP-0424 §3)."""
     msg = Element("message", ns.CLIENT, {"type": "groupchat"})
     retract = msg.sub("retract", RETRACT, {"id": stanza_id})
     retract.append(_moderated(by, occupant_id))
@@ -82,7 +82,7 @@ def announcement(stanza_id: str, by: str, occupant_id: str | None, reason: str |
 def tombstone(
     original: Element, by: str, occupant_id: str | None, reason: str | None, now: float
 ) -> Element:
-    """XEP-0425 §5: the archived message with its contents replaced by ``<retracted/>``;
+    """XEP-0425 §4: the archived message with its contents replaced by ``<retracted/>``;
     its attributes and its author's occupant id stay."""
     out = Element(original.tag, original.ns, dict(original.attrs))
     out.children = [c for c in original.children if isinstance(c, Element) and c.ns in _KEPT]

@@ -387,7 +387,7 @@ class RoomArchive:
     # -- XEP-0425 moderation -------------------------------------------------------------
 
     def moderate_iq(self, service: MucService, room: Room, iq: Element, sender: JID) -> None:
-        """XEP-0425 §4: a moderator retracts a message by the room's stanza-id."""
+        """XEP-0425 §3: a moderator retracts a message by the room's stanza-id."""
         payload = iq.find("moderate", MODERATE)
         if iq.get("type") != "set" or payload is None:
             raise StanzaError(C.SERVICE_UNAVAILABLE)
@@ -436,7 +436,7 @@ class RoomArchive:
             service.reply(iq, sender, StanzaError(C.ITEM_NOT_FOUND, "no such message here"))
             return
         if service.rooms.get(room.jid) is room:
-            # XEP-0425 §4.1: every occupant (the moderator too) hears of it, then the answer
+            # XEP-0425 §3.1: every occupant (the moderator too) hears of it, then the answer
             service.broadcast(room, None, None, announcement(stanza_id, by, occupant_id, reason))
         service.result(iq, sender)
 
