@@ -192,9 +192,10 @@ class Room:
             }
         )
 
-    def load_json(self, text: str) -> None:
+    def load_json(self, text: str, archiving: bool = True) -> None:
+        """The stored state; ``archiving`` for a room stored before rooms had archives."""
         data = json.loads(text)
-        self.config = RoomConfig.from_json(data.get("config", {}))
+        self.config = RoomConfig.from_json({"archiving": archiving, **data.get("config", {})})
         self.affiliations = {
             JID.parse(j): Affiliation(a) for j, a in data.get("affiliations", {}).items()
         }
@@ -235,7 +236,7 @@ class MucService:
                 if text is None:
                     continue
                 room = Room(room_jid, self.opts.history_size)
-                room.load_json(text)
+                room.load_json(text, self.opts.archiving)
                 self.rooms[room_jid] = room
                 self.m.stored.add(room_jid)
                 if room.config.archiving:
