@@ -58,6 +58,11 @@ def stanza_id(m: Element) -> str:
     return sid.get("id") or ""
 
 
+def stanza_id_or_none(m: Element) -> str | None:
+    sid = m.find("stanza-id", SID)
+    return None if sid is None else sid.get("id")
+
+
 def occupant_id(m: Element) -> str:
     oid = m.find("occupant-id", OID)
     assert oid is not None, serialize(m)
@@ -290,6 +295,20 @@ async def test_archiving_can_be_turned_off(logins: Logins) -> None:
     await drain(alice)
     *results, _fin = await query(bob)
     assert [r.find("result", MAM2).get("id") for r in results] == ids  # type: ignore[union-attr]
+    # moderation works on the history for newcomers alone
+    await alice.send(
+        f"<iq type='set' id='mod' to='{ROOM}'><moderate id='{stanza_id(m)}' xmlns='{MODERATE}'>"
+        f"<retract xmlns='{RETRACT}'/></moderate></iq>"
+    )
+    notice, res = await drain(alice)
+    assert res.get("type") == "result" and notice.find("retract", RETRACT) is not None
+    (notice,) = await drain(bob)
+    assert notice.find("retract", RETRACT).get("id") == stanza_id(m)  # type: ignore[union-attr]
+    got = await join(await logins("carol", "c"), "thirdwitch")
+    (last,) = [e for e in got if e.tag == "message" and stanza_id_or_none(e) == stanza_id(m)]
+    assert last.find("body") is None and last.find("retracted", RETRACT) is not None
+    await drain(alice)
+    await drain(bob)
     got = await configure(alice, {"muc#roomconfig_enablearchiving": "1"})
     assert [codes(e) for e in got if e.tag == "message"] == [{"104", "170"}]
 
