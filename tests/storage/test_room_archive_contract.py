@@ -59,6 +59,10 @@ async def test_room_archive_pages_and_filters(storage: Storage) -> None:
     with pytest.raises(ArchiveIdNotFound):
         await storage.query_room_archive(ROOM, ArchiveQuery(after=sid(11)))
     assert await storage.get_room_message(ROOM, sid(11)) is None
+    # an id too big for any archive (16 hex digits above 2**63) is simply not there
+    assert await storage.get_room_message(ROOM, "f" * 16) is None
+    with pytest.raises(ArchiveIdNotFound):
+        await storage.query_room_archive(ROOM, ArchiveQuery(after="f" * 16))
     assert await storage.get_room_message(OTHER, sid(11)) == msg(11, room=OTHER)
     assert await storage.last_room_archive_seq() == 11
 

@@ -318,7 +318,9 @@ def archive_seq(archive_id: str) -> int | None:
     if not 0 < len(archive_id) <= 16 or archive_id.lstrip("0123456789abcdef"):
         return None
     seq = int(archive_id, 16)
-    return seq if seq > 0 and format(seq, "x") == archive_id else None
+    # a 64-bit SQL integer at most: 16 hex digits can name more (a client's guess, or a
+    # stanza-id that was never an archive id)
+    return seq if 0 < seq < 1 << 63 and format(seq, "x") == archive_id else None
 
 
 @dataclass(frozen=True, slots=True)
