@@ -108,8 +108,17 @@ async def test_archive_values_are_checked() -> None:
 def test_archive_ids_name_their_seq() -> None:
     for seq in (1, 255, 1_733_000_000_000_000):
         assert archive_seq(archive_id(seq)) == seq
-    for bad in ("", "0", "0ff", "FF", "x1", "-1", "1" * 17, "\U0001f426"):
-        assert archive_seq(bad) is None
+    for bad in ("", "0", "0ff", "FF", "x1", "-1", "1" * 17, "\U0001f426", "8" + "0" * 15):
+        assert archive_seq(bad) is None  # the last: beyond a 64-bit SQL integer
+    assert archive_seq("7" + "f" * 15) == (1 << 63) - 1
+
+
+async def test_an_id_beyond_sql_integers_is_not_found(juliet: Storage) -> None:
+    """A random 16-hex-digit id (a client's, or a stanza-id that is no archive id) is an
+    unknown id (XEP-0313 §4.1.3: item-not-found), not a storage error."""
+    await juliet.archive_messages([msg(1)])
+    with pytest.raises(ArchiveIdNotFound):
+        await juliet.query_archive("juliet", DOMAIN, ArchiveQuery(after="f" * 16))
 
 
 async def test_archived_text_round_trips(juliet: Storage) -> None:

@@ -284,7 +284,7 @@ _PER_USER_TABLES = {
     "archive_prefs",
 }
 # Tables that belong to no account: module stores' versions and host-scoped documents.
-_HOST_TABLES = {"store_versions", "host_data"}
+_HOST_TABLES = {"store_versions", "host_data", "room_archive"}
 
 
 def rows_per_table(db_path: Path, username: str) -> dict[str, int]:

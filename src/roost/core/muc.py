@@ -127,6 +127,9 @@ class RoomConfig:
     allow_invites: bool = False  # participants may invite to a members-only room
     allow_pm: str = "anyone"  # anyone | participants | moderators | none
     get_member_list: tuple[str, ...] = ("moderator", "participant", "visitor")
+    #: XEP-0313 archive of the room (muc#roomconfig_enablearchiving, the field Prosody's
+    #: mod_muc_mam offers)
+    archiving: bool = True
 
     def to_json(self) -> dict[str, object]:
         d = dataclasses.asdict(self)
@@ -216,6 +219,13 @@ def config_form(cfg: RoomConfig, admins: Sequence[str], owners: Sequence[str]) -
     )
     for opt in ("moderator", "participant", "visitor"):
         gml.sub("option", attrs={"label": opt}).sub("value", text=opt)
+    _field(
+        form,
+        "muc#roomconfig_enablearchiving",
+        "boolean",
+        "Archive messages (XEP-0313)",
+        [_bool(cfg.archiving)],
+    )
     _field(form, "muc#roomconfig_roomadmins", "jid-multi", "Admins", admins)
     _field(form, "muc#roomconfig_roomowners", "jid-multi", "Owners", owners)
     return form
@@ -268,6 +278,7 @@ def parse_config_form(
         "muc#roomconfig_membersonly": "members_only",
         "muc#roomconfig_changesubject": "change_subject",
         "muc#roomconfig_allowinvites": "allow_invites",
+        "muc#roomconfig_enablearchiving": "archiving",
     }
     for var, attr in flags.items():
         if var in vals:

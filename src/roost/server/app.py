@@ -37,7 +37,15 @@ from roost.server.loader import resolve_modules
 from roost.server.modules import default_modules
 from roost.server.privileges import check_run_as, drop_privileges, resolve_run_as
 from roost.server.router import Router
-from roost.server.services import ADMIN, ARCHIVE, ROSTERS, ArchiveService, RosterService
+from roost.server.services import (
+    ADMIN,
+    ARCHIVE,
+    ROOM_ARCHIVE,
+    ROSTERS,
+    ArchiveService,
+    DurableWrites,
+    RosterService,
+)
 from roost.server.session import Session
 from roost.server.sessions import SessionManager
 from roost.server.sm import StreamManager
@@ -502,6 +510,10 @@ class Server:
     def archive(self) -> ArchiveService | None:
         """The message archive (XEP-0313), when a module provides it."""
         return cast("ArchiveService | None", self.services.get(ARCHIVE.name))
+
+    def room_archive(self) -> DurableWrites | None:
+        """The MUC rooms' archives, when the muc module runs."""
+        return cast("DurableWrites | None", self.services.get(ROOM_ARCHIVE.name))
 
     def end_session(self, session: Session, error: StreamError | None = None) -> None:
         """A bound session is over: unbound, announced (``session/closed``), and what it

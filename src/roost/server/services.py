@@ -33,11 +33,13 @@ __all__ = [
     "PEP",
     "PRESENCE",
     "PRIVACY_LISTS",
+    "ROOM_ARCHIVE",
     "ROSTERS",
     "AdminError",
     "AdminService",
     "ArchiveService",
     "CapsService",
+    "DurableWrites",
     "OnlyTo",
     "PepService",
     "PresenceService",
@@ -219,6 +221,16 @@ class ArchiveService(Protocol):
         offline before, and archived then): not archived again, its stanza-id kept."""
 
 
+class DurableWrites(Protocol):
+    """Writes queued off the routing path (the MUC room archive, ``muc``): what a client's
+    stanzas caused is on disk once ``flushed`` returns (XEP-0198 acknowledgements)."""
+
+    async def flushed(self) -> None:
+        """Return once everything queued before the call is committed; raises if its write
+        failed."""
+        ...
+
+
 class CapsService(Protocol):
     """Verified XEP-0115 capabilities (the caps module): what an entity's caps say it
     supports, only once the 'ver' has been checked (§5.4), for PEP's ``+notify`` (XEP-0163
@@ -287,3 +299,5 @@ PRIVACY_LISTS: Final = ServiceKey[PrivacyListsService]("privacy_lists")
 #: provided by the server itself, not a module
 ADMIN: Final = ServiceKey[AdminService]("admin")
 ARCHIVE: Final = ServiceKey[ArchiveService]("archive")
+#: the MUC module's room archives (XEP-0313 on room JIDs)
+ROOM_ARCHIVE: Final = ServiceKey[DurableWrites]("room-archive")

@@ -26,6 +26,9 @@ __all__ = [
     "KeyValueStore",
     "NoSuchAccount",
     "OfflineStore",
+    "RoomArchivePage",
+    "RoomArchiveStore",
+    "RoomArchivedMessage",
     "RosterData",
     "RosterItem",
     "RosterStore",
@@ -325,7 +328,9 @@ def archive_seq(archive_id: str) -> int | None:
     if not 0 < len(archive_id) <= 16 or archive_id.lstrip("0123456789abcdef"):
         return None
     seq = int(archive_id, 16)
-    return seq if seq > 0 and format(seq, "x") == archive_id else None
+    # a 64-bit SQL integer at most: 16 hex digits can name more (a client's guess, or a
+    # stanza-id that was never an archive id)
+    return seq if 0 < seq < 1 << 63 and format(seq, "x") == archive_id else None
 
 
 class _ArchivedFields(NamedTuple):
@@ -377,7 +382,8 @@ class ArchiveQuery:
     """What a XEP-0313 query selects, and which page of it (XEP-0059).
 
     Filters (they change the result set and its count): ``peer`` (bare JID) and, with it,
-    ``resource``; ``start``/``end`` as inclusive ``seq`` bounds; ``after_id``/``before_id``
+    ``resource`` (in a room archive: the sender's real JID); ``nick`` (room archives only:
+    the occupant's nick); ``start``/``end`` as inclusive ``seq`` bounds; ``after_id``/``before_id``
     exclusive bounds by archive id; ``ids`` exactly these messages. Paging (RSM): ``after``
     or ``before`` an id, ``before=""`` for the last page; ``limit`` items at most.
     """
@@ -392,6 +398,7 @@ class ArchiveQuery:
     after: str | None = None
     before: str | None = None
     limit: int = 50
+    nick: str | None = None
 
     def __post_init__(self) -> None:
         if self.limit < 0:
@@ -463,8 +470,93 @@ class ArchiveStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class RoomArchivedMessage:
+    """One groupchat message in a MUC room's archive (XEP-0313 on the room JID).
+
+    ``seq`` as in ``ArchivedMessage`` (its hex is the room's stanza-id). ``nick`` is the
+    occupant who sent it ("" for the room itself); ``jid`` the sender's real full JID
+    (``None`` for the room), kept apart from the stanza so a query shows it only to those
+    who may see it (XEP-0313 §6.1.2 MUC archives)."""
+
+    room: str
+    seq: int
+    nick: str
+    jid: str | None
+    stanza: str  # serialized XML as broadcast, without 'to' and without the stanza-id
+
+    def __post_init__(self) -> None:
+        if self.seq <= 0:
+            raise ValueError(f"archive seq must be > 0, got {self.seq}")
+
+    @property
+    def id(self) -> str:
+        return archive_id(self.seq)
+
+    @property
+    def sender(self) -> str | None:
+        """The real bare JID."""
+        return None if self.jid is None else self.jid.partition("/")[0]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomArchivePage:
+    """One page of a room archive query; the fields as in ``ArchivePage``."""
+
+    messages: tuple[RoomArchivedMessage, ...]
+    count: int
+    index: int
+    complete: bool
+
+
+class RoomArchiveStore(Protocol):
+    """MUC room archives, keyed by the room's bare JID (no account behind it)."""
+
+    async def archive_room_messages(self, messages: Iterable[RoomArchivedMessage]) -> int:
+        """Append messages (any rooms) in one transaction, committed before returning."""
+        ...
+
+    async def query_room_archive(self, room: str, query: ArchiveQuery) -> RoomArchivePage:
+        """One page, as ``query_archive``; ``peer``/``resource`` match the real JID,
+        ``nick`` the occupant. Raises ``ArchiveIdNotFound`` for an id not in the room."""
+        ...
+
+    async def get_room_message(self, room: str, id_: str) -> RoomArchivedMessage | None:
+        """The message with this archive id in this room, if there is one."""
+        ...
+
+    async def replace_room_message(self, room: str, seq: int, stanza: str) -> bool:
+        """Replace a message's stanza, keeping its id, time and sender (XEP-0425
+        tombstones, XEP-0313 §3.2: no holes); False if it is not there."""
+        ...
+
+    async def delete_room_archive(self, room: str, up_to_seq: int) -> int:
+        """Delete the room's messages with ``seq <= up_to_seq`` (the room was destroyed:
+        a room of the same name made since keeps its own); how many went."""
+        ...
+
+    async def expire_room_archives(self, before_seq: int) -> int:
+        """Delete every room message with ``seq < before_seq``; how many went."""
+        ...
+
+    async def trim_room_archives(self, max_items: int) -> int:
+        """Delete each room's oldest messages beyond ``max_items``; how many went."""
+        ...
+
+    async def last_room_archive_seq(self) -> int:
+        """The highest ``seq`` stored in any room archive (0 for none)."""
+        ...
+
+
 class Storage(
-    AccountStore, RosterStore, OfflineStore, KeyValueStore, HostDataStore, ArchiveStore, Protocol
+    AccountStore,
+    RosterStore,
+    OfflineStore,
+    KeyValueStore,
+    HostDataStore,
+    ArchiveStore,
+    RoomArchiveStore,
+    Protocol,
 ):
     """Everything a server needs from its database, with an explicit lifetime."""
 

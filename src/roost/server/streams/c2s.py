@@ -53,7 +53,7 @@ from roost.server.accounts import KeysNotStored
 from roost.server.api import Registry
 from roost.server.bus import EventBus
 from roost.server.router import Router
-from roost.server.services import ArchiveService
+from roost.server.services import ArchiveService, DurableWrites
 from roost.server.session import Session
 from roost.server.sessions import SessionManager
 from roost.server.sm import SM, StreamManagement, StreamManager, parse_h
@@ -126,6 +126,8 @@ class C2SHost(Protocol):
     def end_session(self, session: Session, error: StreamError | None = None) -> None: ...
 
     def archive(self) -> ArchiveService | None: ...
+
+    def room_archive(self) -> DurableWrites | None: ...
 
     def auth_failed(self, ip: str) -> None: ...
 
@@ -558,11 +560,13 @@ class C2SConnection(StreamDriver):
         elif sm is None:
             return  # acks before enabling mean nothing
         elif el.tag == "r":
-            archive = self.host.archive()
-            if archive is None and self._held is None:
+            archives = tuple(
+                a for a in (self.host.archive(), self.host.room_archive()) if a is not None
+            )
+            if not archives and self._held is None:
                 self.stream.send_raw(f"<a xmlns='{SM}' h='{sm.h_in}'/>".encode())
             else:
-                self.host.spawn(self._durable_ack(sm.h_in, archive))
+                self.host.spawn(self._durable_ack(sm.h_in, archives))
         elif el.tag == "a":
             h = parse_h(el.get("h"))
             if h is None:
@@ -573,13 +577,14 @@ class C2SConnection(StreamDriver):
             if sm.unacked:  # what went out after our <r/> still waits for its ack
                 self._ask_soon(sm, manager)
 
-    async def _durable_ack(self, h: int, archive: ArchiveService | None) -> None:
+    async def _durable_ack(self, h: int, archives: tuple[DurableWrites, ...]) -> None:
         """#12: acknowledge ``h`` stanzas only once they are handled (none waits behind a
-        held one) and the messages among them are in the archive on disk, so what a client
-        was told is safe survives a crash (XEP-0198 §4: "handled")."""
+        held one) and the messages among them are in the archives on disk (the user
+        archive, and the room archive for groupchat), so what a client was told is safe
+        survives a crash (XEP-0198 §4: "handled")."""
         while self._held is not None and not self._closing:
             await asyncio.wait({self._held})
-        if archive is not None:
+        for archive in archives:
             try:
                 await archive.flushed()
             except Exception:

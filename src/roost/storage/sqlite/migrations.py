@@ -128,4 +128,21 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX archive_prefs_by_domain ON archive_prefs (domain, username);
     """,
+    # 5: MUC room archives (XEP-0313 on a room JID, XEP-0045 rooms have no account). ``seq``
+    # as in archive_messages: order, time and id; ``nick`` the occupant's nick ('' for the
+    # room itself), ``jid`` the sender's real full JID (shown only to those who may see it),
+    # ``sender`` its bare part (the 'with' filter by real JID).
+    """
+    CREATE TABLE room_archive (
+        seq    INTEGER PRIMARY KEY,  -- microseconds since the epoch, unique; the id
+        room   TEXT    NOT NULL,     -- the room's bare JID
+        nick   TEXT    NOT NULL,
+        sender TEXT,
+        jid    TEXT,
+        stanza TEXT    NOT NULL
+    );
+    CREATE INDEX room_archive_by_time ON room_archive (room, seq);
+    CREATE INDEX room_archive_by_nick ON room_archive (room, nick, seq);
+    CREATE INDEX room_archive_by_sender ON room_archive (room, sender, seq);
+    """,
 ]

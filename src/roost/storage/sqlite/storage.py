@@ -17,6 +17,8 @@ from roost.storage.api import (
     ArchivePage,
     ArchivePrefs,
     ArchiveQuery,
+    RoomArchivedMessage,
+    RoomArchivePage,
     RosterData,
     RosterItem,
     StoredCredentials,
@@ -231,6 +233,49 @@ class SQLiteStorage(SQLiteDatabase):
             )
         )
 
+
+    # -- room archives (XEP-0313 on MUC rooms) ---------------------------------------------
+
+    async def archive_room_messages(self, messages: Iterable[RoomArchivedMessage]) -> int:
+        batch = list(messages)
+        if not batch:
+            return 0
+        return await self._call(
+            functools.partial(archive_sql.archive_room_messages, messages=batch)
+        )
+
+    async def query_room_archive(self, room: str, query: ArchiveQuery) -> RoomArchivePage:
+        return await self._call(
+            functools.partial(archive_sql.query_room_archive, room=room, query=query)
+        )
+
+    async def get_room_message(self, room: str, id_: str) -> RoomArchivedMessage | None:
+        return await self._call(
+            functools.partial(archive_sql.get_room_message, room=room, id_=id_)
+        )
+
+    async def replace_room_message(self, room: str, seq: int, stanza: str) -> bool:
+        return await self._call(
+            functools.partial(archive_sql.replace_room_message, room=room, seq=seq, stanza=stanza)
+        )
+
+    async def delete_room_archive(self, room: str, up_to_seq: int) -> int:
+        return await self._call(
+            functools.partial(archive_sql.delete_room_archive, room=room, up_to_seq=up_to_seq)
+        )
+
+    async def expire_room_archives(self, before_seq: int) -> int:
+        return await self._call(
+            functools.partial(archive_sql.expire_room_archives, before_seq=before_seq)
+        )
+
+    async def trim_room_archives(self, max_items: int) -> int:
+        return await self._call(
+            functools.partial(archive_sql.trim_room_archives, max_items=max_items)
+        )
+
+    async def last_room_archive_seq(self) -> int:
+        return await self._call(archive_sql.last_room_archive_seq)
 
 if TYPE_CHECKING:
 

@@ -31,6 +31,8 @@ from roost.core.delay import delay_element
 from roost.core.errors import StanzaError, StanzaErrorType
 from roost.core.errors import StanzaErrorCondition as C
 from roost.core.jid import JID, InvalidJID
+from roost.core.mam import MAM1, MAM2, MAM2_EXTENDED, MAM_NAMESPACES
+from roost.core.moderation import MODERATE
 from roost.core.muc import (
     DATA,
     MUC,
@@ -56,6 +58,8 @@ from roost.core.xml.writer import serialize
 from roost.server import events
 from roost.server.api import ModuleContext
 from roost.server.config import ConfigError
+from roost.server.modules.muc.archive import RoomArchive, archivable
+from roost.server.services import ROOM_ARCHIVE
 from roost.server.session import Session
 
 __all__ = ["MucModule", "MucOptions"]
@@ -100,6 +104,9 @@ class MucOptions:
     #: groupchat messages an occupant may send per second, sustained, and in a burst
     message_rate: float = dataclasses.field(default=5.0, metadata={"lo": 0.01})
     message_burst: int = dataclasses.field(default=20, metadata={"lo": 1})
+    #: whether a new room archives its messages (XEP-0313) until its owner says otherwise
+    #: (muc#roomconfig_enablearchiving); retention is the [archive] table's
+    archiving: bool = True
 
     def __post_init__(self) -> None:
         label = self.subdomain
@@ -185,9 +192,10 @@ class Room:
             }
         )
 
-    def load_json(self, text: str) -> None:
+    def load_json(self, text: str, archiving: bool = True) -> None:
+        """The stored state; ``archiving`` for a room stored before rooms had archives."""
         data = json.loads(text)
-        self.config = RoomConfig.from_json(data.get("config", {}))
+        self.config = RoomConfig.from_json({"archiving": archiving, **data.get("config", {})})
         self.affiliations = {
             JID.parse(j): Affiliation(a) for j, a in data.get("affiliations", {}).items()
         }
@@ -228,9 +236,14 @@ class MucService:
                 if text is None:
                     continue
                 room = Room(room_jid, self.opts.history_size)
-                room.load_json(text)
+                room.load_json(text, self.opts.archiving)
                 self.rooms[room_jid] = room
                 self.m.stored.add(room_jid)
+                if room.config.archiving:
+                    try:
+                        await self.m.archive.recent(room)
+                    except Exception:
+                        log.exception("muc: reading the history of %s failed", room_jid)
         finally:
             waiting, self._waiting = self._waiting or [], None
             for stanza, sender, to in waiting:
@@ -303,6 +316,13 @@ class MucService:
         attrs = {"type": "result", "id": iq.get("id") or ""}
         reply = Element("iq", ns.CLIENT, attrs, [payload] if payload is not None else None)
         self.send(reply, JID.parse(iq.get("to") or self.domain), sender)
+
+    def reply(self, iq: Element, sender: JID, error: StanzaError) -> None:
+        """An error answer from a task (``receive`` answers the ones handlers raise)."""
+        to = iq.get("to")
+        if error.by is None and to:
+            error.by = to.partition("/")[0]
+        self.ctx.reply_error(iq, error, sender)
 
     def ack(self, iq: Element, sender: JID) -> None:
         """The result of a change, once what it changed is committed (a durable write is
@@ -462,6 +482,7 @@ class MucService:
         if room is None:
             self.may_create(sender)
             room = Room(to.bare, self.opts.history_size)
+            room.config.archiving = self.opts.archiving
             room.locked = True  # §10.1.1: until the owner configures it
             room.creator = sender.bare
             room.affiliations[sender.bare] = Affiliation.OWNER
@@ -621,6 +642,7 @@ class MucService:
         if not room.occupants and not room.config.persistent:
             self.rooms.pop(room.jid, None)
             self.m.forget(self, room)
+            self.m.archive.drop(room.jid)  # the room is gone, so is its archive
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -632,7 +654,7 @@ class MucService:
                 self.remove(room, occ, codes=[333])  # §11.1: the occupant's client is gone
             return
         if type_ == "groupchat":
-            self.groupchat(room, occ, stanza)
+            self.groupchat(room, occ, stanza, sender)
             return
         x = stanza.find("x", MUC_USER)
         if x is not None and (x.find("invite", MUC_USER) or x.find("decline", MUC_USER)):
@@ -644,7 +666,9 @@ class MucService:
             return
         raise StanzaError(C.BAD_REQUEST, "nothing the room understands")
 
-    def groupchat(self, room: Room, occ: Occupant | None, stanza: Element) -> None:
+    def groupchat(
+        self, room: Room, occ: Occupant | None, stanza: Element, sender: JID
+    ) -> None:
         """§7.4: a message to all occupants; the subject (§8.1) if it has one and no body."""
         if occ is None:
             raise StanzaError(C.NOT_ACCEPTABLE, "only occupants may speak")
@@ -660,7 +684,6 @@ class MucService:
             room.subject = subject.text
             room.subject_from = occ.nick
             self.save(room)
-        frm = room.jid.with_resource(occ.nick)
         msg = Element("message", ns.CLIENT, {"type": "groupchat"})
         if (sid := stanza.get("id")) is not None:
             msg.attrs["id"] = sid
@@ -669,9 +692,22 @@ class MucService:
                 continue  # XEP-0359 §3, XEP-0421 §4: only the room's own
             msg.children.append(child)
         msg.sub("occupant-id", OCCUPANT_ID, {"id": occ.occupant_id})
-        msg.sub("stanza-id", SID, {"id": self.ctx.new_id(), "by": str(room.jid)})
+        self.broadcast(room, occ, sender, msg)
+
+    def broadcast(
+        self, room: Room, occ: Occupant | None, sender: JID | None, msg: Element
+    ) -> None:
+        """A groupchat message from ``occ`` (None: the room itself) to every occupant:
+        archived (XEP-0313 §6.1.2) when the room archives, stamped with the room's XEP-0359
+        stanza-id (its archive id, XEP-0313 §3.4), kept for newcomers if it has a body."""
+        frm = room.jid.with_resource(occ.nick) if occ is not None else room.jid
         msg.attrs["from"] = str(frm)
-        if body is not None and room.history.maxlen:
+        stanza_id = None
+        if room.config.archiving and archivable(msg):
+            nick = occ.nick if occ is not None else ""
+            stanza_id = self.m.archive.append(room.jid, nick, sender, msg)
+        msg.sub("stanza-id", SID, {"id": stanza_id or self.ctx.new_id(), "by": str(room.jid)})
+        if occ is not None and msg.find("body", ns.CLIENT) is not None and room.history.maxlen:
             room.history.append(HistoryItem(time.time(), msg, len(serialize(msg))))
         for viewer in list(room.occupants.values()):
             for jid in viewer.jids:
@@ -903,6 +939,10 @@ class MucService:
                 self.owner_set(room, iq, sender, payload)
         elif payload.ns == REGISTER and payload.tag == "query":
             self.register(room, iq, sender, payload)
+        elif payload.ns in MAM_NAMESPACES:
+            self.m.archive.query_iq(self, room, iq, sender)  # XEP-0313 §3.3.2
+        elif payload.ns == MODERATE:
+            self.m.archive.moderate_iq(self, room, iq, sender)  # XEP-0425
         else:
             raise StanzaError(C.SERVICE_UNAVAILABLE)
 
@@ -927,6 +967,7 @@ class MucService:
             SID,
             SELF_PING,
             MUC_REQUEST,
+            MODERATE,
             "muc_public" if cfg.public else "muc_hidden",
             "muc_persistent" if cfg.persistent else "muc_temporary",
             "muc_membersonly" if cfg.members_only else "muc_open",
@@ -934,6 +975,10 @@ class MucService:
             "muc_nonanonymous" if room.non_anonymous else "muc_semianonymous",
             "muc_passwordprotected" if cfg.password else "muc_unsecured",
         ]
+        if cfg.archiving:
+            # XEP-0313 §7: only a room that archives says so (the queries stay answered
+            # when it stops: what it archived is kept until it expires)
+            features += [MAM2, MAM2_EXTENDED, MAM1]
         for var in sorted(features):
             q.sub("feature", attrs={"var": var})
         form = q.append(Element("x", DATA, {"type": "result"}))
@@ -1157,6 +1202,8 @@ class MucService:
             codes = [104]
             if new.whois != before.whois:
                 codes.append(172 if new.whois == "anyone" else 173)
+            if new.archiving != before.archiving:
+                codes.append(170 if new.archiving else 171)  # §10.2.1: logging on, off
             note = Element("message", ns.CLIENT, {"type": "groupchat"})
             note.append(_x(*codes))
             for occ in room.occupants.values():
@@ -1199,6 +1246,7 @@ class MucService:
             self._untrack(jid, room)
         room.by_jid.clear()
         self.m.forget(self, room)
+        self.m.archive.drop(room.jid)
 
     def _untrack(self, jid: JID, room: Room) -> None:
         rooms = self.joined.get(jid)
@@ -1315,6 +1363,11 @@ class MucModule:
         self._dirty: dict[JID, tuple[MucService, Room | None]] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._after: list[Callable[[bool], object]] = []
+        self.archive = RoomArchive(ctx)
+        ctx.provide(ROOM_ARCHIVE, self.archive)  # XEP-0198 acks wait for it too
+        archive_opts = ctx.config.archive
+        if archive_opts.expire_after or archive_opts.max_items:
+            ctx.every(archive_opts.cleanup_interval, lambda: ctx.spawn(self.archive.cleanup()))
         for domain in sorted(ctx.domains):
             service = MucService(self, f"{self.opts.subdomain}.{domain}")
             self.services[service.domain] = service
@@ -1335,6 +1388,10 @@ class MucModule:
                     service.remove(room, occ, codes=[332])
 
     async def _load(self) -> None:
+        try:
+            await self.archive.load()
+        except Exception:
+            log.exception("muc: reading the room archives failed")
         for service in self.services.values():
             await service.load()
 
