@@ -3,6 +3,7 @@ of clients' caps it fills by asking them (and checking the answer, §5.4)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -388,3 +389,24 @@ async def test_log_says_why_caps_did_not_verify(
     assert await module.resolve(JID.parse(c.jid or "")) is None  # waits for the check
     (line,) = _did_not_verify(caplog)
     assert f"from {c.jid} did not verify: {reason}" in line, line
+
+
+async def test_an_announcer_that_leaves_unasked_passes_to_the_next(
+    server: Server, connect: Connect
+) -> None:
+    """A client that goes before answering: the server's query to it fails at once
+    (``recipient-unavailable``, RFC 6120 §8.3.3.13), so the next announcer is asked without
+    waiting out the query's timeout, and nothing is left waiting (a shutdown is not held)."""
+    module = caps_module(server)
+    gone, _ = await connect("carol", "gone")
+    other, _ = await connect("bob", "stays")
+    await gone.send(presence_with_caps())
+    await caps_query(gone, f"{EXODUS_NODE}#{EXODUS_VER}")
+    await other.send(presence_with_caps())
+    await drain(other, idle=False)
+    await gone.close()
+    # the query moves to bob well within the 30 s the first one had to wait
+    iq = await asyncio.wait_for(caps_query(other, f"{EXODUS_NODE}#{EXODUS_VER}"), 5)
+    await answer(other, iq, EXODUS_INFO)
+    assert await module.resolve(JID.parse(other.jid or "")) is not None
+    await asyncio.wait_for(server.idle(), 5)

@@ -524,6 +524,7 @@ class Server:
             self.stream_manager.ended(session)
         if unbound:
             self.bus.notify(events.SESSION_CLOSED, session, error)
+            self.router.recipient_gone(session.jid)
 
     async def idle(self, timeout: float = 10.0) -> None:
         """Wait until the work the server has spawned (storage writes, subscriptions,

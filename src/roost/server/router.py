@@ -136,6 +136,18 @@ class Router:
         finally:
             self._pending.pop(key, None)
 
+    def recipient_gone(self, jid: JID) -> None:
+        """A local session ended: the server's own requests to it will not be answered;
+        their waiters get ``recipient-unavailable`` now (RFC 6120 §8.3.3.13) instead of
+        waiting out their timeout (a caps query, say, would hold up a shutdown)."""
+        if not self._pending:
+            return
+        for (iq_id, to), future in list(self._pending.items()):
+            if to == jid and not future.done():
+                reply = Element("iq", ns.CLIENT, {"type": "error", "id": iq_id, "from": str(jid)})
+                reply.append(StanzaError(_C.RECIPIENT_UNAVAILABLE).to_element())
+                future.set_result(reply)
+
     # -- stage 1: process -----------------------------------------------------------------
 
     def from_client(self, session: Session, stanza: Element) -> None:
