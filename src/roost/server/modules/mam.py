@@ -18,7 +18,6 @@ archived before the call is committed (``synchronous = FULL``) when it returns.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
 import math
@@ -51,6 +50,7 @@ from roost.server import events
 from roost.server.api import HANDLED, IqRequest, IqResult, ModuleContext
 from roost.server.config import ArchiveConfig
 from roost.server.delivery import STANZA_NAMESPACES
+from roost.server.group_commit import GroupCommit
 from roost.server.services import ARCHIVE, ROSTERS
 from roost.server.session import Session
 from roost.storage.api import (
@@ -58,7 +58,6 @@ from roost.storage.api import (
     ArchiveIdNotFound,
     ArchivePrefs,
     ArchiveQuery,
-    StorageError,
     archive_id,
 )
 
@@ -118,15 +117,6 @@ def _seq_of(message: ArchivedMessage) -> int:
     return message.seq
 
 
-class _Dropped:
-    """Messages not archived because the queue was full."""
-
-    __slots__ = ("count",)
-
-    def __init__(self) -> None:
-        self.count = 1
-
-
 class _Pending:
     """A message whose archiving depends on a roster that was not in memory."""
 
@@ -153,12 +143,14 @@ class MamModule:
         self._prefs: dict[JID, Prefs] = {}
         self._loaded = False
         self._default = Prefs(self.options.default_policy)
-        self._queue: list[ArchivedMessage | _Pending | _Dropped] = []
-        self._queued = 0  # messages ever queued
-        self._written = 0  # of those, how many the writer is done with
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
-        self._wake_scheduled = False
+        self._writer: GroupCommit[ArchivedMessage | _Pending] = GroupCommit(
+            ctx.spawn,
+            self._write,
+            what="messages",
+            max_batch=_MAX_BATCH,
+            max_queue=_MAX_QUEUE,
+            delay=lambda: self.options.batch_delay,
+        )
         #: sessions that queried the archive (XEP-0198 counts what the archive holds as
         #: delivered to those only)
         self._queriers: set[Session] = set()
@@ -217,12 +209,7 @@ class MamModule:
         # Messages still waiting in the router (for privacy rules) are archived as they
         # are delivered: wait for them to get here first.
         await self.ctx.routed()
-        target = self._queued
-        if self._written >= target:
-            return
-        future = asyncio.get_running_loop().create_future()
-        self._waiters.append((target, future))
-        await future
+        await self._writer.flushed()
 
     def queried(self, session: Session) -> bool:
         """Whether this session has queried the archive since it was bound (a client that
@@ -289,14 +276,8 @@ class MamModule:
         decision = self._policy(user, peer_bare)
         if decision is False:
             return None
-        if len(self._queue) >= _MAX_QUEUE:
-            self._queued += 1
-            last = self._queue[-1]
-            if isinstance(last, _Dropped):
-                last.count += 1
-            else:
-                log.error("the archive writer is %d messages behind: not archiving", _MAX_QUEUE)
-                self._queue.append(_Dropped())
+        if self._writer.full:
+            self._writer.lose()
             return None
         seq = self._next_seq()
         default = stanza.ns if stanza.ns in STANZA_NAMESPACES else ns.CLIENT
@@ -323,13 +304,7 @@ class MamModule:
         message = ArchivedMessage(
             user.local, user.domain, seq, peer_bare, peer.resource, outgoing, text
         )
-        self._queue.append(message if decision else _Pending(message, user, peer_bare))
-        self._queued += 1
-        if not self._wake_scheduled and self._writer is None:
-            # Started from a callback, not here: a stream driver that holds its peer's next
-            # stanzas behind the tasks this one spawned must not wait for the disk.
-            self._wake_scheduled = True
-            asyncio.get_running_loop().call_soon(self._wake)
+        self._writer.put(message if decision else _Pending(message, user, peer_bare))
         return text
 
     def outbound(self, stanza: Element, session: Session, to: JID) -> bool:
@@ -365,62 +340,18 @@ class MamModule:
     def offline(self, stanza: Element, sender: JID, to: JID) -> bool:
         return self.delivering(stanza, sender, to, ())
 
-    # -- the writer ------------------------------------------------------------------------
+    # -- the writer (``roost.server.group_commit``) -----------------------------------------
 
-    def _wake(self) -> None:
-        self._wake_scheduled = False
-        if self._writer is None and self._queue:
-            self._writer = self.ctx.spawn(self._write_all())
-
-    async def _write_all(self) -> None:
-        try:
-            while self._queue:
-                if len(self._queue) < _MAX_BATCH and self.options.batch_delay:
-                    # Let a burst gather: one transaction (and one trip to the storage
-                    # thread) for many messages costs far less CPU than one each.
-                    await asyncio.sleep(self.options.batch_delay)
-                batch = self._queue[:_MAX_BATCH]
-                del self._queue[:_MAX_BATCH]
-                await self._write(batch)
-        except asyncio.CancelledError:
-            # Shutdown: the batch in flight completes in the storage worker; what is still
-            # queued is written after it, before storage closes.
-            rest, self._queue = self._queue, []
-            if rest:
-                await asyncio.shield(self._write(rest))
-            raise
-        finally:
-            self._writer = None
-
-    async def _write(self, batch: list[ArchivedMessage | _Pending | _Dropped]) -> None:
-        error: BaseException | None = None
-        try:
-            if not self._loaded:
-                await self._init
-            rows = [m for m in batch if type(m) is ArchivedMessage]
-            if len(rows) < len(batch):
-                for item in batch:
-                    if isinstance(item, _Pending) and await self._decide(item.user, item.peer):
-                        rows.append(item.message)
-                rows.sort(key=_seq_of)  # (the rest are queued in order)
-            await self.ctx.storage.archive_messages(rows)
-        except Exception as exc:
-            log.exception("archiving %d messages failed", len(batch))
-            error = exc
-        dropped = sum(item.count for item in batch if isinstance(item, _Dropped))
-        if dropped and error is None:
-            error = StorageError(f"{dropped} messages were not archived: the queue was full")
-        self._written += len(batch) - sum(isinstance(item, _Dropped) for item in batch) + dropped
-        keep: list[tuple[int, asyncio.Future[None]]] = []
-        for target, future in self._waiters:
-            if target > self._written:
-                keep.append((target, future))
-            elif not future.done():
-                if error is None:
-                    future.set_result(None)
-                else:
-                    future.set_exception(error)
-        self._waiters = keep
+    async def _write(self, batch: list[ArchivedMessage | _Pending]) -> None:
+        if not self._loaded:
+            await self._init
+        rows = [m for m in batch if type(m) is ArchivedMessage]
+        if len(rows) < len(batch):
+            for item in batch:
+                if isinstance(item, _Pending) and await self._decide(item.user, item.peer):
+                    rows.append(item.message)
+            rows.sort(key=_seq_of)  # (the rest are queued in order)
+        await self.ctx.storage.archive_messages(rows)
 
     async def _decide(self, user: JID, peer: str) -> bool:
         decision = self._policy(user, peer)

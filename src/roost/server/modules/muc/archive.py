@@ -13,7 +13,6 @@ means what it covers survives ``kill -9``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -32,6 +31,7 @@ from roost.core.xml.element import Element
 from roost.core.xml.parser import parse_fragment
 from roost.core.xml.writer import serialize
 from roost.server.config import ArchiveConfig
+from roost.server.group_commit import GroupCommit
 from roost.storage.api import (
     ArchiveIdNotFound,
     ArchiveQuery,
@@ -85,12 +85,14 @@ class RoomArchive:
         self.ctx = ctx
         self.options: ArchiveConfig = ctx.config.archive
         self._last_seq = 0
-        self._queue: list[RoomArchivedMessage | _Deletion] = []
-        self._queued = 0  # entries ever queued
-        self._written = 0  # of those, how many the writer is done with
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
-        self._wake_scheduled = False
+        self._writer: GroupCommit[RoomArchivedMessage | _Deletion] = GroupCommit(
+            ctx.spawn,
+            self._write,
+            what="room messages",
+            max_batch=_MAX_BATCH,
+            max_queue=_MAX_QUEUE,
+            delay=lambda: self.options.batch_delay,
+        )
 
     async def load(self) -> None:
         """Before any room speaks: ids after a restart follow the stored ones."""
@@ -106,11 +108,11 @@ class RoomArchive:
     def append(self, room: JID, nick: str, sender: JID | None, msg: Element) -> str | None:
         """Queue ``msg`` (as broadcast, before its stanza-id) for the room's archive; its
         archive id, or None when the queue is full."""
-        if len(self._queue) >= _MAX_QUEUE:
-            log.error("the room archive writer is %d messages behind: not archiving", _MAX_QUEUE)
+        if self._writer.full:
+            self._writer.lose()
             return None
         seq = self._next_seq()
-        self._push(
+        self._writer.put(
             RoomArchivedMessage(
                 room=str(room),
                 seq=seq,
@@ -123,80 +125,28 @@ class RoomArchive:
 
     def drop(self, room: JID) -> None:
         """The room is gone: its archive goes, after what was queued for it."""
-        self._push(_Deletion(str(room), self._last_seq))
-
-    def _push(self, entry: RoomArchivedMessage | _Deletion) -> None:
-        self._queue.append(entry)
-        self._queued += 1
-        if not self._wake_scheduled and self._writer is None:
-            # from a callback, not here: the stream driver handling this stanza must not
-            # wait for the disk (as in mam.py)
-            self._wake_scheduled = True
-            asyncio.get_running_loop().call_soon(self._wake)
+        self._writer.put(_Deletion(str(room), self._last_seq))
 
     async def flushed(self) -> None:
         """Return once every message queued before the call is committed (or raise the
         error its write failed with)."""
-        target = self._queued
-        if self._written >= target:
-            return
-        future = asyncio.get_running_loop().create_future()
-        self._waiters.append((target, future))
-        await future
+        await self._writer.flushed()
 
-    # -- the writer ------------------------------------------------------------------------
-
-    def _wake(self) -> None:
-        self._wake_scheduled = False
-        if self._writer is None and self._queue:
-            self._writer = self.ctx.spawn(self._write_all())
-
-    async def _write_all(self) -> None:
-        try:
-            while self._queue:
-                if len(self._queue) < _MAX_BATCH and self.options.batch_delay:
-                    await asyncio.sleep(self.options.batch_delay)  # let a burst gather
-                batch = self._queue[:_MAX_BATCH]
-                del self._queue[:_MAX_BATCH]
-                await self._write(batch)
-        except asyncio.CancelledError:
-            # shutdown: what is queued is written before storage closes
-            rest, self._queue = self._queue, []
-            if rest:
-                await asyncio.shield(self._write(rest))
-            raise
-        finally:
-            self._writer = None
+    # -- the writer (``roost.server.group_commit``) -----------------------------------------
 
     async def _write(self, batch: list[RoomArchivedMessage | _Deletion]) -> None:
         storage = self.ctx.storage
-        error: BaseException | None = None
-        try:
-            run: list[RoomArchivedMessage] = []
-            for entry in batch:
-                if isinstance(entry, RoomArchivedMessage):
-                    run.append(entry)
-                    continue
-                if run:
-                    await storage.archive_room_messages(run)
-                    run = []
-                await storage.delete_room_archive(entry.room, entry.up_to)
+        run: list[RoomArchivedMessage] = []
+        for entry in batch:
+            if isinstance(entry, RoomArchivedMessage):
+                run.append(entry)
+                continue
             if run:
                 await storage.archive_room_messages(run)
-        except Exception as exc:
-            log.exception("archiving %d room messages failed", len(batch))
-            error = exc
-        self._written += len(batch)
-        keep: list[tuple[int, asyncio.Future[None]]] = []
-        for target, future in self._waiters:
-            if target > self._written:
-                keep.append((target, future))
-            elif not future.done():
-                if error is None:
-                    future.set_result(None)
-                else:
-                    future.set_exception(error)
-        self._waiters = keep
+                run = []
+            await storage.delete_room_archive(entry.room, entry.up_to)
+        if run:
+            await storage.archive_room_messages(run)
 
     # -- retention (the [archive] table) ---------------------------------------------------
 
