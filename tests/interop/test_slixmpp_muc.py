@@ -77,3 +77,22 @@ async def test_join_chat_subject_kick(clients: Callable[..., Client]) -> None:
             break
     assert {110, 307} <= set(pres["muc"]["status_codes"])
     assert muc_a.get_roster(ROOM) == ["firstwitch"]
+
+
+async def test_self_ping_while_joined_and_after_leaving(clients: Callable[..., Client]) -> None:
+    """XEP-0410 §3 with slixmpp's xep_0410 plugin: a ping to one's own occupant JID says
+    JOINED while joined, and not-joined (DISCONNECTED) once the client has left."""
+    from slixmpp.plugins.xep_0410 import PingStatus
+
+    alice = clients("alice", plugins=("xep_0045", "xep_0199", "xep_0410"))
+    await alice.start()
+    alice.xmpp.send_presence()
+    muc = alice.xmpp.plugin["xep_0045"]
+    await muc.join_muc_wait(ROOM, "firstwitch", timeout=TIMEOUT)
+    ping = alice.xmpp.plugin["xep_0410"]
+    me = JID(f"{ROOM}/firstwitch")
+    assert await ping.send_self_ping(me, timeout=TIMEOUT) == PingStatus.JOINED
+    muc.leave_muc(ROOM, "firstwitch")
+    # the server takes a client's stanzas in order (RFC 6120 §10.1): the ping after the
+    # exit is answered after it
+    assert await ping.send_self_ping(me, timeout=TIMEOUT) == PingStatus.DISCONNECTED

@@ -102,3 +102,22 @@ async def test_presence_to_the_bare_room_jid_is_for_the_occupants_nick(
     await bob.send(f"<presence to='{ROOM}'><x xmlns='{MUC}'/></presence>")
     (err,) = await drain(bob)
     assert err.get("type") == "error" and error_of(err) == "jid-malformed"
+
+
+async def test_self_ping_to_a_room_that_is_gone_says_not_joined(logins: Logins) -> None:
+    """XEP-0410 §3: a client that is not joined gets ``not-acceptable``, also when the room
+    itself no longer exists (``item-not-found`` would read as "joined, nick changed")."""
+    alice = await logins("alice", "pda")
+    await alice.send(
+        "<iq type='get' id='sp1' to='nowhere@conference.localhost/alice'>"
+        "<ping xmlns='urn:xmpp:ping'/></iq>"
+    )
+    (err,) = await drain(alice)
+    assert err.get("type") == "error" and error_of(err) == "not-acceptable"
+    # other requests to a room that does not exist are still item-not-found
+    await alice.send(
+        "<iq type='get' id='sp2' to='nowhere@conference.localhost/alice'>"
+        "<query xmlns='jabber:iq:version'/></iq>"
+    )
+    (err,) = await drain(alice)
+    assert error_of(err) == "item-not-found"

@@ -288,6 +288,10 @@ class MucService:
             self._presence(room, stanza, sender, to)
             return
         if room is None:
+            if tag == "iq" and to.resource is not None and _is_ping(stanza):
+                # XEP-0410 §3: not joined (the room is gone); item-not-found would read as
+                # "joined, the nick just changed"
+                raise StanzaError(C.NOT_ACCEPTABLE, "not joined")
             if (tag == "iq" and type_ in ("get", "set")) or (tag == "message" and type_ != "error"):
                 raise StanzaError(C.ITEM_NOT_FOUND)
             return
@@ -1447,3 +1451,11 @@ class MucModule:
             after, self._after = self._after, []
             for then in after:
                 then(ok)
+
+
+def _is_ping(iq: Element) -> bool:
+    payload = iq.find()
+    return iq.get("type") == "get" and payload is not None and (payload.ns, payload.tag) == (
+        ns.PING,
+        "ping",
+    )
