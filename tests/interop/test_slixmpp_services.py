@@ -33,17 +33,10 @@ from slixmpp.xmlstream import ElementBase
 import roost
 from roost.core.jid import JID
 from roost.server.app import Server
+from tests.helpers import eventually
 from tests.interop.test_slixmpp import TIMEOUT, Client
 
 SERVER = slixmpp.JID("localhost")
-
-
-async def until(check: Callable[[], bool]) -> None:
-    """Wait (bounded) for server state that a stream event changes."""
-    deadline = time.monotonic() + TIMEOUT
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
 
 
 async def test_version(clients: Callable[..., Client]) -> None:
@@ -89,11 +82,12 @@ async def test_last_activity_of_a_contact(server: Server, clients: Callable[...,
     bob_jid = JID.parse("bob@localhost")
     alice.xmpp.send_presence()
     bob.xmpp.send_presence()
-    await until(
+    await eventually(
         lambda: all(
             any(c.available for c in server.sessions.resources(JID.parse(user)).values())
             for user in ("alice@localhost", "bob@localhost")
-        )
+        ),
+        "both available",
     )
 
     # Not subscribed to bob's presence: forbidden (XEP-0012 §3).
@@ -111,9 +105,12 @@ async def test_last_activity_of_a_contact(server: Server, clients: Callable[...,
     bob.xmpp.send_presence(ptype="unavailable", pstatus="Heading Home")
     # slixmpp may cut the connection before its send queue is flushed: let the server
     # see the unavailable presence first.
-    await until(lambda: not any(c.available for c in server.sessions.resources(bob_jid).values()))
+    await eventually(
+        lambda: not any(c.available for c in server.sessions.resources(bob_jid).values()),
+        "bob's unavailable presence taken",
+    )
     await bob.stop()
-    await until(lambda: not server.sessions.is_online(bob_jid))
+    await eventually(lambda: not server.sessions.is_online(bob_jid), "bob's session ended")
     await server.idle()  # the logout is recorded (a spawned storage write)
     reply = await last.get_last_activity(slixmpp.JID("bob@localhost"), timeout=TIMEOUT)
     assert str(reply["from"]) == "bob@localhost"

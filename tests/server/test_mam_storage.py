@@ -17,7 +17,7 @@ from roost.core.mam import MAM2, SID
 from roost.core.xml.parser import parse_fragment
 from roost.server.app import Server
 from roost.storage.api import ArchivedMessage, ArchiveQuery, StorageError
-from tests.helpers import PASSWORDS, Logins, drain, quiet, start_server
+from tests.helpers import PASSWORDS, Logins, drain, eventually, quiet, start_server
 from tests.server.mam_helpers import (
     archive_module,
     fin,
@@ -97,9 +97,11 @@ async def test_expiry_runs_by_itself(tmp_path: Path) -> None:
         ]
     )
     try:
-        async with asyncio.timeout(5):
-            while (await srv.storage.last_archive_seq()) != 0:
-                await asyncio.sleep(0.05)  # polling for the timer, bounded by the timeout
+
+        async def emptied() -> bool:
+            return await srv.storage.last_archive_seq() == 0
+
+        await eventually(emptied, "the retention timer's clean-up")
     finally:
         await srv.stop()
 
