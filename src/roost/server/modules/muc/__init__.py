@@ -873,10 +873,8 @@ class MucService:
         """An iq to an occupant goes to one of its clients, from the asker's occupant JID,
         under an id of the room's, so no real JID is revealed either way (§17 business
         rules); the answer comes back the same way."""
-        payload = iq.find()
         occ = room.by_jid.get(sender)
-        is_ping = payload is not None and (payload.ns, payload.tag) == (ns.PING, "ping")
-        if is_ping and iq.get("type") == "get" and (occ is None or occ.nick == nick):
+        if _is_ping(iq) and (occ is None or occ.nick == nick):
             # XEP-0410 §3.3: the room answers a client's ping to its own nick
             if occ is None:
                 raise StanzaError(C.NOT_ACCEPTABLE, "not joined")
